@@ -1,0 +1,27 @@
+"""The HTTP API: ``create_app(services)`` builds it from parts made once per process."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from reelforge import __version__
+from reelforge.api import errors, files, generations, health
+from reelforge.api.deps import Services
+from reelforge.api.limits import BodyLimit
+
+__all__ = ["Services", "create_app"]
+
+
+def create_app(services: Services) -> FastAPI:
+    app = FastAPI(
+        title="reelforge",
+        version=__version__,
+        description="Video generation speaking the MiniMax Hailuo-02 contract of the AI/ML API.",
+    )
+    app.state.services = services
+    errors.install(app)
+    app.add_middleware(BodyLimit, limit=services.settings.max_body_bytes)
+    app.include_router(generations.router)
+    app.include_router(files.router)
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,44 @@
+"""What route handlers receive: the process's services and the calling key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from reelforge.api.auth import authenticate
+from reelforge.engines.registry import ModelSpec
+from reelforge.jobs.model import ApiKey, JobStore
+from reelforge.settings import Settings
+from reelforge.storage.base import Storage
+
+
+@dataclass(frozen=True)
+class Services:
+    """The parts request handlers use; built once by the process that serves the app."""
+
+    settings: Settings
+    store: JobStore
+    storage: Storage
+    models: dict[str, ModelSpec]
+    """Served model id → its registry entry."""
+
+
+# Async on purpose: both are cheap and run on the event loop, not in the thread pool (a hop
+# there and back costs more than the work). The store's reads never wait for a writer.
+async def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+async def get_caller(
+    services: ServicesDep, authorization: Annotated[str | None, Header()] = None
+) -> ApiKey:
+    return authenticate(services.store, authorization)
+
+
+CallerDep = Annotated[ApiKey, Depends(get_caller)]

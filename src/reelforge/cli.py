@@ -1,0 +1,330 @@
+"""The ``reelforge`` command line; the only place that prints."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from PIL import Image
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from reelforge import __version__, client_cli
+from reelforge.contract import DEFAULT_MODEL, Resolution, check_length
+from reelforge.engines.base import VideoRequest
+from reelforge.engines.preview import PreviewEngine
+from reelforge.errors import InvalidRequest
+from reelforge.media.camera import parse_camera
+from reelforge.media.encoder import encode_mp4
+from reelforge.media.intake import load_image
+from reelforge.settings import Settings
+
+app = typer.Typer(
+    help="reelforge: video generation speaking the Hailuo-02 API.", no_args_is_help=True
+)
+err = Console(stderr=True)
+out = Console()
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        err.print(f"[red]invalid settings:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    if version:
+        out.print(f"reelforge {__version__}")
+        raise typer.Exit
+
+
+@app.command()
+def render(
+    prompt: Annotated[str, typer.Argument(help="What to show; camera commands in [brackets].")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the MP4.")] = Path(
+        "out.mp4"
+    ),
+    image: Annotated[Path | None, typer.Option("--image", help="First frame (JPG/PNG).")] = None,
+    last_image: Annotated[
+        Path | None, typer.Option("--last-image", help="Last frame (JPG/PNG).")
+    ] = None,
+    duration: Annotated[int, typer.Option(help="Length in seconds: 6 or 10.")] = 6,
+    resolution: Annotated[Resolution, typer.Option(help="768P or 1080P.")] = Resolution.P768,
+    seed: Annotated[int | None, typer.Option(help="Seed for the camera's jitter.")] = None,
+) -> None:
+    """Render a video locally with the preview engine (no server, no model)."""
+    settings = _settings()
+    try:
+        request = _request(prompt, image, last_image, duration, resolution, seed)
+    except InvalidRequest as exc:
+        err.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(2) from exc
+    started = time.perf_counter()
+    with Progress(
+        TextColumn("rendering"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} frames"),
+        TimeElapsedColumn(),
+        console=err,
+    ) as progress:
+        task = progress.add_task("render", total=None)
+        video = PreviewEngine().generate(
+            request, lambda done, total: progress.update(task, completed=done, total=total)
+        )
+        encode_mp4(video, output, settings.encoder)
+    elapsed = time.perf_counter() - started
+    out.print(
+        f"{output}  {video.width}x{video.height}, {video.frame_count} frames at {video.fps} fps "
+        f"({video.duration_s:g} s) in {elapsed:.1f} s"
+    )
+
+
+@app.command()
+def serve(
+    workers: Annotated[int, typer.Option(help="Worker processes to start beside the API.")] = 1,
+    api_processes: Annotated[
+        int, typer.Option(min=1, help="API processes sharing the port (one per core).")
+    ] = 1,
+    host: Annotated[str | None, typer.Option(help="Listen address [REELFORGE_HOST].")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port [REELFORGE_PORT].")] = None,
+    access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
+) -> None:
+    """Serve the API (and ``--workers`` worker processes) on one data directory."""
+    import uvicorn
+
+    from reelforge.runtime import ensure_key, open_store, start_workers, stop_workers
+
+    settings = _settings()
+    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    settings = settings.model_copy(update=overrides)
+    store = open_store(settings)
+    first_key = ensure_key(settings, store)
+    store.close()
+    processes = start_workers(settings, workers)
+    out.print(f"reelforge {__version__} on http://{settings.host}:{settings.port}/v2")
+    out.print(
+        f"data in {settings.data_dir.resolve()}; {api_processes} API and {workers} worker "
+        "process(es)"
+    )
+    if first_key is not None:
+        out.print(f"API key (shown once, kept in {settings.data_dir / 'api-key'}):")
+        out.print(first_key, soft_wrap=True)
+    try:
+        uvicorn.run(
+            "reelforge.runtime:api_from_environment",
+            factory=True,
+            workers=api_processes,
+            host=settings.host,
+            port=settings.port,
+            log_level="info",
+            access_log=access_log,
+        )
+    finally:
+        stop_workers(processes, timeout=settings.drain_seconds + 5)
+
+
+@app.command()
+def worker(
+    processes: Annotated[int, typer.Option(min=1, help="Worker processes to run.")] = 1,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(min=1, help="Jobs at once per process [REELFORGE_WORKER_CONCURRENCY]."),
+    ] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model", help="Serve only this model id (repeatable) [REELFORGE_WORKER_MODELS]."
+        ),
+    ] = None,
+) -> None:
+    """Run workers alone, against the data directory or database of a ``reelforge serve``."""
+    from reelforge.runtime import run_worker, start_workers, stop_workers
+
+    settings = _settings()
+    overrides: dict[str, object] = {}
+    if concurrency is not None:
+        overrides["worker_concurrency"] = concurrency
+    if model:
+        overrides["worker_models"] = model
+    try:
+        settings = Settings.model_validate({**settings.model_dump(), **overrides})
+    except ValidationError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    if processes == 1:
+        run_worker(settings)
+        return
+    children = start_workers(settings, processes)
+    try:
+        for child in children:
+            child.join()
+    finally:
+        stop_workers(children, timeout=settings.drain_seconds + 5)
+
+
+db = typer.Typer(help="The shared PostgreSQL database.", no_args_is_help=True)
+app.add_typer(db, name="db")
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Apply pending schema migrations to REELFORGE_DATABASE_URL (safe to run concurrently)."""
+    settings = _settings()
+    if settings.database_url is None:
+        err.print("[red]error:[/red] set REELFORGE_DATABASE_URL (SQLite needs no migrations)")
+        raise typer.Exit(2)
+    from reelforge.jobs.migrate import upgrade
+
+    applied = upgrade(settings.database_url.get_secret_value())
+    out.print(f"applied migrations {applied}" if applied else "the schema is up to date")
+
+
+@app.command()
+def generate(
+    prompt: Annotated[str, typer.Argument(help="What to show; camera commands in [brackets].")],
+    image: Annotated[Path | None, typer.Option("--image", help="First frame (JPG/PNG).")] = None,
+    last_image: Annotated[
+        Path | None, typer.Option("--last-image", help="Last frame (JPG/PNG).")
+    ] = None,
+    duration: Annotated[int, typer.Option(help="Length in seconds: 6 or 10.")] = 6,
+    resolution: Annotated[Resolution, typer.Option(help="768P or 1080P.")] = Resolution.P768,
+    model: Annotated[str, typer.Option(help="Model id.")] = DEFAULT_MODEL,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to save the MP4.")] = Path(
+        "out.mp4"
+    ),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the final generation.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the video.")] = 1200.0,
+    base_url: client_cli.BaseUrl = None,
+    api_key: client_cli.ApiKeyOption = None,
+) -> None:
+    """Generate a video through a reelforge server (or the reference service) and save it.
+
+    Exit codes: 0 done, 1 generation failed, 2 usage error, 3 timeout, 4 server unreachable.
+    """
+    client_cli.generate(
+        _settings(),
+        prompt,
+        image,
+        last_image,
+        duration,
+        resolution,
+        model,
+        output,
+        as_json,
+        timeout,
+        base_url,
+        api_key,
+    )
+
+
+@app.command()
+def status(
+    generation_id: Annotated[str, typer.Argument(help="The generation's id.")],
+    base_url: client_cli.BaseUrl = None,
+    api_key: client_cli.ApiKeyOption = None,
+) -> None:
+    """Print a generation as JSON."""
+    client_cli.status(_settings(), generation_id, base_url, api_key)
+
+
+@app.command()
+def cancel(
+    generation_id: Annotated[str, typer.Argument(help="The generation's id.")],
+    base_url: client_cli.BaseUrl = None,
+    api_key: client_cli.ApiKeyOption = None,
+) -> None:
+    """Cancel a generation: queued ones end at once, running ones at their next step."""
+    client_cli.cancel(_settings(), generation_id, base_url, api_key)
+
+
+@app.command()
+def download(
+    generation_id: Annotated[str, typer.Argument(help="The generation's id.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to save the MP4.")] = Path(
+        "out.mp4"
+    ),
+    base_url: client_cli.BaseUrl = None,
+    api_key: client_cli.ApiKeyOption = None,
+) -> None:
+    """Save a completed generation's video."""
+    client_cli.download(_settings(), generation_id, output, base_url, api_key)
+
+
+keys = typer.Typer(help="Manage API keys (stored hashed).", no_args_is_help=True)
+app.add_typer(keys, name="keys")
+
+
+@keys.command("create")
+def keys_create(name: Annotated[str, typer.Option(help="A label for the key.")] = "cli") -> None:
+    """Make a key and print it once."""
+    from reelforge.api.auth import new_key, register
+    from reelforge.runtime import open_store
+
+    store = open_store(_settings())
+    key = new_key()
+    record = register(store, key, name=name)
+    err.print(f"key {record.id} ({name}); it is shown only now:")
+    out.print(key, soft_wrap=True)
+
+
+@keys.command("list")
+def keys_list() -> None:
+    """List keys (prefix, name, state); never the keys themselves."""
+    from rich.table import Table
+
+    from reelforge.runtime import open_store
+
+    table = Table("id", "prefix", "name", "created", "revoked")
+    for record in open_store(_settings()).list_keys():
+        revoked = time.ctime(record.revoked_at) if record.revoked_at else ""
+        table.add_row(record.id, record.prefix, record.name, time.ctime(record.created_at), revoked)
+    out.print(table)
+
+
+@keys.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="Key id or prefix.")]) -> None:
+    """Revoke a key: its calls are refused from now on."""
+    from reelforge.runtime import open_store
+
+    if not open_store(_settings()).revoke_key(key_id):
+        err.print(f"[red]error:[/red] no active key {key_id!r}")
+        raise typer.Exit(2)
+    out.print(f"revoked {key_id}")
+
+
+def _request(
+    prompt: str,
+    image: Path | None,
+    last_image: Path | None,
+    duration: int,
+    resolution: Resolution,
+    seed: int | None,
+) -> VideoRequest:
+    check_length(duration, resolution, field="--duration")
+    parse_camera(prompt)
+    return VideoRequest(
+        prompt=prompt,
+        duration_s=duration,
+        resolution=resolution,
+        seed=seed,
+        first_frame=_read_image(image, "--image"),
+        last_frame=_read_image(last_image, "--last-image"),
+    )
+
+
+def _read_image(path: Path | None, field: str) -> Image.Image | None:
+    if path is None:
+        return None
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InvalidRequest(field, f"cannot read {path}: {exc.strerror}") from exc
+    return load_image(data, field=field)

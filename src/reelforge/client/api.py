@@ -1,0 +1,294 @@
+"""``Client`` and ``AsyncClient``: one surface over the flows, carried out sync or async.
+
+Both take the API's base URL including ``/v2`` (as the reference's examples do) and a key.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import anyio
+import httpx
+
+from reelforge.client import flows
+from reelforge.client.flows import (
+    Action,
+    Call,
+    Failed,
+    Fetch,
+    Flow,
+    Outcome,
+    Reply,
+    Sleep,
+    Streamed,
+)
+from reelforge.client.images import ImageInput, image_field
+from reelforge.client.models import Generation
+from reelforge.contract import DEFAULT_MODEL
+
+G = TypeVar("G")  # Generation, or an awaitable of it
+P = TypeVar("P")  # Path, or an awaitable of it
+T = TypeVar("T")
+
+ProgressHook = Callable[[Generation], None]
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout)
+
+
+class _Surface(Generic[G, P]):
+    """The public methods, written once; subclasses say how a flow is carried out."""
+
+    def __init__(self, base_url: str, api_key: str, *, policy: flows.Policy | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.headers = {"Authorization": f"Bearer {api_key}"}
+        self.policy = policy or flows.Policy()
+
+    def create(
+        self,
+        prompt: str,
+        *,
+        model: str = DEFAULT_MODEL,
+        first_frame_image: ImageInput | None = None,
+        last_frame_image: ImageInput | None = None,
+        duration: int = 6,
+        resolution: str = "768P",
+        prompt_optimizer: bool = True,
+    ) -> G:
+        """Start a generation. Local images are checked and sent as base64 data URIs."""
+        body = _body(
+            prompt,
+            model,
+            first_frame_image,
+            last_frame_image,
+            duration,
+            resolution,
+            prompt_optimizer,
+        )
+        return self._generation(flows.create(body, self.policy))
+
+    def generate(
+        self,
+        prompt: str,
+        *,
+        output: Path | str | None = None,
+        timeout: float = 1200.0,
+        on_progress: ProgressHook | None = None,
+        model: str = DEFAULT_MODEL,
+        first_frame_image: ImageInput | None = None,
+        last_frame_image: ImageInput | None = None,
+        duration: int = 6,
+        resolution: str = "768P",
+        prompt_optimizer: bool = True,
+    ) -> G:
+        """Create, wait, and download the video to ``output`` if given."""
+        body = _body(
+            prompt,
+            model,
+            first_frame_image,
+            last_frame_image,
+            duration,
+            resolution,
+            prompt_optimizer,
+        )
+        target = None if output is None else Path(output)
+        return self._generation(flows.generate(body, timeout, on_progress, target, self.policy))
+
+    def get(self, generation_id: str) -> G:
+        return self._generation(flows.get(generation_id, self.policy))
+
+    def cancel(self, generation_id: str) -> G:
+        """Cancel (reelforge's extension): a queued generation ends at once, a running one
+        at its next step; returns the generation as it then is."""
+        return self._generation(flows.cancel(generation_id, self.policy))
+
+    def wait(
+        self,
+        generation_id: str,
+        *,
+        timeout: float = 1200.0,
+        on_progress: ProgressHook | None = None,
+    ) -> G:
+        """Poll until completed (returned), error (``GenerationFailed``) or ``Timeout``."""
+        return self._generation(flows.wait(generation_id, timeout, on_progress, self.policy))
+
+    def download(self, generation: Generation, path: Path | str) -> P:
+        """Stream the video to ``path``; resumes after a drop, checks the size."""
+        return self._path(flows.download(generation, Path(path), self.policy))
+
+    def _generation(self, flow: Flow[Generation]) -> G:
+        raise NotImplementedError
+
+    def _path(self, flow: Flow[Path]) -> P:
+        raise NotImplementedError
+
+
+def _body(
+    prompt: str,
+    model: str,
+    first_frame_image: ImageInput | None,
+    last_frame_image: ImageInput | None,
+    duration: int,
+    resolution: str,
+    prompt_optimizer: bool,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": model,
+        "prompt": prompt,
+        "duration": duration,
+        "resolution": resolution,
+        "prompt_optimizer": prompt_optimizer,
+    }
+    images = (("first_frame_image", first_frame_image), ("last_image_url", last_frame_image))
+    for name, value in images:
+        encoded = image_field(value, field=name)
+        if encoded is not None:
+            body[name] = encoded
+    return body
+
+
+class Client(_Surface[Generation, Path]):
+    """The synchronous client."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout: float = 30.0,
+        policy: flows.Policy | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        super().__init__(base_url, api_key, policy=policy)
+        self._http = httpx.Client(timeout=timeout, transport=transport, follow_redirects=True)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _generation(self, flow: Flow[Generation]) -> Generation:
+        return self._drive(flow)
+
+    def _path(self, flow: Flow[Path]) -> Path:
+        return self._drive(flow)
+
+    def _drive(self, flow: Flow[T]) -> T:
+        outcome: Outcome = None
+        while True:
+            try:
+                action = flow.send(outcome)
+            except StopIteration as stop:
+                result: T = stop.value
+                return result
+            outcome = self._carry_out(action)
+
+    def _carry_out(self, action: Action) -> Outcome:
+        if isinstance(action, Sleep):
+            time.sleep(action.seconds)
+            return None
+        try:
+            if isinstance(action, Call):
+                response = self._http.request(
+                    action.method,
+                    self.base_url + action.path,
+                    params=action.params,
+                    json=action.body,
+                    headers=self.headers,
+                )
+                return Reply(response.status_code, response.headers, response.content)
+            return self._fetch(action)
+        except httpx.TransportError as exc:
+            return Failed(exc, sent=not isinstance(exc, _NOT_SENT))
+
+    def _fetch(self, action: Fetch) -> Streamed | Failed:
+        headers = {"Range": f"bytes={action.offset}-"} if action.offset else {}
+        with self._http.stream("GET", action.url, headers=headers) as response:
+            if response.status_code not in (200, 206):
+                return Streamed(response.status_code, response.headers, complete=True)
+            mode = "ab" if response.status_code == 206 else "wb"
+            with action.path.open(mode) as sink:
+                try:
+                    for chunk in response.iter_bytes():
+                        sink.write(chunk)
+                except httpx.TransportError:
+                    return Streamed(response.status_code, response.headers, complete=False)
+            return Streamed(response.status_code, response.headers, complete=True)
+
+
+class AsyncClient(_Surface[Awaitable[Generation], Awaitable[Path]]):
+    """The asyncio client: the same methods, awaited."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout: float = 30.0,
+        policy: flows.Policy | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        super().__init__(base_url, api_key, policy=policy)
+        self._http = httpx.AsyncClient(timeout=timeout, transport=transport, follow_redirects=True)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+    def _generation(self, flow: Flow[Generation]) -> Awaitable[Generation]:
+        return self._drive(flow)
+
+    def _path(self, flow: Flow[Path]) -> Awaitable[Path]:
+        return self._drive(flow)
+
+    async def _drive(self, flow: Flow[T]) -> T:
+        outcome: Outcome = None
+        while True:
+            try:
+                action = flow.send(outcome)
+            except StopIteration as stop:
+                result: T = stop.value
+                return result
+            outcome = await self._carry_out(action)
+
+    async def _carry_out(self, action: Action) -> Outcome:
+        if isinstance(action, Sleep):
+            await anyio.sleep(action.seconds)
+            return None
+        try:
+            if isinstance(action, Call):
+                response = await self._http.request(
+                    action.method,
+                    self.base_url + action.path,
+                    params=action.params,
+                    json=action.body,
+                    headers=self.headers,
+                )
+                return Reply(response.status_code, response.headers, response.content)
+            return await self._fetch(action)
+        except httpx.TransportError as exc:
+            return Failed(exc, sent=not isinstance(exc, _NOT_SENT))
+
+    async def _fetch(self, action: Fetch) -> Streamed | Failed:
+        headers = {"Range": f"bytes={action.offset}-"} if action.offset else {}
+        async with self._http.stream("GET", action.url, headers=headers) as response:
+            if response.status_code not in (200, 206):
+                return Streamed(response.status_code, response.headers, complete=True)
+            mode = "ab" if response.status_code == 206 else "wb"
+            with action.path.open(mode) as sink:
+                try:
+                    async for chunk in response.aiter_bytes():
+                        sink.write(chunk)
+                except httpx.TransportError:
+                    return Streamed(response.status_code, response.headers, complete=False)
+            return Streamed(response.status_code, response.headers, complete=True)

@@ -1,0 +1,287 @@
+"""The SDK's logic, written once and free of I/O.
+
+Each operation is a generator ("flow") that yields actions — an HTTP call, a sleep, a
+download into a file — and receives their outcomes; ``Client`` and ``AsyncClient`` only
+carry the actions out (sync or async). Retries, backoff, deadlines, Range resumes and
+error mapping all live here.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from reelforge.client.errors import ApiError, GenerationFailed, Timeout, TransportError
+from reelforge.client.models import Generation
+from reelforge.contract import Status
+
+T = TypeVar("T")
+
+LEGACY = "/generate/video/minimax/generation"
+
+
+@dataclass(frozen=True)
+class Call:
+    """An HTTP request relative to the base URL. ``idempotent``: safe to send twice."""
+
+    method: str
+    path: str
+    params: Mapping[str, str] | None = None
+    body: Mapping[str, Any] | None = None
+    idempotent: bool = True
+
+
+@dataclass(frozen=True)
+class Sleep:
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Fetch:
+    """Stream ``url`` into ``path``: from byte ``offset`` (a Range request) when above 0."""
+
+    url: str
+    path: Path
+    offset: int
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Streamed:
+    """A download's outcome: ``path`` now holds the body (from 0 on a 200, appended on a
+    206); ``complete`` is False when the connection dropped part-way."""
+
+    status: int
+    headers: Mapping[str, str]
+    complete: bool
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The request failed in transport; ``sent``: it may have reached the server."""
+
+    error: Exception
+    sent: bool
+
+
+Action = Call | Sleep | Fetch
+Outcome = Reply | Streamed | Failed | None
+Flow = Generator[Action, Outcome, T]
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Retry and polling pacing, in seconds."""
+
+    retries: int = 5
+    retry_base: float = 0.5
+    retry_cap: float = 8.0
+    first_poll: float = 0.5
+    poll_growth: float = 1.5
+    poll_cap: float = 10.0
+    clock: Callable[[], float] = field(default=time.monotonic)
+    jitter: Callable[[], float] = field(default=lambda: random.uniform(0.5, 1.0))
+
+
+def create(body: Mapping[str, Any], policy: Policy) -> Flow[Generation]:
+    """POST a create; sent again only where it cannot have been processed."""
+    reply = yield from request(Call("POST", LEGACY, body=body, idempotent=False), policy)
+    return Generation.from_wire(_json(reply))
+
+
+def get(generation_id: str, policy: Policy, deadline: float | None = None) -> Flow[Generation]:
+    call = Call("GET", LEGACY, params={"generation_id": generation_id})
+    reply = yield from request(call, policy, deadline)
+    return Generation.from_wire(_json(reply))
+
+
+def cancel(generation_id: str, policy: Policy) -> Flow[Generation]:
+    """Ask reelforge to cancel (its extension; safe to send twice)."""
+    call = Call("DELETE", LEGACY, params={"generation_id": generation_id})
+    reply = yield from request(call, policy)
+    return Generation.from_wire(_json(reply))
+
+
+def wait(
+    generation_id: str,
+    timeout: float,
+    on_progress: Callable[[Generation], None] | None,
+    policy: Policy,
+) -> Flow[Generation]:
+    """Poll until the generation ends: a short first interval growing to a cap, never a
+    sleep past the deadline. ``GenerationFailed`` on ``error``, ``Timeout`` at the deadline."""
+    deadline = policy.clock() + timeout
+    interval = policy.first_poll
+    while True:
+        generation = yield from get(generation_id, policy, deadline)
+        if on_progress is not None:
+            on_progress(generation)
+        if generation.status is Status.COMPLETED:
+            return generation
+        if generation.status is Status.ERROR:
+            name, message = generation.error_name or "Error", generation.error_message or ""
+            raise GenerationFailed(generation_id, name, message)
+        remaining = deadline - policy.clock()
+        if remaining <= 0:
+            raise Timeout(f"generation {generation_id} still {generation.status} after {timeout} s")
+        yield Sleep(min(interval, remaining))
+        interval = min(interval * policy.poll_growth, policy.poll_cap)
+
+
+def generate(
+    body: Mapping[str, Any],
+    timeout: float,
+    on_progress: Callable[[Generation], None] | None,
+    output: Path | None,
+    policy: Policy,
+) -> Flow[Generation]:
+    """Create, wait, and download to ``output`` if given."""
+    created = yield from create(body, policy)
+    generation = yield from wait(created.id, timeout, on_progress, policy)
+    if output is not None:
+        yield from download(generation, output, policy)
+    return generation
+
+
+def download(generation: Generation, path: Path, policy: Policy) -> Flow[Path]:
+    """Stream the video to ``path`` (through ``<path>.part``), resuming with Range after a
+    dropped connection and checking the size; a link that expired meanwhile is renewed (up to
+    ``policy.retries`` times, then its 410 is an ``ApiError``)."""
+    if generation.video_url is None:
+        raise ValueError(f"generation {generation.id} has no video (status {generation.status})")
+    url = generation.video_url
+    part = path.with_name(path.name + ".part")
+    part.unlink(missing_ok=True)
+    try:
+        failures = renewals = 0
+        while True:
+            offset = part.stat().st_size if part.exists() else 0
+            outcome = yield Fetch(url, part, offset)
+            if (
+                isinstance(outcome, Streamed)
+                and outcome.status == 410
+                and renewals < policy.retries
+            ):
+                renewals += 1
+                url = (yield from get(generation.id, policy)).video_url or url
+                continue
+            if isinstance(outcome, Streamed) and outcome.complete and outcome.status in (200, 206):
+                total = _total_size(outcome)
+                if total is None or part.stat().st_size == total:
+                    part.replace(path)
+                    return path
+                if part.stat().st_size > total:
+                    part.unlink()  # not the file the server describes: start over
+            elif isinstance(outcome, Streamed) and outcome.status == 416:
+                part.unlink()  # our offset is past the file's end: start over
+            elif isinstance(outcome, Streamed) and not outcome.complete:
+                pass  # dropped mid-body: resume from what arrived
+            elif isinstance(outcome, Streamed):
+                raise ApiError(
+                    outcome.status, "DownloadRefused", f"the video link answered {outcome.status}"
+                )
+            failures += 1
+            if failures > policy.retries:
+                raise TransportError(
+                    f"download of {generation.id} failed {failures} times; last: {outcome}"
+                )
+            yield Sleep(_backoff(failures, policy))
+    except BaseException:
+        part.unlink(missing_ok=True)  # nothing half-downloaded is left behind
+        raise
+
+
+def request(call: Call, policy: Policy, deadline: float | None = None) -> Flow[Reply]:
+    """Send ``call``, retrying transport failures and 5xx/429 with jittered backoff (or the
+    server's ``Retry-After``); a 4xx is an ``ApiError``."""
+    last = ""
+    for attempt in range(1, policy.retries + 2):
+        outcome = yield call
+        if isinstance(outcome, Reply) and outcome.status < 500 and outcome.status != 429:
+            if outcome.status >= 400:
+                raise _api_error(outcome)
+            return outcome
+        if isinstance(outcome, Failed):
+            last = f"{type(outcome.error).__name__}: {outcome.error}"
+            if outcome.sent and not call.idempotent:
+                raise TransportError(f"{call.method} {call.path} may not have completed: {last}")
+            delay = _backoff(attempt, policy)
+        elif isinstance(outcome, Reply):
+            last = f"HTTP {outcome.status}"
+            if not call.idempotent and outcome.status not in (429, 503):
+                raise _api_error(outcome)  # the server may have acted on it: not sent again
+            told = _retry_after(outcome.headers, policy)
+            delay = _backoff(attempt, policy) if told is None else told
+        else:
+            raise TypeError(f"unexpected outcome {outcome!r}")
+        if deadline is not None:
+            remaining = deadline - policy.clock()
+            if remaining <= 0:
+                raise Timeout(f"deadline passed while retrying {call.method} {call.path} ({last})")
+            delay = min(delay, remaining)
+        if attempt <= policy.retries:
+            yield Sleep(delay)
+    raise TransportError(
+        f"{call.method} {call.path} failed {policy.retries + 1} times; last: {last}"
+    )
+
+
+def _json(reply: Reply) -> dict[str, Any]:
+    try:
+        body = json.loads(reply.body)
+    except ValueError as exc:
+        raise TransportError(f"the server answered {reply.status} with non-JSON") from exc
+    if not isinstance(body, dict):
+        raise TransportError(f"the server answered {reply.status} with {type(body).__name__}")
+    return body
+
+
+def _api_error(reply: Reply) -> ApiError:
+    try:
+        error = json.loads(reply.body).get("error") or {}
+        return ApiError(
+            reply.status, str(error.get("name", "Error")), str(error.get("message", ""))
+        )
+    except (ValueError, AttributeError):
+        return ApiError(reply.status, "Error", reply.body[:200].decode("utf-8", "replace"))
+
+
+def _backoff(attempt: int, policy: Policy) -> float:
+    delay = min(policy.retry_cap, policy.retry_base * 2.0 ** (attempt - 1))
+    return float(delay * policy.jitter())
+
+
+def _retry_after(headers: Mapping[str, str], policy: Policy) -> float | None:
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return min(policy.retry_cap * 4, max(0.0, float(value)))
+    except ValueError:
+        pass
+    try:
+        moment = parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None
+    return min(policy.retry_cap * 4, max(0.0, moment - time.time()))
+
+
+def _total_size(outcome: Streamed) -> int | None:
+    """The whole file's size as the server states it (Content-Range, else Content-Length)."""
+    content_range = outcome.headers.get("content-range", "")
+    if "/" in content_range and content_range.rsplit("/", 1)[1].isdigit():
+        return int(content_range.rsplit("/", 1)[1])
+    length = outcome.headers.get("content-length", "")
+    return int(length) if outcome.status == 200 and length.isdigit() else None

@@ -1,0 +1,51 @@
+"""A generation as the client sees it, typed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from reelforge.contract import Status
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One poll's answer. ``raw`` keeps the whole JSON (fields this SDK does not know)."""
+
+    id: str
+    status: Status
+    progress: int | None
+    video_url: str | None
+    error_name: str | None
+    error_message: str | None
+    credits_used: float | None
+    raw: dict[str, Any]
+
+    @property
+    def done(self) -> bool:
+        return self.status.is_terminal
+
+    @classmethod
+    def from_wire(cls, body: dict[str, Any]) -> Generation:
+        video = body.get("video") or {}
+        error = body.get("error") or {}
+        usage = (body.get("meta") or {}).get("usage") or {}
+        progress = body.get("progress")
+        return cls(
+            id=str(body.get("id") or body.get("generation_id")),
+            status=_status(body.get("status")),
+            progress=int(progress) if isinstance(progress, int | float) else None,
+            video_url=video.get("url"),
+            error_name=error.get("name"),
+            error_message=error.get("message"),
+            credits_used=usage.get("credits_used"),
+            raw=body,
+        )
+
+
+def _status(value: object) -> Status:
+    # The reference also reports "waiting" and "active" while a job is pending.
+    aliases = {"waiting": Status.QUEUED, "active": Status.GENERATING}
+    if not isinstance(value, str):
+        raise ValueError(f"status {value!r} is not a string")
+    return aliases.get(value) or Status(value)

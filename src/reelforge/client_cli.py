@@ -1,0 +1,146 @@
+"""``reelforge generate | status | download``: the SDK from the command line.
+
+Exit codes: 0 done, 1 the generation failed, 2 a usage error (refused input, no key),
+3 timeout, 4 the server could not be reached. Messages go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+from reelforge.client import ApiError, Client, Generation, GenerationFailed, Timeout, TransportError
+from reelforge.contract import Resolution
+from reelforge.errors import InvalidRequest
+from reelforge.runtime import LOCAL_KEY_FILE
+from reelforge.settings import Settings
+
+err = Console(stderr=True)
+out = Console()
+
+BaseUrl = Annotated[
+    str | None, typer.Option("--base-url", help="API root with /v2 [REELFORGE_BASE_URL].")
+]
+ApiKeyOption = Annotated[str | None, typer.Option("--api-key", help="[REELFORGE_API_KEY]")]
+
+
+def client_for(settings: Settings, base_url: str | None, api_key: str | None) -> Client:
+    """A client for the flags, else the settings, else the local ``reelforge serve``."""
+    key = api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
+    if key is None:
+        stored = settings.data_dir / LOCAL_KEY_FILE
+        if not stored.exists():
+            err.print(
+                "[red]error:[/red] no API key: pass --api-key, set REELFORGE_API_KEY, or start "
+                f"`reelforge serve` here first (it keeps its key in {stored})"
+            )
+            raise typer.Exit(2)
+        key = stored.read_text().strip()
+    return Client(base_url or settings.client_base_url, key)
+
+
+def generate(
+    settings: Settings,
+    prompt: str,
+    image: Path | None,
+    last_image: Path | None,
+    duration: int,
+    resolution: Resolution,
+    model: str,
+    output: Path,
+    as_json: bool,
+    timeout: float,
+    base_url: str | None,
+    api_key: str | None,
+) -> None:
+    with client_for(settings, base_url, api_key) as client, _exit_codes(client.base_url):
+        created = client.create(
+            prompt,
+            model=model,
+            first_frame_image=image,
+            last_frame_image=last_image,
+            duration=duration,
+            resolution=resolution.value,
+        )
+        started = time.monotonic()
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            disable=as_json,
+        ) as progress:
+            task = progress.add_task("queued", total=100)
+
+            def show(generation: Generation) -> None:
+                progress.update(
+                    task, description=generation.status.value, completed=generation.progress or 0
+                )
+
+            done = client.wait(created.id, timeout=timeout, on_progress=show)
+            client.download(done, output)
+        if as_json:
+            out.print_json(json.dumps(done.raw))
+        else:
+            out.print(f"{output}  ({time.monotonic() - started:.1f} s)")
+            out.print(done.video_url or "", soft_wrap=True)
+
+
+def status(
+    settings: Settings, generation_id: str, base_url: str | None, api_key: str | None
+) -> None:
+    with client_for(settings, base_url, api_key) as client, _exit_codes(client.base_url):
+        out.print_json(json.dumps(client.get(generation_id).raw))
+
+
+def cancel(
+    settings: Settings, generation_id: str, base_url: str | None, api_key: str | None
+) -> None:
+    with client_for(settings, base_url, api_key) as client, _exit_codes(client.base_url):
+        out.print_json(json.dumps(client.cancel(generation_id).raw))
+
+
+def download(
+    settings: Settings, generation_id: str, output: Path, base_url: str | None, api_key: str | None
+) -> None:
+    with client_for(settings, base_url, api_key) as client, _exit_codes(client.base_url):
+        generation = client.get(generation_id)
+        if generation.video_url is None:
+            err.print(
+                f"[red]error:[/red] generation {generation_id} is {generation.status}: no video yet"
+            )
+            raise typer.Exit(1 if generation.status == "error" else 2)
+        client.download(generation, output)
+        out.print(str(output))
+
+
+@contextmanager
+def _exit_codes(base_url: str) -> Iterator[None]:
+    """Turn the SDK's errors into a message on stderr and the documented exit code."""
+    try:
+        yield
+    except GenerationFailed as error:
+        err.print(f"[red]generation failed:[/red] {escape(error.name)}: {escape(error.message)}")
+        raise typer.Exit(1) from error
+    except (ApiError, InvalidRequest) as error:
+        err.print(f"[red]refused:[/red] {escape(error.message)}")
+        raise typer.Exit(2) from error
+    except Timeout as error:
+        err.print(f"[red]timeout:[/red] {escape(str(error))}; raise --timeout or check the workers")
+        raise typer.Exit(3) from error
+    except TransportError as error:
+        err.print(
+            f"[red]cannot reach {escape(base_url)}:[/red] {escape(str(error))}; "
+            "is `reelforge serve` running?"
+        )
+        raise typer.Exit(4) from error

@@ -1,0 +1,62 @@
+"""The vocabulary of the Hailuo-02 wire contract shared by the API, the engines and the SDK.
+
+See ``shared/contract.md``: durations, resolutions, image rules and generation states.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Final
+
+from reelforge.errors import InvalidRequest
+
+MAX_PROMPT_CHARS: Final = 2000
+MAX_IMAGE_BYTES: Final = 20 * 1024 * 1024
+"""Largest accepted image file, in bytes (the contract's "at most 20 MB")."""
+MIN_IMAGE_SHORT_SIDE: Final = 300
+"""An image's shorter side must be strictly greater than this, in pixels."""
+MIN_IMAGE_RATIO: Final = 2 / 5
+MAX_IMAGE_RATIO: Final = 5 / 2
+"""Width/height must lie strictly between these."""
+DURATIONS: Final = (6, 10)
+"""Allowed clip lengths, in seconds."""
+DEFAULT_MODEL: Final = "minimax/hailuo-02"
+
+
+class Resolution(StrEnum):
+    P768 = "768P"
+    P1080 = "1080P"
+
+    @property
+    def short_side(self) -> int:
+        """The shorter side of the output video, in pixels."""
+        return 768 if self is Resolution.P768 else 1080
+
+    @property
+    def landscape_size(self) -> tuple[int, int]:
+        """Width and height of a text-only (16:9) video, in pixels."""
+        return (1366, 768) if self is Resolution.P768 else (1920, 1080)
+
+
+class Status(StrEnum):
+    """The states of a generation, as the wire contract names them."""
+
+    QUEUED = "queued"
+    GENERATING = "generating"
+    COMPLETED = "completed"
+    ERROR = "error"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES: Final = frozenset({Status.COMPLETED, Status.ERROR})
+
+
+def check_length(duration: int, resolution: Resolution, *, field: str = "duration") -> None:
+    """Refuse a duration the contract does not offer, or 10 s at 1080P."""
+    if duration not in DURATIONS:
+        raise InvalidRequest(field, f"{duration} is not an allowed duration; use 6 or 10 seconds")
+    if duration == 10 and resolution is not Resolution.P768:
+        raise InvalidRequest(field, f"10 s is available only at 768P, not {resolution.value}")

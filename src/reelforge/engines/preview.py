@@ -1,0 +1,135 @@
+"""The preview engine: a watchable video that follows every part of a request, with no model.
+
+It emulates the deterministic parts of the reference: the contract's size, length and
+frame rate; the first frame (the given image, or a title card designed from the prompt);
+the last frame reached along optical flow; and the camera commands. It runs on any CPU and
+renders each frame only when the encoder asks for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps
+
+from reelforge.engines.base import Frame, OnStep, Video, VideoRequest, request_seed
+from reelforge.media.camera import CameraPath, CameraScript, parse_camera, plan_path
+from reelforge.media.morph import Morph
+from reelforge.media.sizing import output_size
+from reelforge.media.title import title_card
+
+FPS = 25
+"""The reference's frame rate."""
+
+
+class PreviewEngine:
+    """Camera moves over a still (or morphing) picture, rendered frame by frame."""
+
+    name = "preview"
+
+    def __init__(self, scale: float = 1.0) -> None:
+        """``scale`` < 1 renders every video smaller than the contract's size, by that factor
+        (an operator's setting for load and crash tests; the real size is in ``meta``)."""
+        if not 0 < scale <= 1:
+            raise ValueError(f"preview scale must be in (0, 1], got {scale}")
+        self.scale = scale
+
+    def load(self) -> None:
+        """Nothing to load: the engine needs no weights."""
+
+    def generate(self, request: VideoRequest, on_step: OnStep) -> Video:
+        """The video for ``request``; ``on_step(frames_done, frame_count)`` runs per frame."""
+        # 1. Read the camera commands (the API already refused bad ones).
+        script = parse_camera(request.prompt)
+        seed = request_seed(request)
+        frame_count = request.duration_s * FPS
+
+        # 2. The size: the first keyframe's aspect, or 16:9 for text alone.
+        keyframe = request.first_frame or request.last_frame
+        width, height = output_size(request.resolution, keyframe.size if keyframe else None)
+        if self.scale != 1:
+            width, height = (max(16, 2 * round(side * self.scale / 2)) for side in (width, height))
+
+        # 3. The two ends: the given pictures, or a title card for a missing first frame.
+        if request.first_frame is not None:
+            first = _fit(request.first_frame, width, height)
+        else:
+            first = np.asarray(title_card(script.text or request.prompt, width, height))
+        last = _cover(request.last_frame, width, height) if request.last_frame else None
+
+        # 4. The camera path: pinned to the whole picture where a frame is given.
+        path = plan_path(
+            script,
+            frame_count,
+            FPS,
+            seed=seed,
+            pinned_start=request.first_frame is not None,
+            pinned_end=last is not None,
+        )
+
+        # 5. The content of each frame: the still picture, or the way along the morph.
+        content = _morph_content(first, last, frame_count) if last is not None else _still(first)
+
+        return Video(
+            width=width,
+            height=height,
+            fps=FPS,
+            frame_count=frame_count,
+            frames=_render(content, path, frame_count, on_step),
+            meta=_meta(script, width, height, seed),
+        )
+
+
+def _render(
+    content: Callable[[int], Frame], path: CameraPath, frame_count: int, on_step: OnStep
+) -> Iterator[Frame]:
+    for index in range(frame_count):
+        picture = content(index)
+        if not path.is_still(index):
+            height, width = picture.shape[:2]
+            picture = cv2.warpAffine(
+                picture,
+                path.inverse_affine(index, width, height),
+                (width, height),
+                flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                borderMode=cv2.BORDER_REFLECT_101,
+            )
+        on_step(index + 1, frame_count)
+        yield picture
+
+
+def _still(picture: Frame) -> Callable[[int], Frame]:
+    return lambda _index: picture
+
+
+def _morph_content(first: Frame, last: Frame, frame_count: int) -> Callable[[int], Frame]:
+    morph = Morph(first, last)
+
+    def content(index: int) -> Frame:
+        x = index / (frame_count - 1)
+        return morph.frame(x * x * (3 - 2 * x))
+
+    return content
+
+
+def _fit(image: Image.Image, width: int, height: int) -> Frame:
+    """``image`` scaled to exactly ``width`` x ``height`` (same aspect up to even rounding)."""
+    return np.asarray(image.convert("RGB").resize((width, height), Image.Resampling.LANCZOS))
+
+
+def _cover(image: Image.Image, width: int, height: int) -> Frame:
+    """``image`` scaled to cover ``width`` x ``height`` and centre-cropped to it."""
+    return np.asarray(ImageOps.fit(image.convert("RGB"), (width, height), Image.Resampling.LANCZOS))
+
+
+def _meta(script: CameraScript, width: int, height: int, seed: int) -> dict[str, object]:
+    return {
+        "engine": "preview",
+        "fps": FPS,
+        "width": width,
+        "height": height,
+        "seed": seed,
+        "camera": [[m.value for m in shot] for shot in script.shots],
+    }

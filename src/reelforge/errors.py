@@ -1,0 +1,75 @@
+"""The small error vocabulary of reelforge, each error with the HTTP status it maps to.
+
+Messages are written for the client: they name the field and the value at fault and are
+safe to return verbatim. ``name`` is what a failed generation reports as ``error.name``.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class ReelforgeError(Exception):
+    """Base of every error reelforge raises on purpose."""
+
+    status_code: ClassVar[int] = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+
+class InvalidRequest(ReelforgeError):
+    """The request breaks a rule of the contract; ``field`` names the part at fault."""
+
+    status_code = 400
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class InvalidImage(InvalidRequest):
+    """An image failed the intake checks (format, size, ratio, pixels)."""
+
+
+class ImageFetchFailed(ReelforgeError):
+    """An image URL could not be fetched safely (blocked address, deadline, size cap)."""
+
+    status_code = 400
+
+
+class Unauthorized(ReelforgeError):
+    status_code = 401
+
+
+class Forbidden(ReelforgeError):
+    status_code = 403
+
+
+class NotFound(ReelforgeError):
+    status_code = 404
+
+
+class Gone(ReelforgeError):
+    status_code = 410
+
+
+class PayloadTooLarge(ReelforgeError):
+    status_code = 413
+
+
+class EngineFailed(ReelforgeError):
+    """The generator itself failed on a request it had accepted."""
+
+
+class Cancelled(Exception):
+    """Raised from a progress callback to stop a generation at the next step."""
+
+
+class OutOfMemory(EngineFailed):
+    """The accelerator ran out of memory on this request; the message names what to change."""

@@ -1,0 +1,190 @@
+"""Building a process's parts from settings: the store, the storage, keys, worker processes.
+
+Each process calls these once at start and passes the parts down.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import threading
+from multiprocessing.process import BaseProcess
+from types import FrameType
+
+from fastapi import FastAPI
+
+from reelforge.api.app import Services, create_app
+from reelforge.api.auth import new_key, register
+from reelforge.engines import build_engine
+from reelforge.engines.base import Engine
+from reelforge.engines.registry import ModelSpec, default_registry, load_registry
+from reelforge.jobs.model import JobStore
+from reelforge.jobs.sqlite import SQLiteJobStore
+from reelforge.settings import Settings
+from reelforge.storage.base import Storage
+from reelforge.storage.local import LocalStorage, load_or_create_secret
+from reelforge.worker import Signals, Worker
+
+log = logging.getLogger("reelforge")
+
+LOCAL_KEY_FILE = "api-key"
+"""The first key made by ``reelforge serve``, kept (mode 0600) for local tools."""
+
+
+def open_store(settings: Settings) -> JobStore:
+    """PostgreSQL when ``database_url`` is set (shared by many machines), else SQLite in the
+    data directory (one machine)."""
+    if settings.database_url is not None:
+        try:
+            from reelforge.jobs.postgres import PostgresJobStore
+        except ImportError as exc:
+            raise RuntimeError("PostgreSQL needs: pip install 'reelforge[postgres]'") from exc
+        return PostgresJobStore(settings.database_url.get_secret_value())
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return SQLiteJobStore(settings.database_path)
+
+
+def open_storage(settings: Settings) -> Storage:
+    """An S3 bucket when ``s3_bucket`` is set, else the data directory."""
+    if settings.s3_bucket is not None:
+        try:
+            from reelforge.storage.s3 import S3Storage
+        except ImportError as exc:
+            raise RuntimeError("S3 storage needs: pip install 'reelforge[s3]'") from exc
+        storage = S3Storage(
+            bucket=settings.s3_bucket,
+            prefix=settings.s3_prefix,
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.s3_region,
+            url_ttl_seconds=settings.url_ttl_seconds,
+            scratch=settings.data_dir / "tmp",
+        )
+        storage.check()
+        return storage
+    if settings.url_secret is not None:
+        secret = settings.url_secret.get_secret_value().encode("utf-8")
+    else:
+        secret = load_or_create_secret(settings.data_dir / "url-secret")
+    return LocalStorage(settings.data_dir, secret=secret, url_ttl_seconds=settings.url_ttl_seconds)
+
+
+def ensure_key(settings: Settings, store: JobStore) -> str | None:
+    """Register ``REELFORGE_API_KEY``; with no key at all, make one, keep it in the data dir
+    for local tools and return it (to be shown once)."""
+    if settings.api_key is not None:
+        register(store, settings.api_key.get_secret_value(), name="REELFORGE_API_KEY")
+    if store.list_keys():
+        return None
+    key = new_key()
+    register(store, key, name="first start")
+    path = settings.data_dir / LOCAL_KEY_FILE
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(key + "\n")
+    return key
+
+
+def api_from_environment() -> FastAPI:
+    """The API of one of several ``reelforge serve --api-processes N`` processes (uvicorn
+    imports this factory in each; settings come from the environment)."""
+    settings = Settings()
+    return create_app(
+        Services(settings, open_store(settings), open_storage(settings), load_models(settings))
+    )
+
+
+def load_models(settings: Settings) -> dict[str, ModelSpec]:
+    """The served models: the registry file if set, else the embedded default."""
+    return default_registry() if settings.models is None else load_registry(settings.models)
+
+
+def load_engines(settings: Settings, registry: dict[str, ModelSpec]) -> dict[str, Engine]:
+    """The worker's models (``worker_models``, default all) and their engines, each loaded
+    once and shared by the ids that name the same model (``minimax/hailuo-02`` is an alias)."""
+    models = settings.worker_models or sorted(registry)
+    unknown = sorted(set(models) - set(registry))
+    if unknown:
+        raise ValueError(f"worker_models {unknown} are not served; served: {sorted(registry)}")
+    loaded: dict[str, Engine] = {}
+    for spec_id in sorted({registry[model].id for model in models}):
+        spec = next(registry[model] for model in models if registry[model].id == spec_id)
+        engine = build_engine(spec, preview_scale=settings.preview_scale)
+        engine.load()
+        loaded[spec_id] = engine
+    return {model: loaded[registry[model].id] for model in models}
+
+
+def run_worker(settings: Settings, *, child: bool = False) -> None:
+    """A worker process's main: SIGTERM (and SIGINT, unless ``child`` of a parent that
+    forwards it) drains it: the running job gets ``drain_seconds`` to finish, then is given
+    back uncharged; a second signal gives it back at once."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    signals = Signals()
+
+    def drain(signum: int, _: FrameType | None) -> None:
+        if signals.drain.is_set():
+            signals.halt.set()
+            return
+        log.info("signal %d: draining", signum)
+        signals.start_draining()
+        timer = threading.Timer(settings.drain_seconds, signals.halt.set)
+        timer.daemon = True
+        timer.start()
+
+    signal.signal(signal.SIGTERM, drain)
+    signal.signal(signal.SIGINT, signal.SIG_IGN if child else drain)
+    store = open_store(settings)
+    storage, engines = open_storage(settings), load_engines(settings, load_models(settings))
+    store.on_new_work(signals.wake.set)
+    prefix = f"{socket.gethostname()}:{os.getpid()}"
+    threads = [
+        threading.Thread(
+            target=Worker(settings, store, storage, engines, worker_id=f"{prefix}:{n}").run,
+            args=(signals,),
+            name=f"reelforge-worker-{n}",
+        )
+        for n in range(settings.worker_concurrency)
+    ]
+    log.info(
+        "worker %s (%d threads) ready for %s", prefix, len(threads), ", ".join(sorted(engines))
+    )
+    for thread in threads:
+        thread.start()
+    try:
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(0.5)  # short joins: the main thread must stay free for signals
+    finally:
+        store.close()
+
+
+def start_workers(settings: Settings, count: int) -> list[BaseProcess]:
+    """``count`` worker processes (fresh interpreters: nothing shared but the data dir)."""
+    context = multiprocessing.get_context("spawn")
+    processes: list[BaseProcess] = [
+        context.Process(
+            target=run_worker,
+            args=(settings,),
+            kwargs={"child": True},
+            name=f"reelforge-worker-{i}",
+        )
+        for i in range(count)
+    ]
+    for process in processes:
+        process.start()
+    return processes
+
+
+def stop_workers(processes: list[BaseProcess], timeout: float) -> None:
+    """SIGTERM every worker (they drain), then wait up to ``timeout`` seconds, then kill."""
+    for process in processes:
+        if process.is_alive() and process.pid is not None:
+            os.kill(process.pid, signal.SIGTERM)
+    for process in processes:
+        process.join(timeout)
+        if process.is_alive():
+            process.kill()
+            process.join()

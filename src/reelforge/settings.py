@@ -1,0 +1,92 @@
+"""Settings, read once per process from ``REELFORGE_*`` environment variables and passed down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from reelforge.contract import MAX_IMAGE_BYTES
+from reelforge.media.encoder import EncoderOptions
+from reelforge.media.fetch import FetchPolicy
+
+X264Preset = Literal[
+    "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"
+]
+
+# Two base64 images (4/3 of 20 MB each) plus room for the JSON around them.
+_DEFAULT_BODY_LIMIT = 2 * (MAX_IMAGE_BYTES * 4 // 3 + 4) + 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Every knob of reelforge; invalid values stop the start with a message naming them."""
+
+    model_config = SettingsConfigDict(env_prefix="REELFORGE_", extra="forbid", frozen=True)
+
+    data_dir: Path = Field(Path("reelforge-data"), description="Database, videos and secrets.")
+    host: str = Field("127.0.0.1", description="Address `reelforge serve` listens on.")
+    port: int = Field(8000, ge=0, le=65535, description="Port `reelforge serve` listens on.")
+    api_key: SecretStr | None = Field(
+        None, description="A key registered at start (scripts, tests); the CLI client's key."
+    )
+    base_url: str | None = Field(
+        None, description="The API the CLI client talks to; default: the local `serve`."
+    )
+    database_url: SecretStr | None = Field(
+        None, description="postgresql://… for the shared PostgreSQL store; default: SQLite."
+    )
+    s3_bucket: str | None = Field(None, description="Store videos in this S3 bucket.")
+    s3_prefix: str = Field("", description="Key prefix inside the bucket.")
+    s3_endpoint_url: str | None = Field(None, description="Any S3-compatible service (MinIO).")
+    s3_region: str | None = Field(None, description="The bucket's region.")
+    retention_days: float | None = Field(
+        None, gt=0, description="Delete videos and input images this many days after a job ends."
+    )
+    url_secret: SecretStr | None = Field(
+        None, description="HMAC secret of video URLs; default: generated once in the data dir."
+    )
+    url_ttl_seconds: int = Field(3600, ge=1, description="Lifetime of a signed video URL.")
+    lease_seconds: float = Field(30.0, gt=0, description="A worker's lease on a job; renewed.")
+    max_attempts: int = Field(3, ge=1, description="Claims of a job before it ends in error.")
+    worker_models: list[str] | None = Field(
+        None, description="Model ids a worker serves (JSON list); default: all served models."
+    )
+    worker_concurrency: int = Field(1, ge=1, description="Jobs one worker process runs at once.")
+    drain_seconds: float = Field(
+        30.0, ge=0, description="On SIGTERM, time the running job gets before it is given back."
+    )
+    poll_seconds: float = Field(0.2, gt=0, description="Idle worker's wait between claims.")
+    max_body_bytes: int = Field(_DEFAULT_BODY_LIMIT, ge=1024, description="Largest request body.")
+    fetch_allow_private: bool = Field(
+        False, description="Let image URLs reach private addresses and any port (tests only)."
+    )
+    fetch_deadline_seconds: float = Field(20.0, gt=0, description="Total time to fetch an image.")
+    models: Path | None = Field(
+        None, description="The model registry (TOML); default: the preview engine serves all."
+    )
+    preview_scale: float = Field(
+        1.0, gt=0, le=1, description="Render preview videos smaller by this factor (load tests)."
+    )
+    x264_preset: X264Preset = Field("veryfast", description="libx264 speed/size trade-off.")
+    x264_crf: int = Field(20, ge=0, le=51, description="libx264 quality: lower is better.")
+
+    @property
+    def encoder(self) -> EncoderOptions:
+        return EncoderOptions(preset=self.x264_preset, crf=self.x264_crf)
+
+    @property
+    def fetch_policy(self) -> FetchPolicy:
+        return FetchPolicy(
+            deadline_seconds=self.fetch_deadline_seconds, allow_private=self.fetch_allow_private
+        )
+
+    @property
+    def client_base_url(self) -> str:
+        """Where ``reelforge generate|status|download`` send their calls."""
+        return self.base_url or f"http://{self.host}:{self.port}/v2"
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "reelforge.sqlite3"

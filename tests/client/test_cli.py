@@ -1,0 +1,157 @@
+"""``reelforge generate | status | download`` against a real ``reelforge serve`` subprocess,
+run as a user would: in the directory the server was started in and with its environment,
+with no ``--api-key`` and no ``--base-url`` (the CLI finds the key the server stored and
+the local server's URL)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from tests.client.inputs import PORTRAIT
+from tests.service import free_port
+from tests.videos import probe
+
+
+@dataclass(frozen=True)
+class Served:
+    """A running ``reelforge serve``: its directory, environment and port."""
+
+    cwd: Path
+    env: dict[str, str]
+    port: int
+
+    def reelforge(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "reelforge", *args],
+            cwd=self.cwd,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+
+def wait_until_ready(process: subprocess.Popen[bytes], port: int, key: Path, log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"reelforge serve stopped:\n{log.read_text()}"
+        try:
+            if key.exists() and httpx.get(f"http://127.0.0.1:{port}/healthz").is_success:
+                return
+        except httpx.TransportError:
+            pass  # not listening yet
+        time.sleep(0.1)
+    raise AssertionError(f"reelforge serve did not start within 30 s:\n{log.read_text()}")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    cwd, port = tmp_path_factory.mktemp("cli"), free_port()
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "REELFORGE_DATA_DIR": "data",
+        "REELFORGE_PORT": str(port),
+        "REELFORGE_X264_PRESET": "ultrafast",
+    }
+    log = cwd / "serve.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "reelforge", "serve"],
+            cwd=cwd,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_until_ready(process, port, cwd / "data" / "api-key", log)
+            yield Served(cwd, env, port)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def one_line(text: str) -> str:
+    """``text`` with rich's line wrapping undone."""
+    return " ".join(text.split())
+
+
+def test_generate_uses_the_stored_key_and_the_local_server(served: Served) -> None:
+    PORTRAIT.save(served.cwd / "photo.png")
+    done = served.reelforge(
+        "generate", "A lighthouse [Push in]", "--image", "photo.png", "-o", "out.mp4"
+    )
+    assert done.returncode == 0, done.stderr
+    *_, saved, url = done.stdout.strip().splitlines()
+    assert saved.startswith("out.mp4  (")
+    assert url.startswith(f"http://127.0.0.1:{served.port}/files/")
+    clip = probe(served.cwd / "out.mp4")
+    assert ((clip.width, clip.height), len(clip.frames)) == ((768, 1152), 150)
+    assert httpx.get(url).content == (served.cwd / "out.mp4").read_bytes()
+
+
+def test_json_then_status_then_download(served: Served) -> None:
+    done = served.reelforge("generate", "A lighthouse at dusk", "--json", "-o", "first.mp4")
+    assert done.returncode == 0, done.stderr
+    generation = json.loads(done.stdout)
+    assert generation["status"] == "completed"
+    assert generation["video"]["url"].startswith(f"http://127.0.0.1:{served.port}/files/")
+
+    status = served.reelforge("status", generation["id"])
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["id"] == generation["id"]
+    assert json.loads(status.stdout)["status"] == "completed"
+
+    download = served.reelforge("download", generation["id"], "-o", "again.mp4")
+    assert download.returncode == 0, download.stderr
+    assert download.stdout.strip() == "again.mp4"
+    again = served.cwd / "again.mp4"
+    assert again.read_bytes() == (served.cwd / "first.mp4").read_bytes()
+    clip = probe(again)
+    assert ((clip.width, clip.height), len(clip.frames)) == ((1366, 768), 150)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--duration", "7"], "duration: Input should be 6 or 10 (got 7)"),
+        (["--image", "wide.png"], "first_frame_image: image is 1000x300"),
+        (["--model", "[nope]"], "model: '[nope]' is not served here"),
+    ],
+    ids=["by the server", "by the client", "with brackets"],
+)
+def test_a_refused_input_exits_2_with_the_message(
+    served: Served, args: list[str], message: str
+) -> None:
+    Image.new("RGB", (1000, 300), (90, 90, 90)).save(served.cwd / "wide.png")
+    done = served.reelforge("generate", "x", *args, "-o", "refused.mp4")
+    assert done.returncode == 2, done.stderr
+    assert message in one_line(done.stderr)
+    assert not (served.cwd / "refused.mp4").exists()
+
+
+def test_an_unreachable_server_exits_4(served: Served) -> None:
+    """Slow on purpose: the CLI retries 5 times, backing off 0.5 x 2^n s x jitter (0.5..1),
+    so it gives up after 7.75..15.5 s."""
+    closed = f"http://127.0.0.1:{free_port()}/v2"
+    started = time.monotonic()
+    done = served.reelforge("status", "some-id", "--base-url", closed)
+    assert done.returncode == 4, done.stderr
+    assert f"cannot reach {closed}" in one_line(done.stderr)
+    assert "failed 6 times" in one_line(done.stderr)
+    assert time.monotonic() - started < 25

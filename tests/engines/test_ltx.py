@@ -1,0 +1,216 @@
+"""The LTX engine on a tiny random-weight checkpoint, loaded from disk like a real one."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("diffusers", reason="the ltx engine needs: pip install 'reelforge[diffusers]'")
+
+import torch
+
+from reelforge.contract import Resolution
+from reelforge.engines.base import Frame, VideoRequest
+from reelforge.engines.ltx import LTXEngine
+from reelforge.engines.registry import ModelSpec
+from reelforge.errors import Cancelled, OutOfMemory
+from reelforge.media.encoder import encode_mp4
+from tests import tiny_models
+from tests.conftest import FAST
+from tests.pictures import textured
+from tests.tiny_models import (
+    StepLog,
+    decoded_frame,
+    offline_hub,
+    record_decodes,
+    record_encodes,
+)
+from tests.videos import probe
+
+MODEL = "ltx-test"
+PORTRAIT = textured(600, 900, seed=1)
+"""A 2:3 keyframe: the contract makes it 768x1152 at 768P."""
+LANDSCAPE = textured(900, 600, seed=2)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def offline() -> Iterator[None]:
+    with offline_hub():
+        yield
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_models.save_ltx(tmp_path_factory.mktemp("ltx") / "ltx")
+
+
+def loaded(weights: Path, **fields: Any) -> LTXEngine:
+    values: dict[str, Any] = {"canvas": (64, 96), "steps": 2, **fields}
+    spec = ModelSpec(
+        id=MODEL, engine="ltx", weights=str(weights), dtype="float32", device="cpu", **values
+    )
+    engine = LTXEngine(spec)
+    engine.load()
+    return engine
+
+
+def request(**fields: Any) -> VideoRequest:
+    values: dict[str, Any] = {"prompt": "a red kite over the dunes", "duration_s": 6}
+    return VideoRequest(resolution=Resolution.P768, **{**values, **fields})
+
+
+def test_text_is_1366x768_144_frames_at_24_fps_in_the_mp4(checkpoint: Path, tmp_path: Path) -> None:
+    steps = StepLog()
+    video = loaded(checkpoint, canvas=(32, 64)).generate(request(), steps)
+    assert (video.width, video.height, video.fps, video.frame_count) == (1366, 768, 24, 144)
+    assert steps.calls == [(1, 2), (2, 2)]
+    assert video.meta == {
+        "engine": "ltx",
+        "model": MODEL,
+        "native_width": 64,
+        "native_height": 32,
+        "native_frames": 145,
+        "fps": 24,
+        "steps": 2,
+        "seed": video.meta["seed"],
+    }
+    encode_mp4(video, tmp_path / "ltx.mp4", FAST)
+    clip = probe(tmp_path / "ltx.mp4")
+    assert (clip.width, clip.height, clip.fps, len(clip.frames)) == (1366, 768, 24, 144)
+
+
+def test_a_first_frame_conditions_frame_zero_and_sets_the_aspect(
+    checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = loaded(checkpoint)
+    encoded = record_encodes(engine.pipeline.vae, monkeypatch)
+    steps = StepLog()
+    video = engine.generate(request(first_frame=PORTRAIT), steps)
+    assert (video.width, video.height, video.fps, video.frame_count) == (768, 1152, 24, 144)
+    # The canvas's area (64 x 96) at the keyframe's 2:3, in multiples of 32.
+    assert (video.meta["native_width"], video.meta["native_height"]) == (64, 96)
+    assert [tuple(pixels.shape[2:]) for pixels in encoded] == [(1, 96, 64)]
+    assert steps.calls == [(1, 2), (2, 2)]
+    assert next(video.frames).shape == (1152, 768, 3)
+
+
+@pytest.mark.parametrize("first", [PORTRAIT, None], ids=["first-and-last", "last-only"])
+def test_a_last_frame_conditions_the_last_generated_frame_which_ends_the_video(
+    checkpoint: Path, monkeypatch: pytest.MonkeyPatch, first: Any
+) -> None:
+    engine = loaded(checkpoint, keep_native_size=True)
+    encoded = record_encodes(engine.pipeline.vae, monkeypatch)
+    decoded = record_decodes(engine.pipeline.vae, monkeypatch)
+    video = engine.generate(request(first_frame=first, last_frame=LANDSCAPE), StepLog())
+    frames = list(video.frames)
+    size = (64, 96) if first is not None else (96, 64)  # the first keyframe's aspect
+    assert ((video.width, video.height), video.fps, len(frames)) == (size, 24, 144)
+    assert len(encoded) == (1 if first is None else 2)
+    # 145 generated frames become 144: one dropped inside, both ends kept.
+    assert np.abs(frames[0].astype(int) - decoded_frame(decoded[0], 0)).max() <= 1
+    assert np.abs(frames[-1].astype(int) - decoded_frame(decoded[0], 144)).max() <= 1
+
+
+def test_a_checkpoint_published_as_ltx_pipeline_loads_too(checkpoint: Path, tmp_path: Path) -> None:
+    published = shutil.copytree(checkpoint, tmp_path / "published")
+    index = json.loads((published / "model_index.json").read_text())
+    (published / "model_index.json").write_text(json.dumps({**index, "_class_name": "LTXPipeline"}))
+    video = loaded(published, keep_native_size=True).generate(request(duration_s=1), StepLog())
+    assert len(list(video.frames)) == 24
+
+
+def test_raising_from_on_step_cancels_before_the_vae_decode(
+    checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = loaded(checkpoint, steps=3)
+    decoded = record_decodes(engine.pipeline.vae, monkeypatch)
+    steps = StepLog()
+
+    def cancel_at_one(done: int, total: int) -> None:
+        steps(done, total)
+        raise Cancelled
+
+    with pytest.raises(Cancelled):
+        engine.generate(request(first_frame=PORTRAIT), cancel_at_one)
+    assert steps.calls == [(1, 3)]
+    assert decoded == []
+    engine.generate(request(duration_s=1), StepLog())  # and the engine still works
+    assert len(decoded) == 1
+
+
+def test_out_of_memory_in_a_step_names_the_registry_options(checkpoint: Path) -> None:
+    def exhausted(done: int, total: int) -> None:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    engine = loaded(checkpoint)
+    with pytest.raises(OutOfMemory, match=r"canvas.*cpu_offload.*vae_tiling") as raised:
+        engine.generate(request(), exhausted)
+    assert MODEL in raised.value.message
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"options": {"turbo": True}}, r"options \['turbo'\] are unknown to the ltx engine"),
+        ({"options": {"cache": "faster"}}, "expected first_block or taylorseer or pab"),
+        ({"options": {"cpu_offload": "model"}}, "needs an accelerator"),
+        ({"options": {"vae_tiling": "yes"}}, "options.vae_tiling = 'yes': expected true or false"),
+        ({"options": {"guidance_scale": -1}}, "options.guidance_scale = -1"),
+        ({"options": {"attention_backend": "warp"}}, "options.attention_backend"),
+        ({"canvas": (48, 64)}, "canvas 48x64 .* multiples of 32"),
+    ],
+)
+def test_load_refuses_what_the_checkpoint_or_machine_cannot_do(
+    checkpoint: Path, fields: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=f"model '{MODEL}'.*{message}"):
+        loaded(checkpoint, **fields)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"cache": "first_block"},
+        {"cache": "taylorseer"},
+        {"cache": "pab"},
+        {"vae_tiling": True, "attention_backend": "native", "guidance_scale": 1.0},
+        {"fps": 25, "negative_prompt": ""},
+    ],
+)
+def test_registry_options_apply_and_the_clip_still_comes_out(
+    checkpoint: Path, options: dict[str, Any]
+) -> None:
+    engine = loaded(checkpoint, steps=5, options=options, keep_native_size=True)
+    steps = StepLog()
+    video = engine.generate(request(duration_s=1, first_frame=PORTRAIT), steps)
+    assert len(list(video.frames)) == video.frame_count == engine.fps
+    assert steps.calls == [(step, 5) for step in range(1, 6)]
+
+
+def test_compile_is_accepted_at_load(checkpoint: Path) -> None:
+    engine = loaded(checkpoint, options={"compile": True})
+    assert engine.pipeline is not None  # compiling happens at the first call: not run here
+
+
+def test_load_is_idempotent(checkpoint: Path) -> None:
+    engine = loaded(checkpoint)
+    pipeline = engine.pipeline
+    engine.load()
+    assert engine.pipeline is pipeline
+
+
+def test_the_seed_or_the_prompt_decides_the_pixels(checkpoint: Path) -> None:
+    engine = loaded(checkpoint, keep_native_size=True)
+
+    def frames(**fields: Any) -> Frame:
+        return np.stack(list(engine.generate(request(duration_s=1, **fields), StepLog()).frames))
+
+    assert np.array_equal(frames(seed=7), frames(seed=7))
+    assert not np.array_equal(frames(seed=7), frames(seed=8))
+    assert np.array_equal(frames(), frames())  # no seed: derived from the prompt

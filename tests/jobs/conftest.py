@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.postgres import throwaway_schema
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A URL on a fresh schema holding the job store's tables (skips without PostgreSQL)."""
+    with throwaway_schema() as url:
+        yield url
+
+
+@pytest.fixture
+def pg_empty_url() -> Iterator[str]:
+    """A URL on a fresh, empty schema (skips without PostgreSQL)."""
+    with throwaway_schema(migrated=False) as url:
+        yield url

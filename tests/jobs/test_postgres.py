@@ -1,0 +1,315 @@
+"""What only the PostgreSQL store does: notifications, row locks, pooled connections and
+versioned migrations. The shared behaviour is in ``test_store_contract.py``."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psycopg
+import pytest
+
+from reelforge.contract import Status
+from reelforge.jobs import migrate
+from reelforge.jobs.migrate import Migration, migrations, upgrade
+from reelforge.jobs.postgres import PostgresJobStore
+from tests.jobs.test_store_contract import REQUEST, FakeClock
+from tests.postgres import with_options
+
+T = TypeVar("T")
+
+
+def wait_for(check: Callable[[], T | None], what: str, timeout: float = 5.0) -> T:
+    """Poll ``check`` every 10 ms until it returns something; fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found is not None:
+            return found
+        time.sleep(0.01)
+    raise AssertionError(f"no {what} within {timeout} s")
+
+
+def sql_value(url: str, query: str, params: tuple[Any, ...] = ()) -> Any:
+    """The first column of the first row of ``query``, or None if there is no row."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(query.encode(), params).fetchone()
+    return None if row is None else row[0]
+
+
+@pytest.fixture
+def app_url(pg_url: str) -> str:
+    """``pg_url`` with an application name of its own, to find this test's connections."""
+    return with_options(pg_url, application_name=f"rf_test_{secrets.token_hex(4)}")
+
+
+def application_name(url: str) -> str:
+    return str(psycopg.conninfo.conninfo_to_dict(url)["application_name"])
+
+
+def listener_pid(url: str) -> int | None:
+    """The backend of the store's listener once its ``LISTEN`` has run, else None."""
+    pid = sql_value(
+        url,
+        """
+        SELECT pid FROM pg_stat_activity
+        WHERE application_name = %s AND query LIKE 'LISTEN%%' AND state = 'idle'
+        """,
+        (application_name(url),),
+    )
+    return None if pid is None else int(pid)
+
+
+@pytest.fixture
+def store(app_url: str) -> Iterator[PostgresJobStore]:
+    opened = PostgresJobStore(app_url)
+    yield opened
+    opened.close()
+
+
+def create(store: PostgresJobStore) -> str:
+    return store.create(owner="key-a", model="preview", request=REQUEST, max_attempts=3).id
+
+
+# --- notifications ------------------------------------------------------------------------
+
+
+def test_a_create_in_another_store_wakes_the_listener_within_100_ms(
+    app_url: str, store: PostgresJobStore
+) -> None:
+    woken = threading.Event()
+    store.on_new_work(woken.set)
+    wait_for(lambda: listener_pid(app_url), "LISTEN")
+    other = PostgresJobStore(app_url)
+    try:
+        for _ in range(3):
+            woken.clear()
+            started = time.monotonic()
+            create(other)
+            assert woken.wait(0.1)
+            assert time.monotonic() - started < 0.1
+    finally:
+        other.close()
+
+
+def test_the_listener_reconnects_after_its_connection_is_killed(
+    app_url: str, store: PostgresJobStore
+) -> None:
+    woken = threading.Event()
+    store.on_new_work(woken.set)
+    killed = wait_for(lambda: listener_pid(app_url), "LISTEN")
+    assert sql_value(app_url, "SELECT pg_terminate_backend(%s)", (killed,))
+    assert woken.wait(5), "no call after reconnecting (notifications may have been missed)"
+    wait_for(lambda: (pid := listener_pid(app_url)) != killed and pid, "new LISTEN")
+    woken.clear()
+    create(store)
+    assert woken.wait(0.1)
+
+
+def test_every_callback_is_called_even_if_one_raises(app_url: str, store: PostgresJobStore) -> None:
+    def broken() -> None:
+        raise RuntimeError("callback bug")
+
+    calls: list[str] = []
+    store.on_new_work(broken)
+    store.on_new_work(lambda: calls.append("a"))
+    wait_for(lambda: listener_pid(app_url), "LISTEN")
+    create(store)
+    create(store)
+    wait_for(lambda: len(calls) == 3 or None, "a call on LISTEN, then one per create")
+
+
+def test_close_stops_the_listener(app_url: str) -> None:
+    opened = PostgresJobStore(app_url)
+    opened.on_new_work(lambda: None)
+    wait_for(lambda: listener_pid(app_url), "LISTEN")
+    opened.close()
+    assert not any(thread.name == "reelforge-listen" for thread in threading.enumerate())
+    with pytest.raises(RuntimeError, match="closed"):
+        opened.on_new_work(lambda: None)
+
+
+# --- row locks and connections ------------------------------------------------------------
+
+
+@pytest.mark.timeout(20)
+def test_claim_skips_a_job_another_transaction_holds(app_url: str, store: PostgresJobStore) -> None:
+    held, free = create(store), create(store)
+    with psycopg.connect(app_url) as conn:
+        conn.execute("SELECT id FROM jobs WHERE id = %s FOR UPDATE", (held,))
+        lease = store.claim(worker_id="w1", lease_seconds=30)
+        assert lease is not None
+        assert lease.job_id == free
+        assert store.claim(worker_id="w1", lease_seconds=30) is None
+    lease = store.claim(worker_id="w1", lease_seconds=30)
+    assert lease is not None
+    assert lease.job_id == held
+
+
+@pytest.mark.timeout(20)
+def test_the_expired_lease_pass_skips_a_job_another_transaction_holds(app_url: str) -> None:
+    clock = FakeClock()
+    opened = PostgresJobStore(app_url, clock=clock)
+    try:
+        job_id = create(opened)
+        opened.claim(worker_id="w1", lease_seconds=10)
+        clock.advance(11)
+        with psycopg.connect(app_url) as conn:
+            conn.execute("SELECT id FROM jobs WHERE id = %s FOR UPDATE", (job_id,))
+            assert opened.settle_expired() == 0
+        assert opened.settle_expired() == 1
+    finally:
+        opened.close()
+
+
+def test_a_cut_pool_connection_is_replaced(app_url: str) -> None:
+    opened = PostgresJobStore(app_url, min_size=1, max_size=1)
+    try:
+        create(opened)
+        killed = sql_value(
+            app_url,
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = %s AND pid <> pg_backend_pid()",
+            (application_name(app_url),),
+        )
+        assert killed == 1
+        assert opened.counts()[Status.QUEUED] == 1
+    finally:
+        opened.close()
+
+
+def test_create_refuses_a_request_jsonb_cannot_store(store: PostgresJobStore) -> None:
+    with pytest.raises(ValueError, match="jsonb"):
+        store.create(owner="key-a", model="preview", request={"prompt": "\x00"}, max_attempts=1)
+    assert store.counts()[Status.QUEUED] == 0
+
+
+def test_store_refuses_use_after_fork(monkeypatch: pytest.MonkeyPatch, pg_url: str) -> None:
+    opened = PostgresJobStore(pg_url)
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr("os.getpid", lambda: -1)
+            with pytest.raises(RuntimeError, match="another process"):
+                opened.counts()
+    finally:
+        opened.close()
+
+
+# --- migrations ---------------------------------------------------------------------------
+
+
+def applied(url: str) -> list[int]:
+    with psycopg.connect(url) as conn:
+        return migrate.applied_versions(conn)
+
+
+SHIPPED = migrate.latest_version()
+ALL = list(range(1, SHIPPED + 1))
+NEXT = SHIPPED + 1
+
+
+def add_migration(monkeypatch: pytest.MonkeyPatch, sql: str) -> None:
+    """Make the code know one more migration, version ``NEXT``."""
+    known = [*migrations(), Migration(NEXT, f"{NEXT:04d}_test.sql", sql)]
+    monkeypatch.setattr(migrate, "migrations", lambda: known)
+
+
+def test_the_shipped_migrations_are_numbered_files() -> None:
+    assert [(m.version, m.name) for m in migrations()] == [
+        (1, "0001_initial.sql"),
+        (2, "0002_retention.sql"),
+        (3, "0003_cancel.sql"),
+        (4, "0004_workers.sql"),
+    ]
+    assert migrate.latest_version() == 4
+
+
+def test_misnumbered_migration_files_are_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name in ("0001_first.sql", "0003_third.sql", "README.md"):
+        (tmp_path / name).write_text("SELECT 1")
+    monkeypatch.setattr(migrate, "MIGRATIONS", tmp_path)
+    with pytest.raises(RuntimeError, match=r"numbered 1, 2, 3, \.\.\.; found \[1, 3\]"):
+        migrations()
+
+
+def test_store_refuses_a_database_without_schema(pg_empty_url: str) -> None:
+    with pytest.raises(RuntimeError, match="no reelforge schema; run `reelforge db upgrade`"):
+        PostgresJobStore(pg_empty_url)
+    assert upgrade(pg_empty_url) == ALL
+    PostgresJobStore(pg_empty_url).close()
+
+
+def test_upgrade_twice_is_a_no_op(pg_empty_url: str) -> None:
+    assert upgrade(pg_empty_url) == ALL
+    assert upgrade(pg_empty_url) == []
+    assert applied(pg_empty_url) == ALL
+
+
+def test_store_refuses_an_older_schema_until_upgraded(
+    monkeypatch: pytest.MonkeyPatch, pg_url: str
+) -> None:
+    add_migration(monkeypatch, "CREATE TABLE later (id integer)")
+    with pytest.raises(
+        RuntimeError,
+        match=rf"schema version {SHIPPED}, this reelforge needs {NEXT}; run `reelforge db upgrade`",
+    ):
+        PostgresJobStore(pg_url)
+    assert upgrade(pg_url) == [NEXT]
+    PostgresJobStore(pg_url).close()
+
+
+def test_store_and_upgrade_refuse_a_newer_schema(pg_url: str) -> None:
+    sql_value(pg_url, f"INSERT INTO schema_migrations (version) VALUES ({NEXT}) RETURNING version")
+    with pytest.raises(
+        RuntimeError, match=rf"version {NEXT}, newer .* knows up to version {SHIPPED}"
+    ):
+        PostgresJobStore(pg_url)
+    with pytest.raises(RuntimeError, match=f"knows up to version {SHIPPED}"):
+        upgrade(pg_url)
+
+
+def test_store_refuses_unknown_schema_versions(
+    monkeypatch: pytest.MonkeyPatch, pg_url: str
+) -> None:
+    add_migration(monkeypatch, "CREATE TABLE later (id integer)")
+    upgrade(pg_url)
+    sql_value(pg_url, "DELETE FROM schema_migrations WHERE version = 1 RETURNING version")
+    with pytest.raises(RuntimeError, match=r"unknown schema versions \[2, "):
+        PostgresJobStore(pg_url)
+
+
+def test_a_failed_migration_leaves_the_previous_version(
+    monkeypatch: pytest.MonkeyPatch, pg_url: str
+) -> None:
+    add_migration(monkeypatch, "CREATE TABLE later (id integer); SELECT 1 / 0")
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        upgrade(pg_url)
+    assert applied(pg_url) == ALL
+    assert sql_value(pg_url, "SELECT to_regclass('later')") is None
+
+
+def test_concurrent_upgrades_apply_each_version_once(
+    monkeypatch: pytest.MonkeyPatch, pg_empty_url: str
+) -> None:
+    add_migration(monkeypatch, "CREATE TABLE later (id integer)")
+    start = threading.Barrier(4)
+    results: list[list[int]] = []
+
+    def run() -> None:
+        start.wait()
+        results.append(upgrade(pg_empty_url))
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 4, "an upgrade raised"
+    assert sorted(version for versions in results for version in versions) == [*ALL, NEXT]
+    assert applied(pg_empty_url) == [*ALL, NEXT]

@@ -1,0 +1,100 @@
+"""``reelforge worker`` with test-side changes, for the stale-completion tests:
+``python -m tests.scale.stalling_worker real|tokenless|unguarded``.
+
+It runs ``reelforge.runtime.run_worker(Settings())``, with two patches made here, never in
+``src``:
+
+- Before it records a job whose prompt contains ``PAUSE``, on the job's first two attempts,
+  the worker stops itself (SIGSTOP) until the test sends SIGCONT. Its heartbeat has ended
+  by then, so its lease lapses and another worker takes the job over, as after a long GC
+  pause or a swapped-out process, but at a point the test can rely on.
+- ``PostgresJobStore.complete`` is conditional on the job's status only (``tokenless``),
+  on nothing but its id (``unguarded``), or, with ``real``, unchanged: on the lease token.
+  Only ``complete`` is loosened; heartbeats, ``fail`` and ``release`` keep the token.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any, Final
+
+import pytest
+
+from reelforge.jobs.model import Lease
+from reelforge.jobs.postgres import PostgresJobStore
+from reelforge.runtime import run_worker
+from reelforge.settings import Settings
+from reelforge.worker import Worker
+
+PAUSE: Final = "PAUSE"
+"""Jobs whose prompt contains this stop their worker before it records them."""
+PAUSED_ATTEMPTS: Final = 2
+LEASE_CONDITION: Final = "WHERE id = %(id)s AND status = 'generating' AND lease_token = %(token)s"
+"""The condition of ``PostgresJobStore.complete``'s UPDATE, as written there."""
+CONDITIONS: Final = {
+    "real": LEASE_CONDITION,
+    "tokenless": "WHERE id = %(id)s AND status = 'generating'",
+    "unguarded": "WHERE id = %(id)s",
+}
+
+log = logging.getLogger("reelforge.stalling_worker")
+
+Finish = Callable[[Worker, Any, dict[str, Any]], None]
+"""``Worker._finish(run, meta)``; ``run.lease`` is the attempt's lease."""
+UpdateLeased = Callable[[PostgresJobStore, str, Lease, dict[str, Any]], bool]
+
+
+def pausing(finish: Finish) -> Finish:
+    """``Worker._finish`` stopping the process first, for a marked job's early attempts."""
+
+    def paused_finish(worker: Worker, run: Any, meta: dict[str, Any]) -> None:
+        lease: Lease = run.lease
+        if PAUSE in lease.job.request["prompt"] and lease.job.attempts <= PAUSED_ATTEMPTS:
+            log.info(
+                "pausing before recording job %s, attempt %d", lease.job.id, lease.job.attempts
+            )
+            os.kill(os.getpid(), signal.SIGSTOP)
+            log.info("resumed; recording job %s", lease.job.id)
+        finish(worker, run, meta)
+
+    return paused_finish
+
+
+def loosened(update_leased: UpdateLeased, condition: str) -> UpdateLeased:
+    """``PostgresJobStore._update_leased`` with ``complete``'s condition replaced."""
+
+    def loose_update(
+        store: PostgresJobStore, query: str, lease: Lease, params: dict[str, Any]
+    ) -> bool:
+        if "SET status = 'completed'" in query:
+            query = query.replace(LEASE_CONDITION, condition)
+        return update_leased(store, query, lease, params)
+
+    return loose_update
+
+
+def main() -> None:
+    mode = sys.argv[1] if len(sys.argv) > 1 else "real"
+    if mode not in CONDITIONS:
+        sys.exit(f"usage: python -m tests.scale.stalling_worker {'|'.join(CONDITIONS)}")
+    if LEASE_CONDITION not in inspect.getsource(PostgresJobStore.complete):
+        sys.exit("PostgresJobStore.complete's SQL changed: this patch would prove nothing")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Worker, "_finish", pausing(Worker._finish))
+        patch.setattr(
+            PostgresJobStore,
+            "_update_leased",
+            loosened(PostgresJobStore._update_leased, CONDITIONS[mode]),
+        )
+        log.info("complete's condition: %s", CONDITIONS[mode])
+        run_worker(Settings())
+
+
+if __name__ == "__main__":
+    main()
