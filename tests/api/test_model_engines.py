@@ -47,6 +47,7 @@ dtype = "float32"
 device = "cpu"
 steps = 2
 canvas = [64, 64]
+text = false
 
 [models."ltx-tiny"]
 engine = "ltx"
@@ -118,6 +119,15 @@ def test_a_first_frame_for_a_text_only_checkpoint_is_refused(gpu_service: Api) -
     assert "first_frame_image: model 'wan-tiny' cannot start from an image" in answer.text
 
 
+def test_a_prompt_alone_for_a_keyframe_checkpoint_is_refused(gpu_service: Api) -> None:
+    answer = gpu_service.create({"model": "wan-flf-tiny", "prompt": "A lighthouse at dusk"})
+    assert answer.status_code == 400
+    assert answer.json()["error"]["message"] == (
+        "first_frame_image: model 'wan-flf-tiny' needs a first frame image; it cannot start "
+        "from the prompt alone"
+    )
+
+
 def test_models_lists_the_registry(gpu_service: Api) -> None:
     models = {m["id"]: m for m in gpu_service.client.get("/v2/models").json()["models"]}
     assert sorted(models) == [
@@ -129,6 +139,7 @@ def test_models_lists_the_registry(gpu_service: Api) -> None:
     ]
     assert (models["minimax/hailuo-02"]["audio"], models["minimax/hailuo-02"]["fps"]) == (True, 24)
     assert (models["wan-tiny"]["first_frame"], models["wan-tiny"]["fps"]) == (False, 16)
+    assert (models["wan-flf-tiny"]["text"], models["wan-flf-tiny"]["last_frame"]) == (False, True)
 
 
 def data_uri(width: int, height: int, seed: int) -> str:

@@ -33,6 +33,7 @@ def test_models_lists_what_each_served_model_can_do(api: Api) -> None:
     assert models["preview"] == {
         "id": "preview",
         "engine": "preview",
+        "text": True,
         "first_frame": True,
         "last_frame": True,
         "audio": False,

@@ -37,17 +37,23 @@ def test_a_registry_file_names_models_and_the_hailuo_alias(tmp_path: Path) -> No
         weights = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
         first_frame = false
         last_frame = false
+        [models."wan2.1-flf2v"]
+        engine = "wan"
+        weights = "/models/Wan2.1-FLF2V-14B-720P"
+        text = false
         """,
     )
     served = load_registry(path)
-    assert sorted(served) == ["h3", "minimax/hailuo-02", "wan2.1-t2v"]
+    assert sorted(served) == ["h3", "minimax/hailuo-02", "wan2.1-flf2v", "wan2.1-t2v"]
     assert served["minimax/hailuo-02"] is served["h3"]
     assert served["h3"].canvas == (768, 1344)
     assert served["h3"].options == {"vae_tiling": True}
     h3 = capabilities(served["h3"])
     assert (h3.fps, h3.audio) == (24, True)
     wan = capabilities(served["wan2.1-t2v"])
-    assert (wan.fps, wan.first_frame, wan.last_frame) == (16, False, False)
+    assert (wan.fps, wan.text, wan.first_frame, wan.last_frame) == (16, True, False, False)
+    flf2v = capabilities(served["wan2.1-flf2v"])
+    assert (flf2v.text, flf2v.first_frame, flf2v.last_frame) == (False, True, True)
 
 
 @pytest.mark.parametrize(
@@ -57,6 +63,10 @@ def test_a_registry_file_names_models_and_the_hailuo_alias(tmp_path: Path) -> No
         ("[models.a]\nengine = 'wan'", "needs weights"),
         ("[models.a]\nengine = 'preview'\ncolour = 'red'", r"unknown keys \['colour'\]"),
         ("[models.a]\nengine = 'preview'\ncanvas = [64]", r"canvas must be \[height, width\]"),
+        ("[models.a]\nengine = 'preview'\ntext = 'no'", "text = 'no' must be true or false"),
+        ("[models.a]\nengine = 'preview'\nsteps = 0", "steps = 0 must be a positive integer"),
+        ("[models.a]\nengine = 'preview'\nsteps = true", "steps = True must be a positive"),
+        ("[models.a]\nengine = 'preview'\noptions = 3", "options = 3 must be a table"),
         ("hailuo = 'b'\n[models.a]\nengine = 'preview'", "hailuo = 'b' is not a model here"),
         ("title = 'x'", r"no \[models.<id>\] tables"),
         ("[models.a\nengine = 'preview'", "models.toml"),

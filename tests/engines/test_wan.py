@@ -55,11 +55,11 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 # What each checkpoint can be asked, as its registry entry must say.
-PROMISES = {
+PROMISES: dict[str, dict[str, Any]] = {
     "t2v": {"first_frame": False, "last_frame": False},
-    "i2v": {"first_frame": True, "last_frame": False},
-    "flf2v": {"first_frame": True, "last_frame": True},
-    "ti2v": {"first_frame": True, "last_frame": False},
+    "i2v": {"text": False, "first_frame": True, "last_frame": False},
+    "flf2v": {"text": False, "first_frame": True, "last_frame": True},
+    "ti2v": {"first_frame": True, "last_frame": False, "options": {"fps": 24}},
 }
 
 
@@ -201,6 +201,12 @@ def test_out_of_memory_in_a_step_names_the_registry_options(checkpoints: dict[st
         ("ti2v", {"last_frame": True}, "TI2V-5B checkpoint, which cannot end on an image"),
         ("i2v", {"first_frame": False}, "needs a first frame: set first_frame = true"),
         ("flf2v", {"last_frame": False}, "needs a first and a last frame: set both to true"),
+        (
+            "i2v",
+            {"text": True},
+            "I2V checkpoint, which needs a first frame image: set text = false",
+        ),
+        ("ti2v", {"options": {}}, "makes 24 fps: set options.fps = 24"),
     ],
 )
 def test_load_refuses_what_the_checkpoint_or_machine_cannot_do(
@@ -235,7 +241,7 @@ def test_a_request_the_checkpoint_cannot_serve_is_refused(
         ("t2v", {"cache": "first_block"}),
         ("t2v", {"cache": "taylorseer"}),
         ("t2v", {"cache": "pab"}),
-        ("ti2v", {"cache": "pab"}),  # the image pipeline's timesteps reach the cache
+        ("ti2v", {"cache": "pab", "fps": 24}),  # the image pipeline's timesteps reach the cache
         ("t2v", {"vae_tiling": True, "attention_backend": "native", "guidance_scale": 1.0}),
         ("t2v", {"fps": 8, "negative_prompt": ""}),
     ],

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import inspect
 import logging
-import os
 import signal
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -58,7 +58,10 @@ def pausing(finish: Finish) -> Finish:
             log.info(
                 "pausing before recording job %s, attempt %d", lease.job.id, lease.job.attempts
             )
-            os.kill(os.getpid(), signal.SIGSTOP)
+            # Sent to this thread, not the process: a process-wide SIGSTOP is taken by the
+            # main thread, and this one runs on until the group stop reaches it, long enough
+            # to begin recording the job and hold its row locked while stopped.
+            signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
             log.info("resumed; recording job %s", lease.job.id)
         finish(worker, run, meta)
 

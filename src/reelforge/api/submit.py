@@ -42,6 +42,12 @@ def accept(
     if spec is None:
         known = ", ".join(sorted(models))
         raise InvalidRequest("model", f"{submission.model!r} is not served here; known: {known}")
+    if submission.first_image is None and not spec.text:
+        raise InvalidRequest(
+            submission.first_field,
+            f"model {submission.model!r} needs a first frame image; it cannot start from the "
+            "prompt alone",
+        )
     if submission.first_image is not None and not spec.first_frame:
         raise InvalidRequest(
             submission.first_field, f"model {submission.model!r} cannot start from an image"

@@ -12,7 +12,8 @@ weights = "/models/MiniMax-H3"         # a local directory or a hub repo id
 dtype = "bfloat16"
 device = "cuda"
 steps = 30
-first_frame = true                     # what the checkpoint can use (checked at submit)
+text = true                            # what the checkpoint can start from or use
+first_frame = true                     # (all three checked at submit)
 last_frame = true
 canvas = [768, 1344]                   # generation size (height, width); default: the model's
 keep_native_size = false               # true: the MP4 keeps the generated size
@@ -37,6 +38,7 @@ _KNOWN_KEYS: Final = frozenset(
         "dtype",
         "device",
         "steps",
+        "text",
         "first_frame",
         "last_frame",
         "canvas",
@@ -44,6 +46,18 @@ _KNOWN_KEYS: Final = frozenset(
         "options",
     }
 )
+
+_KEY_TYPES: Final[dict[str, type]] = {
+    "weights": str,
+    "dtype": str,
+    "device": str,
+    "steps": int,
+    "text": bool,
+    "first_frame": bool,
+    "last_frame": bool,
+    "keep_native_size": bool,
+    "options": dict,
+}
 
 
 @dataclass(frozen=True)
@@ -56,6 +70,8 @@ class ModelSpec:
     dtype: str = "bfloat16"
     device: str = "cuda"
     steps: int | None = None
+    text: bool = True
+    """Starts from the prompt alone; False: every request needs a first frame image."""
     first_frame: bool = True
     last_frame: bool = True
     canvas: tuple[int, int] | None = None
@@ -68,6 +84,7 @@ class ModelSpec:
 class Capabilities:
     """What a served model can be asked, and what it makes (the API checks at submit)."""
 
+    text: bool
     first_frame: bool
     last_frame: bool
     audio: bool
@@ -85,9 +102,15 @@ _ENGINE_FACTS: Final = {
 }
 
 
+def native_fps(engine: str) -> int:
+    """The frame rate ``engine`` is listed with unless its entry sets ``options.fps``."""
+    return _ENGINE_FACTS[engine][0]
+
+
 def capabilities(spec: ModelSpec) -> Capabilities:
     fps, audio = _ENGINE_FACTS[spec.engine]
     return Capabilities(
+        text=spec.text,
         first_frame=spec.first_frame,
         last_frame=spec.last_frame,
         audio=audio,
@@ -138,5 +161,11 @@ def _spec(model_id: str, entry: object, path: Path) -> ModelSpec:
         isinstance(canvas, list) and len(canvas) == 2 and all(isinstance(v, int) for v in canvas)
     ):
         raise ValueError(f"{where}: canvas must be [height, width] in pixels")
+    for key, kind in _KEY_TYPES.items():
+        value = entry.get(key)
+        wrong = type(value) is not kind or (kind is int and isinstance(value, int) and value < 1)
+        if value is not None and wrong:
+            wanted = {bool: "true or false", int: "a positive integer", str: "a string"}
+            raise ValueError(f"{where}: {key} = {value!r} must be {wanted.get(kind, 'a table')}")
     values = {key: value for key, value in entry.items() if key != "canvas"}
     return ModelSpec(id=model_id, canvas=tuple(canvas) if canvas else None, **values)

@@ -44,7 +44,7 @@ from reelforge.engines.diffusion import (
     step_callback,
     torch_dtype,
 )
-from reelforge.engines.registry import ModelSpec
+from reelforge.engines.registry import ModelSpec, native_fps
 from reelforge.errors import InvalidRequest
 
 DEFAULT_STEPS: Final = 50
@@ -113,7 +113,7 @@ class WanEngine:
         )
         self.frame_step = pipeline.vae_scale_factor_temporal
         self.canvas = checked_canvas(spec, spec.canvas or checkpoint.canvas, self.multiple)
-        self.fps = int(spec.options.get("fps", checkpoint.fps))
+        self.fps = int(spec.options.get("fps", checkpoint.fps))  # equal unless overridden
         if isinstance(pipeline, WanPipeline) and checkpoint.first_frame:
             # TI2V-5B: the same weights start from an image through the image pipeline.
             self._image_pipeline = WanImageToVideoPipeline(
@@ -262,6 +262,13 @@ def _check_promises(spec: ModelSpec, checkpoint: Checkpoint) -> None:
         raise ValueError(f"{where}, which needs a first and a last frame: set both to true")
     if not (checkpoint.text or spec.first_frame):
         raise ValueError(f"{where}, which needs a first frame: set first_frame = true")
+    if spec.text and not checkpoint.text:
+        raise ValueError(f"{where}, which needs a first frame image: set text = false")
+    if "fps" not in spec.options and checkpoint.fps != native_fps(spec.engine):
+        raise ValueError(
+            f"{where}, which makes {checkpoint.fps} fps: set options.fps = {checkpoint.fps} "
+            "(GET /v2/models lists the registry's frame rate)"
+        )
 
 
 def _check_inputs(spec: ModelSpec, checkpoint: Checkpoint, request: VideoRequest) -> None:
