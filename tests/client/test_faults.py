@@ -280,7 +280,7 @@ def test_wait_raises_timeout_at_the_deadline(server: ScriptedServer, client: Cli
     started = time.monotonic()
     with pytest.raises(Timeout, match=r"g1 still generating after 0\.5 s"):
         client.wait("g1", timeout=0.5)
-    assert 0.5 <= time.monotonic() - started < 1.0
+    assert 0.5 <= time.monotonic() - started < 1.5
     assert len(server.requests("GET", LEGACY)) >= 8  # polled every 10..50 ms
 
 
@@ -296,7 +296,7 @@ def test_a_long_poll_interval_is_cut_at_the_deadline(
         pytest.raises(Timeout, match=r"g1 still queued after 0\.5 s"),
     ):
         client.generate("x", timeout=0.5, output=tmp_path / "out.mp4")
-    assert time.monotonic() - started < 1.0  # not the 30 s of the first interval
+    assert time.monotonic() - started < 5.0  # not the 30 s of the first interval
     first, last = server.requests("GET", LEGACY)  # at the start and at the deadline
     assert 0.45 <= last.at - first.at < 0.9
 

@@ -354,7 +354,7 @@ def test_slow_server_is_stopped_by_the_total_deadline(site: Site, route: Route) 
     started = time.monotonic()
     with pytest.raises(ImageFetchFailed, match=f"^{FIELD}: .* within the deadline of 1 s$"):
         fetch_image_bytes(url, field=FIELD, policy=site.policy(deadline_seconds=1.0))
-    assert 1.0 <= time.monotonic() - started < 2.0
+    assert 1.0 <= time.monotonic() - started < 3.0
 
 
 def test_slow_resolver_is_stopped_by_the_deadline() -> None:
