@@ -5,6 +5,7 @@ path a deployment's weights take, and driven through the HTTP API."""
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +16,7 @@ pytest.importorskip("diffusers")
 import av
 
 from tests.pictures import encoded, textured
-from tests.service import Api, running_api, running_workers, service_settings
+from tests.service import LEGACY, Api, running_api, running_workers, service_settings
 from tests.tiny_h3 import build_tiny_h3
 from tests.tiny_models import offline_hub, save_ltx, save_wan_i2v, save_wan_t2v
 
@@ -48,6 +49,24 @@ device = "cpu"
 steps = 2
 canvas = [64, 64]
 text = false
+
+[models."wan-slow"]
+engine = "wan"
+weights = "{wan}"
+dtype = "float32"
+device = "cpu"
+steps = 2000
+canvas = [64, 64]
+first_frame = false
+last_frame = false
+
+[models."h3-slow"]
+engine = "minimax_h3"
+weights = "{h3}"
+dtype = "float32"
+device = "cpu"
+steps = 2000
+canvas = [64, 64]
 
 [models."ltx-tiny"]
 engine = "ltx"
@@ -131,10 +150,12 @@ def test_a_prompt_alone_for_a_keyframe_checkpoint_is_refused(gpu_service: Api) -
 def test_models_lists_the_registry(gpu_service: Api) -> None:
     models = {m["id"]: m for m in gpu_service.client.get("/v2/models").json()["models"]}
     assert sorted(models) == [
+        "h3-slow",
         "h3-tiny",
         "ltx-tiny",
         "minimax/hailuo-02",
         "wan-flf-tiny",
+        "wan-slow",
         "wan-tiny",
     ]
     assert (models["minimax/hailuo-02"]["audio"], models["minimax/hailuo-02"]["fps"]) == (True, 24)
@@ -171,3 +192,30 @@ def test_ltx_with_a_first_frame_at_24_fps(gpu_service: Api, tmp_path: Path) -> N
     picture, sound = probe_streams(download(gpu_service, done, tmp_path / "ltx.mp4"))
     assert picture == (1152, 768, 144, 24.0)
     assert sound is None
+
+
+@pytest.mark.parametrize(("slow", "quick"), [("wan-slow", "wan-tiny"), ("h3-slow", "h3-tiny")])
+def test_progress_rises_per_step_and_a_cancel_stops_the_model(
+    gpu_service: Api, slow: str, quick: str
+) -> None:
+    """2000 denoising steps (half a minute or more on this CPU): progress comes from the step callback
+    (Wan's ``callback_on_step_end``, H3's own block) through the heartbeat; a cancel ends the
+    job at the next step, and the same warm worker then runs the next job."""
+    generation_id = gpu_service.create({"model": slow, "prompt": "x"}).json()["generation_id"]
+    seen: list[int] = []
+    deadline = time.monotonic() + 60
+    while len(set(seen)) < 3:
+        assert time.monotonic() < deadline, f"progress seen: {seen}"
+        answer = gpu_service.get(generation_id)
+        assert answer["status"] in ("queued", "generating"), answer
+        if answer["progress"] > 0:
+            seen.append(answer["progress"])
+        time.sleep(0.05)
+    assert seen == sorted(seen), seen
+    assert max(seen) < 50, seen
+    gpu_service.client.delete(LEGACY, params={"generation_id": generation_id})
+    done = gpu_service.wait(generation_id, timeout=30)
+    assert (done["status"], done["error"]["name"], done["video"]) == ("error", "Cancelled", None)
+    assert max(seen) <= done["progress"] < 100
+    after = gpu_service.create({"model": quick, "prompt": "A lighthouse at dusk"})
+    assert gpu_service.wait(after.json()["generation_id"], timeout=240)["status"] == "completed"
