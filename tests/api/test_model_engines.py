@@ -68,6 +68,14 @@ device = "cpu"
 steps = 2000
 canvas = [64, 64]
 
+[models."ltx-slow"]
+engine = "ltx"
+weights = "{ltx}"
+dtype = "float32"
+device = "cpu"
+steps = 2000
+canvas = [64, 64]
+
 [models."ltx-tiny"]
 engine = "ltx"
 weights = "{ltx}"
@@ -152,6 +160,7 @@ def test_models_lists_the_registry(gpu_service: Api) -> None:
     assert sorted(models) == [
         "h3-slow",
         "h3-tiny",
+        "ltx-slow",
         "ltx-tiny",
         "minimax/hailuo-02",
         "wan-flf-tiny",
@@ -194,13 +203,15 @@ def test_ltx_with_a_first_frame_at_24_fps(gpu_service: Api, tmp_path: Path) -> N
     assert sound is None
 
 
-@pytest.mark.parametrize(("slow", "quick"), [("wan-slow", "wan-tiny"), ("h3-slow", "h3-tiny")])
+@pytest.mark.parametrize(
+    ("slow", "quick"), [("wan-slow", "wan-tiny"), ("h3-slow", "h3-tiny"), ("ltx-slow", "ltx-tiny")]
+)
 def test_progress_rises_per_step_and_a_cancel_stops_the_model(
     gpu_service: Api, slow: str, quick: str
 ) -> None:
-    """2000 denoising steps (half a minute or more on this CPU): progress comes from the step callback
-    (Wan's ``callback_on_step_end``, H3's own block) through the heartbeat; a cancel ends the
-    job at the next step, and the same warm worker then runs the next job."""
+    """2000 denoising steps (half a minute or more here): progress comes from the step
+    callback (``callback_on_step_end``, H3's own block) through the heartbeat; a cancel ends
+    the job at the next step, and the same warm worker then runs the next job."""
     generation_id = gpu_service.create({"model": slow, "prompt": "x"}).json()["generation_id"]
     seen: list[int] = []
     deadline = time.monotonic() + 60
