@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -108,16 +110,20 @@ def serve(
     store = open_store(settings)
     first_key = ensure_key(settings, store)
     store.close()
+    # uvicorn re-raises a SIGTERM once it has shut down; with the default handler that ends
+    # the process on the spot, before the workers are stopped. This one exits through the
+    # ``finally`` below instead.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     processes = start_workers(settings, workers)
-    out.print(f"reelforge {__version__} on http://{settings.host}:{settings.port}/v2")
-    out.print(
-        f"data in {settings.data_dir.resolve()}; {api_processes} API and {workers} worker "
-        "process(es)"
-    )
-    if first_key is not None:
-        out.print(f"API key (shown once, kept in {settings.data_dir / 'api-key'}):")
-        out.print(first_key, soft_wrap=True)
     try:
+        out.print(f"reelforge {__version__} on http://{settings.host}:{settings.port}/v2")
+        out.print(
+            f"data in {settings.data_dir.resolve()}; {api_processes} API and {workers} worker "
+            "process(es)"
+        )
+        if first_key is not None:
+            out.print(f"API key (shown once, kept in {settings.data_dir / 'api-key'}):")
+            out.print(first_key, soft_wrap=True)
         uvicorn.run(
             "reelforge.runtime:api_from_environment",
             factory=True,
@@ -129,6 +135,10 @@ def serve(
         )
     finally:
         stop_workers(processes, timeout=settings.drain_seconds + 5)
+
+
+def _exit_on_signal(signum: int, _: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
 
 
 @app.command()
@@ -162,6 +172,7 @@ def worker(
     if processes == 1:
         run_worker(settings)
         return
+    signal.signal(signal.SIGTERM, _exit_on_signal)  # through the ``finally``: children drain
     children = start_workers(settings, processes)
     try:
         for child in children:

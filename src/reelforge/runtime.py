@@ -123,19 +123,23 @@ def run_worker(settings: Settings, *, child: bool = False) -> None:
     back uncharged; a second signal gives it back at once."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     signals = Signals()
+    parent = os.getppid()
 
-    def drain(signum: int, _: FrameType | None) -> None:
+    def drain(why: str) -> None:
         if signals.drain.is_set():
             signals.halt.set()
             return
-        log.info("signal %d: draining", signum)
+        log.info("%s: draining", why)
         signals.start_draining()
         timer = threading.Timer(settings.drain_seconds, signals.halt.set)
         timer.daemon = True
         timer.start()
 
-    signal.signal(signal.SIGTERM, drain)
-    signal.signal(signal.SIGINT, signal.SIG_IGN if child else drain)
+    def on_signal(signum: int, _: FrameType | None) -> None:
+        drain(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, signal.SIG_IGN if child else on_signal)
     store = open_store(settings)
     storage, engines = open_storage(settings), load_engines(settings, load_models(settings))
     store.on_new_work(signals.wake.set)
@@ -157,6 +161,8 @@ def run_worker(settings: Settings, *, child: bool = False) -> None:
         for thread in threads:
             while thread.is_alive():
                 thread.join(0.5)  # short joins: the main thread must stay free for signals
+                if child and os.getppid() != parent and not signals.drain.is_set():
+                    drain(f"parent process {parent} is gone")  # killed: nobody will stop us
     finally:
         store.close()
 
