@@ -219,6 +219,12 @@ def test_the_openapi_document_lists_both_routes(done: Finished) -> None:
     paths = response.json()["paths"]
     for route in (LEGACY, UNIFIED):
         assert {"get", "post"} <= set(paths[route])
+        poll = paths[route]["get"]
+        assert [(p["name"], p["in"], p["required"]) for p in poll["parameters"]] == [
+            ("generation_id", "query", True)
+        ]
+        schema = poll["responses"]["200"]["content"]["application/json"]["schema"]
+        assert schema == {"$ref": "#/components/schemas/Generation"}
 
 
 def test_stale_scratch_files_are_swept_and_fresh_ones_kept(tmp_path: Path) -> None:
