@@ -58,25 +58,6 @@ from reelforge.settings import Settings
 from reelforge.storage.local import LocalStorage
 from reelforge.worker import Worker
 
-REGISTRY = """
-[models."wan-tiny"]
-engine = "wan"
-weights = "{wan}"
-dtype = "float32"
-device = "cpu"
-steps = 2
-canvas = [64, 64]
-first_frame = false
-last_frame = false
-
-[models."h3-tiny"]
-engine = "minimax_h3"
-weights = "{h3}"
-dtype = "float32"
-device = "cpu"
-steps = 3
-canvas = [64, 64]
-"""
 MODELS = ("wan-tiny", "h3-tiny")
 REQUEST = {
     "prompt": "A lighthouse at dusk, waves on the rocks",
@@ -298,6 +279,7 @@ def _load_engines(root: Path) -> dict[str, Engine]:
     import diffusers
     from tests.tiny_h3 import build_tiny_h3
     from tests.tiny_models import save_wan_t2v
+    from tests.tiny_registry import TEXT_ONLY, tiny_entry
 
     from reelforge.engines.minimax_h3 import MiniMaxH3Engine
     from reelforge.engines.wan import WanEngine
@@ -305,7 +287,10 @@ def _load_engines(root: Path) -> dict[str, Engine]:
     diffusers.utils.logging.disable_progress_bar()
     registry = root / "models.toml"
     wan, h3 = save_wan_t2v(root / "wan"), build_tiny_h3(root / "h3")
-    registry.write_text(REGISTRY.format(wan=wan, h3=h3))
+    registry.write_text(
+        tiny_entry("wan-tiny", "wan", str(wan), 2, *TEXT_ONLY)
+        + tiny_entry("h3-tiny", "minimax_h3", str(h3), 3)
+    )
     specs = load_registry(registry)
     engines: dict[str, Engine] = {}
     for model in MODELS:

@@ -19,71 +19,23 @@ from tests.pictures import encoded, textured
 from tests.service import LEGACY, Api, running_api, running_workers, service_settings
 from tests.tiny_h3 import build_tiny_h3
 from tests.tiny_models import offline_hub, save_ltx, save_wan_i2v, save_wan_t2v
+from tests.tiny_registry import TEXT_ONLY, tiny_entry
 
-REGISTRY = """
-hailuo = "h3-tiny"
-
-[models."h3-tiny"]
-engine = "minimax_h3"
-weights = "{h3}"
-dtype = "float32"
-device = "cpu"
-steps = 3
-canvas = [64, 64]
-
-[models."wan-tiny"]
-engine = "wan"
-weights = "{wan}"
-dtype = "float32"
-device = "cpu"
-steps = 2
-canvas = [64, 64]
-first_frame = false
-last_frame = false
-
-[models."wan-flf-tiny"]
-engine = "wan"
-weights = "{flf}"
-dtype = "float32"
-device = "cpu"
-steps = 2
-canvas = [64, 64]
-text = false
-
-[models."wan-slow"]
-engine = "wan"
-weights = "{wan}"
-dtype = "float32"
-device = "cpu"
-steps = 2000
-canvas = [64, 64]
-first_frame = false
-last_frame = false
-
-[models."h3-slow"]
-engine = "minimax_h3"
-weights = "{h3}"
-dtype = "float32"
-device = "cpu"
-steps = 2000
-canvas = [64, 64]
-
-[models."ltx-slow"]
-engine = "ltx"
-weights = "{ltx}"
-dtype = "float32"
-device = "cpu"
-steps = 2000
-canvas = [64, 64]
-
-[models."ltx-tiny"]
-engine = "ltx"
-weights = "{ltx}"
-dtype = "float32"
-device = "cpu"
-steps = 2
-canvas = [64, 64]
-"""
+SLOW_STEPS = 2000
+"""Denoising steps of the ``*-slow`` twins: far longer than a test waits."""
+REGISTRY = "\n".join(
+    [
+        'hailuo = "h3-tiny"\n',
+        tiny_entry("h3-tiny", "minimax_h3", "{h3}", 3),
+        tiny_entry("wan-tiny", "wan", "{wan}", 2, *TEXT_ONLY),
+        tiny_entry("wan-flf-tiny", "wan", "{flf}", 2, "text = false"),
+        tiny_entry("ltx-tiny", "ltx", "{ltx}", 2),
+        # The same weights made slow, to watch progress and to cancel.
+        tiny_entry("h3-slow", "minimax_h3", "{h3}", SLOW_STEPS),
+        tiny_entry("wan-slow", "wan", "{wan}", SLOW_STEPS, *TEXT_ONLY),
+        tiny_entry("ltx-slow", "ltx", "{ltx}", SLOW_STEPS),
+    ]
+)
 
 
 @pytest.fixture(scope="module")
@@ -209,7 +161,7 @@ def test_ltx_with_a_first_frame_at_24_fps(gpu_service: Api, tmp_path: Path) -> N
 def test_progress_rises_per_step_and_a_cancel_stops_the_model(
     gpu_service: Api, slow: str, quick: str
 ) -> None:
-    """2000 denoising steps (half a minute or more here): progress comes from the step
+    """``SLOW_STEPS`` denoising steps (half a minute or more here): progress comes from the step
     callback (``callback_on_step_end``, H3's own block) through the heartbeat; a cancel ends
     the job at the next step, and the same warm worker then runs the next job."""
     generation_id = gpu_service.create({"model": slow, "prompt": "x"}).json()["generation_id"]
