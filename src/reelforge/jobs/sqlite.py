@@ -159,7 +159,7 @@ class SQLiteJobStore:
     def _configure(self) -> None:
         """Set the connection's pragmas and create the schema if it is missing."""
         self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        (mode,) = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        mode = self._enter_wal()
         if mode != "wal":
             raise RuntimeError(f"the job database needs WAL mode; SQLite kept {mode!r}")
         self._conn.execute("PRAGMA synchronous = FULL")
@@ -177,6 +177,24 @@ class SQLiteJobStore:
                 for statement in _UPGRADES[version]:
                     conn.execute(statement)
                 conn.execute("UPDATE schema_version SET version = ?", (version,))
+
+    def _enter_wal(self) -> str:
+        """Switch the database to WAL; returns the journal mode SQLite reports after.
+
+        Several processes opening a new database at once race to convert it, and SQLite
+        answers the losers "database is locked" at once, without its busy handler: they
+        try again for as long as ``busy_timeout`` would have waited.
+        """
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                (mode,) = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+                continue
+            return str(mode)
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
