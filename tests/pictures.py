@@ -6,6 +6,7 @@ import io
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 from PIL import Image
 
 
@@ -35,3 +36,9 @@ def encoded(image: Image.Image, fmt: str = "PNG", **params: object) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, fmt, **params)
     return buffer.getvalue()
+
+
+def sharpness(region: npt.NDArray[np.uint8]) -> float:
+    """Variance of the Laplacian: high for fine detail, low for a blur."""
+    grey = cv2.cvtColor(np.ascontiguousarray(region), cv2.COLOR_RGB2GRAY)
+    return float(cv2.Laplacian(grey, cv2.CV_64F).var())

@@ -14,7 +14,7 @@ from reelforge.errors import Cancelled
 from reelforge.media.camera import Movement, parse_camera, plan_path
 from reelforge.media.encoder import encode_mp4
 from tests.conftest import FAST, Renderer
-from tests.pictures import disk_scene, textured
+from tests.pictures import disk_scene, sharpness, textured
 from tests.videos import mae, motion, probe
 
 WIDTH, HEIGHT = 1366, 768
@@ -165,6 +165,18 @@ def test_each_camera_command_moves_the_content_the_right_way(
     for frame in clip.frames[::10]:
         for strip in (frame[:4], frame[-4:], frame[:, :4], frame[:, -4:]):
             assert strip.mean() > 60
+
+
+@pytest.mark.parametrize("movement", [Movement.PULL_OUT, Movement.ZOOM_OUT])
+def test_pulling_back_from_a_first_frame_shows_a_soft_surround_not_a_mirror(
+    render: Renderer, photo: Image.Image, movement: Movement
+) -> None:
+    clip = probe(render(f"A field [{movement.value}]", first_frame=photo)[0])
+    last = clip.frames[-1]
+    centre = last[HEIGHT // 4 : 3 * HEIGHT // 4, WIDTH // 4 : 3 * WIDTH // 4]
+    for strip in (last[:, :24], last[:, -24:]):  # beyond the picture's left and right edges
+        assert sharpness(strip) < sharpness(centre) / 4
+        assert strip.mean() > 60
 
 
 def test_combined_movements_in_one_bracket_all_happen(render: Renderer, photo: Image.Image) -> None:

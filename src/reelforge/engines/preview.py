@@ -18,6 +18,7 @@ from reelforge.engines.base import Frame, OnStep, Video, VideoRequest, request_s
 from reelforge.media.camera import CameraPath, CameraScript, parse_camera, plan_path
 from reelforge.media.morph import Morph
 from reelforge.media.sizing import output_size
+from reelforge.media.surround import Surround
 from reelforge.media.title import title_card
 
 FPS = 25
@@ -69,29 +70,41 @@ class PreviewEngine:
             pinned_end=last is not None,
         )
 
-        # 5. The content of each frame: the still picture, or the way along the morph.
-        content = _morph_content(first, last, frame_count) if last is not None else _still(first)
+        # 5. The content of each frame: the still picture, or the way along the morph; where
+        #    the camera looks past the picture (pulling back from a first frame), extended.
+        pad = path.reach(width, height)
+        surround = Surround(width, height, pad) if pad else None
+        if last is None:
+            content = _still(surround.extend(first) if surround else first)
+        else:
+            content = _morph_content(first, last, frame_count, surround)
 
         return Video(
             width=width,
             height=height,
             fps=FPS,
             frame_count=frame_count,
-            frames=_render(content, path, frame_count, on_step),
+            frames=_render(content, path, frame_count, on_step, pad),
             meta=_meta(script, width, height, seed),
         )
 
 
 def _render(
-    content: Callable[[int], Frame], path: CameraPath, frame_count: int, on_step: OnStep
+    content: Callable[[int], Frame], path: CameraPath, frame_count: int, on_step: OnStep, pad: int
 ) -> Iterator[Frame]:
+    """Each frame: the camera's view of the content (``pad`` pixels of surround around the
+    picture on every side)."""
     for index in range(frame_count):
-        picture = content(index)
-        if not path.is_still(index):
-            height, width = picture.shape[:2]
+        canvas = content(index)
+        height, width = canvas.shape[0] - 2 * pad, canvas.shape[1] - 2 * pad
+        if path.is_still(index):
+            picture = np.ascontiguousarray(canvas[pad : pad + height, pad : pad + width])
+        else:
+            matrix = path.inverse_affine(index, width, height)
+            matrix[:, 2] += pad
             picture = cv2.warpAffine(
-                picture,
-                path.inverse_affine(index, width, height),
+                canvas,
+                matrix,
                 (width, height),
                 flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                 borderMode=cv2.BORDER_REFLECT_101,
@@ -104,12 +117,24 @@ def _still(picture: Frame) -> Callable[[int], Frame]:
     return lambda _index: picture
 
 
-def _morph_content(first: Frame, last: Frame, frame_count: int) -> Callable[[int], Frame]:
+def _morph_content(
+    first: Frame, last: Frame, frame_count: int, surround: Surround | None
+) -> Callable[[int], Frame]:
+    """The morph's frame at each index (eased); with ``surround``, in the middle of the two
+    ends' extensions, crossfaded (soft as they are, a crossfade is all they need)."""
     morph = Morph(first, last)
+    ends = (surround.extend(first), surround.extend(last)) if surround else None
 
     def content(index: int) -> Frame:
         x = index / (frame_count - 1)
-        return morph.frame(x * x * (3 - 2 * x))
+        eased = x * x * (3 - 2 * x)
+        picture = morph.frame(eased)
+        if surround is None or ends is None:
+            return picture
+        canvas: Frame = cv2.addWeighted(ends[0], 1 - eased, ends[1], eased, 0)
+        pad = surround.pad
+        canvas[pad : pad + picture.shape[0], pad : pad + picture.shape[1]] = picture
+        return canvas
 
     return content
 

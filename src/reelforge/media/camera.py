@@ -166,6 +166,15 @@ class CameraPath:
         cy = height / 2 + float(self.v[index]) * height
         return np.array([[1 / z, 0.0, cx - width / (2 * z)], [0.0, 1 / z, cy - height / (2 * z)]])
 
+    def reach(self, width: int, height: int) -> int:
+        """How far past the picture's edges the camera ever looks, in whole pixels with a
+        margin for interpolation (0 when every frame stays inside the picture)."""
+        beyond = 0.0
+        for size, offset in ((width, self.u), (height, self.v)):
+            centre, half = size / 2 + offset * size, size / (2 * self.zoom)
+            beyond = max(beyond, float(np.max(half - centre)), float(np.max(centre + half - size)))
+        return 0 if beyond <= 0.5 else math.ceil(beyond) + 2
+
     def is_still(self, index: int) -> bool:
         return bool(self.zoom[index] == 1.0 and self.u[index] == 0.0 and self.v[index] == 0.0)
 
@@ -185,7 +194,7 @@ def plan_path(
     path is lifted so the camera never looks outside the picture. ``pinned_end``: the camera
     comes home to the whole picture by the last frame (a given last frame). Offsets are
     backed by extra zoom that keeps the viewport inside the picture (an outward move
-    from a pinned first frame looks past its edges, which are mirrored).
+    from a pinned first frame looks past its edges: see ``media.surround``).
     """
     rng = np.random.default_rng(seed)
     t = np.linspace(0.0, 1.0, frame_count)
