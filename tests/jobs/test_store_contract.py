@@ -8,6 +8,7 @@ backend, add a param and a class with ``open``, ``insert_raw`` and ``integrity_e
 
 from __future__ import annotations
 
+import fcntl
 import sqlite3
 import threading
 import time
@@ -547,6 +548,32 @@ def test_sqlite_uses_wal(tmp_path: Path) -> None:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     finally:
         conn.close()
+
+
+def test_sqlite_writers_of_other_processes_wait_their_turn(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writes take turns through ``<database>.turn``: a writer waits while another process
+    holds it, goes on the moment it is free, and gives up after ``busy_timeout``."""
+    path = tmp_path / "jobs.db"
+    store = SQLiteJobStore(path)
+    other = open(f"{path}.turn", "a+b")  # another process's turn, as flock sees it  # noqa: SIM115
+    try:
+        fcntl.flock(other, fcntl.LOCK_EX)
+        released = threading.Timer(0.3, fcntl.flock, (other, fcntl.LOCK_UN))
+        released.start()
+        started = time.monotonic()
+        store.create(owner="k", model="preview", request={"prompt": "x"}, max_attempts=1)
+        assert time.monotonic() - started >= 0.25
+        released.join()
+        fcntl.flock(other, fcntl.LOCK_EX)
+        monkeypatch.setattr(sqlite_store, "BUSY_TIMEOUT_MS", 200)
+        with pytest.raises(sqlite3.OperationalError, match="kept its write turn"):
+            store.create(owner="k", model="preview", request={"prompt": "x"}, max_attempts=1)
+        assert store.counts()[Status.QUEUED] == 1  # the refused create left nothing
+    finally:
+        other.close()
+        store.close()
 
 
 def _open_at(path: Path, at: float) -> str:
