@@ -6,6 +6,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from reelforge.api.errors import error_response
 
+_BODILESS = frozenset({"GET", "HEAD", "OPTIONS"})
+
 
 class _TooLarge(Exception):
     pass
@@ -19,8 +21,8 @@ class BodyLimit:
         self.limit = limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
+        if scope["type"] != "http" or scope["method"] in _BODILESS:
+            await self.app(scope, receive, send)  # no route of these reads a body
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
