@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import time
+from contextlib import closing
 from pathlib import Path
 from types import FrameType
 from typing import Annotated
@@ -279,9 +280,9 @@ def keys_create(name: Annotated[str, typer.Option(help="A label for the key.")] 
     from reelforge.api.auth import new_key, register
     from reelforge.runtime import open_store
 
-    store = open_store(_settings())
-    key = new_key()
-    record = register(store, key, name=name)
+    with closing(open_store(_settings())) as store:
+        key = new_key()
+        record = register(store, key, name=name)
     err.print(f"key {record.id} ({name}); it is shown only now:")
     out.print(key, soft_wrap=True)
 
@@ -294,7 +295,9 @@ def keys_list() -> None:
     from reelforge.runtime import open_store
 
     table = Table("id", "prefix", "name", "created", "revoked")
-    for record in open_store(_settings()).list_keys():
+    with closing(open_store(_settings())) as store:
+        records = store.list_keys()
+    for record in records:
         revoked = time.ctime(record.revoked_at) if record.revoked_at else ""
         table.add_row(record.id, record.prefix, record.name, time.ctime(record.created_at), revoked)
     out.print(table)
@@ -305,7 +308,9 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="Key id or prefix.")]
     """Revoke a key: its calls are refused from now on."""
     from reelforge.runtime import open_store
 
-    if not open_store(_settings()).revoke_key(key_id):
+    with closing(open_store(_settings())) as store:
+        revoked = store.revoke_key(key_id)
+    if not revoked:
         err.print(f"[red]error:[/red] no active key {key_id!r}")
         raise typer.Exit(2)
     out.print(f"revoked {key_id}")
