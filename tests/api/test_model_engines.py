@@ -28,7 +28,7 @@ REGISTRY = "\n".join(
         'hailuo = "h3-tiny"\n',
         tiny_entry("h3-tiny", "minimax_h3", "{h3}", 3),
         tiny_entry("wan-tiny", "wan", "{wan}", 2, *TEXT_ONLY),
-        tiny_entry("wan-flf-tiny", "wan", "{flf}", 2, "text = false"),
+        tiny_entry("wan-flf-tiny", "wan", "{flf}", 2, "text = false", "last_frame_required = true"),
         tiny_entry("ltx-tiny", "ltx", "{ltx}", 2),
         # The same weights made slow, to watch progress and to cancel.
         tiny_entry("h3-slow", "minimax_h3", "{h3}", SLOW_STEPS),
@@ -107,6 +107,15 @@ def test_a_prompt_alone_for_a_keyframe_checkpoint_is_refused(gpu_service: Api) -
     )
 
 
+def test_a_first_frame_alone_for_a_first_last_checkpoint_is_refused(gpu_service: Api) -> None:
+    body = {"model": "wan-flf-tiny", "prompt": "x", "first_frame_image": data_uri(600, 900, 1)}
+    answer = gpu_service.create(body)
+    assert answer.status_code == 400
+    assert answer.json()["error"]["message"] == (
+        "last_image_url: model 'wan-flf-tiny' needs a last frame image to go with the first"
+    )
+
+
 def test_models_lists_the_registry(gpu_service: Api) -> None:
     models = {m["id"]: m for m in gpu_service.client.get("/v2/models").json()["models"]}
     assert sorted(models) == [
@@ -121,7 +130,8 @@ def test_models_lists_the_registry(gpu_service: Api) -> None:
     ]
     assert (models["minimax/hailuo-02"]["audio"], models["minimax/hailuo-02"]["fps"]) == (True, 24)
     assert (models["wan-tiny"]["first_frame"], models["wan-tiny"]["fps"]) == (False, 16)
-    assert (models["wan-flf-tiny"]["text"], models["wan-flf-tiny"]["last_frame"]) == (False, True)
+    flf = models["wan-flf-tiny"]
+    assert (flf["text"], flf["last_frame"], flf["last_frame_required"]) == (False, True, True)
 
 
 def data_uri(width: int, height: int, seed: int) -> str:

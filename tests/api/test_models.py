@@ -36,6 +36,7 @@ def test_models_lists_what_each_served_model_can_do(api: Api) -> None:
         "text": True,
         "first_frame": True,
         "last_frame": True,
+        "last_frame_required": False,
         "audio": False,
         "fps": 25,
         "durations": [6, 10],

@@ -41,6 +41,7 @@ def test_a_registry_file_names_models_and_the_hailuo_alias(tmp_path: Path) -> No
         engine = "wan"
         weights = "/models/Wan2.1-FLF2V-14B-720P"
         text = false
+        last_frame_required = true
         """,
     )
     served = load_registry(path)
@@ -54,6 +55,7 @@ def test_a_registry_file_names_models_and_the_hailuo_alias(tmp_path: Path) -> No
     assert (wan.fps, wan.text, wan.first_frame, wan.last_frame) == (16, True, False, False)
     flf2v = capabilities(served["wan2.1-flf2v"])
     assert (flf2v.text, flf2v.first_frame, flf2v.last_frame) == (False, True, True)
+    assert flf2v.last_frame_required
 
 
 @pytest.mark.parametrize(
@@ -67,6 +69,10 @@ def test_a_registry_file_names_models_and_the_hailuo_alias(tmp_path: Path) -> No
         ("[models.a]\nengine = 'preview'\nsteps = 0", "steps = 0 must be a positive integer"),
         ("[models.a]\nengine = 'preview'\nsteps = true", "steps = True must be a positive"),
         ("[models.a]\nengine = 'preview'\noptions = 3", "options = 3 must be a table"),
+        (
+            "[models.a]\nengine = 'preview'\nlast_frame = false\nlast_frame_required = true",
+            "last_frame_required = true needs last_frame = true",
+        ),
         ("hailuo = 'b'\n[models.a]\nengine = 'preview'", "hailuo = 'b' is not a model here"),
         ("title = 'x'", r"no \[models.<id>\] tables"),
         ("[models.a\nengine = 'preview'", "models.toml"),

@@ -58,7 +58,7 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 PROMISES: dict[str, dict[str, Any]] = {
     "t2v": {"first_frame": False, "last_frame": False},
     "i2v": {"text": False, "first_frame": True, "last_frame": False},
-    "flf2v": {"text": False, "first_frame": True, "last_frame": True},
+    "flf2v": {"text": False, "first_frame": True, "last_frame": True, "last_frame_required": True},
     "ti2v": {"first_frame": True, "last_frame": False, "options": {"fps": 24}},
 }
 
@@ -207,6 +207,7 @@ def test_out_of_memory_in_a_step_names_the_registry_options(checkpoints: dict[st
             "I2V checkpoint, which needs a first frame image: set text = false",
         ),
         ("ti2v", {"options": {}}, "makes 24 fps: set options.fps = 24"),
+        ("flf2v", {"last_frame_required": False}, "set last_frame_required = true"),
     ],
 )
 def test_load_refuses_what_the_checkpoint_or_machine_cannot_do(

@@ -56,6 +56,15 @@ def accept(
         raise InvalidRequest(
             submission.last_field, f"model {submission.model!r} cannot end on an image"
         )
+    if (
+        submission.first_image is not None
+        and submission.last_image is None
+        and spec.last_frame_required
+    ):
+        raise InvalidRequest(
+            submission.last_field,
+            f"model {submission.model!r} needs a last frame image to go with the first",
+        )
     if not submission.prompt.strip():
         raise InvalidRequest("prompt", "must not be blank")
     check_length(submission.duration, submission.resolution)

@@ -13,8 +13,9 @@ dtype = "bfloat16"
 device = "cuda"
 steps = 30
 text = true                            # what the checkpoint can start from or use
-first_frame = true                     # (all three checked at submit)
+first_frame = true                     # (all four checked at submit)
 last_frame = true
+last_frame_required = false            # true: a first frame needs a last one (Wan FLF2V)
 canvas = [768, 1344]                   # generation size (height, width); default: the model's
 keep_native_size = false               # true: the MP4 keeps the generated size
 options = { cpu_offload = "model", vae_tiling = true }
@@ -41,6 +42,7 @@ _KNOWN_KEYS: Final = frozenset(
         "text",
         "first_frame",
         "last_frame",
+        "last_frame_required",
         "canvas",
         "keep_native_size",
         "options",
@@ -55,6 +57,7 @@ _KEY_TYPES: Final[dict[str, type]] = {
     "text": bool,
     "first_frame": bool,
     "last_frame": bool,
+    "last_frame_required": bool,
     "keep_native_size": bool,
     "options": dict,
 }
@@ -74,6 +77,8 @@ class ModelSpec:
     """Starts from the prompt alone; False: every request needs a first frame image."""
     first_frame: bool = True
     last_frame: bool = True
+    last_frame_required: bool = False
+    """Every request that starts from an image must end on one too (Wan 2.1 FLF2V)."""
     canvas: tuple[int, int] | None = None
     """Generation size, (height, width) in pixels; None: the model family's default."""
     keep_native_size: bool = False
@@ -87,6 +92,7 @@ class Capabilities:
     text: bool
     first_frame: bool
     last_frame: bool
+    last_frame_required: bool
     audio: bool
     fps: int
     durations: tuple[int, ...] = (6, 10)
@@ -113,6 +119,7 @@ def capabilities(spec: ModelSpec) -> Capabilities:
         text=spec.text,
         first_frame=spec.first_frame,
         last_frame=spec.last_frame,
+        last_frame_required=spec.last_frame_required,
         audio=audio,
         fps=int(spec.options.get("fps", fps)),
     )
@@ -167,5 +174,7 @@ def _spec(model_id: str, entry: object, path: Path) -> ModelSpec:
         if value is not None and wrong:
             wanted = {bool: "true or false", int: "a positive integer", str: "a string"}
             raise ValueError(f"{where}: {key} = {value!r} must be {wanted.get(kind, 'a table')}")
+    if entry.get("last_frame_required") and entry.get("last_frame") is False:
+        raise ValueError(f"{where}: last_frame_required = true needs last_frame = true")
     values = {key: value for key, value in entry.items() if key != "canvas"}
     return ModelSpec(id=model_id, canvas=tuple(canvas) if canvas else None, **values)

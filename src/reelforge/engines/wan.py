@@ -262,6 +262,11 @@ def _check_promises(spec: ModelSpec, checkpoint: Checkpoint) -> None:
         raise ValueError(f"{where}, which needs a first and a last frame: set both to true")
     if not (checkpoint.text or spec.first_frame):
         raise ValueError(f"{where}, which needs a first frame: set first_frame = true")
+    if spec.first_frame and not (checkpoint.first_frame or spec.last_frame_required):
+        raise ValueError(
+            f"{where}, which needs a last frame with every first frame: set "
+            "last_frame_required = true"
+        )
     if spec.text and not checkpoint.text:
         raise ValueError(f"{where}, which needs a first frame image: set text = false")
     if "fps" not in spec.options and checkpoint.fps != native_fps(spec.engine):
