@@ -124,15 +124,15 @@ def _morph_content(
     ends' extensions, crossfaded (soft as they are, a crossfade is all they need)."""
     morph = Morph(first, last)
     ends = (surround.extend(first), surround.extend(last)) if surround else None
+    pad = surround.pad if surround else 0
 
     def content(index: int) -> Frame:
         x = index / (frame_count - 1)
         eased = x * x * (3 - 2 * x)
         picture = morph.frame(eased)
-        if surround is None or ends is None:
+        if ends is None:
             return picture
         canvas: Frame = cv2.addWeighted(ends[0], 1 - eased, ends[1], eased, 0)
-        pad = surround.pad
         canvas[pad : pad + picture.shape[0], pad : pad + picture.shape[1]] = picture
         return canvas
 

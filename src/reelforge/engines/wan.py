@@ -113,7 +113,7 @@ class WanEngine:
         )
         self.frame_step = pipeline.vae_scale_factor_temporal
         self.canvas = checked_canvas(spec, spec.canvas or checkpoint.canvas, self.multiple)
-        self.fps = int(spec.options.get("fps", checkpoint.fps))  # equal unless overridden
+        self.fps = int(spec.options.get("fps", checkpoint.fps))
         if isinstance(pipeline, WanPipeline) and checkpoint.first_frame:
             # TI2V-5B: the same weights start from an image through the image pipeline.
             self._image_pipeline = WanImageToVideoPipeline(

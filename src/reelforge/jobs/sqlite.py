@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from reelforge.contract import Status
 from reelforge.jobs.model import CANCELLED, WORKER_LOST, ApiKey, Job, Lease
@@ -35,6 +35,8 @@ MIN_SQLITE_VERSION: Final = (3, 35, 0)
 SCHEMA_VERSION: Final = 4
 BUSY_TIMEOUT_MS: Final = 5000
 MAX_TURN_PAUSE_S: Final = 0.002
+
+T = TypeVar("T")
 
 _SCHEMA: Final = (
     "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL PRIMARY KEY)",
@@ -187,19 +189,14 @@ class SQLiteJobStore:
         """Switch the database to WAL; returns the journal mode SQLite reports after.
 
         Several processes opening a new database at once race to convert it, and SQLite
-        answers the losers "database is locked" at once, without its busy handler: they
-        try again for as long as ``busy_timeout`` would have waited.
+        answers the losers "database is locked" at once, without its busy handler.
         """
-        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
-        while True:
-            try:
-                (mode,) = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.01)
-                continue
-            return str(mode)
+        row = _while_busy(
+            lambda: self._conn.execute("PRAGMA journal_mode = WAL").fetchone(),
+            busy=lambda exc: isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc),
+            pause=0.01,
+        )
+        return str(row[0])
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -222,18 +219,17 @@ class SQLiteJobStore:
         processes); this lock is retried every 2 ms at most, so a waiting writer gets the
         next turn. After ``busy_timeout`` it gives up as SQLite would.
         """
-        deadline, pause = time.monotonic() + BUSY_TIMEOUT_MS / 1000, 0.0002
-        while True:
-            try:
-                fcntl.flock(self._turns, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise sqlite3.OperationalError(
-                        "database is locked: another process kept its write turn"
-                    ) from None
-                time.sleep(pause)
-                pause = min(pause * 2, MAX_TURN_PAUSE_S)
+        try:
+            _while_busy(
+                lambda: fcntl.flock(self._turns, fcntl.LOCK_EX | fcntl.LOCK_NB),
+                busy=lambda exc: isinstance(exc, BlockingIOError),
+                pause=0.0002,
+                max_pause=MAX_TURN_PAUSE_S,
+            )
+        except BlockingIOError:
+            raise sqlite3.OperationalError(
+                "database is locked: another process kept its write turn"
+            ) from None
         try:
             yield
         finally:
@@ -579,6 +575,27 @@ class SQLiteJobStore:
                 reader.close()
             self._conn.close()
             self._turns.close()
+
+
+def _while_busy(
+    attempt: Callable[[], T],
+    *,
+    busy: Callable[[Exception], bool],
+    pause: float,
+    max_pause: float | None = None,
+) -> T:
+    """``attempt()``, tried again while it fails with an error ``busy`` accepts, for as long
+    as ``busy_timeout`` would wait, pausing ``pause`` seconds between tries (doubling up to
+    ``max_pause``); then its last error. For the waits SQLite's busy handler does not make."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            return attempt()
+        except Exception as exc:
+            if not busy(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, max_pause or pause)
 
 
 def _settle_expired(conn: sqlite3.Connection, now: float) -> int:
