@@ -95,13 +95,17 @@ def fetch_image_bytes(
 def is_public_address(address: IPAddress) -> bool:
     """True when ``address`` is globally routable unicast and carries no non-public IPv4.
 
-    IPv4-mapped (``::ffff:a.b.c.d``) and NAT64 (``64:ff9b::/96``) addresses are judged as
-    the IPv4 address they stand for. 6to4, Teredo and IPv4-compatible addresses must be
-    public themselves and so must every IPv4 address embedded in them.
+    IPv4-mapped (``::ffff:a.b.c.d``), 6to4 (``2002::/16``) and NAT64 (``64:ff9b::/96``)
+    addresses are judged as the IPv4 address they stand for (older Pythons, Debian's 3.11.2
+    among them, call all of 6to4 private; later ones call it global). Teredo and
+    IPv4-compatible addresses must be public themselves and so must every IPv4 address
+    embedded in them.
     """
     if isinstance(address, ipaddress.IPv6Address):
         if address.ipv4_mapped is not None:
             return _is_public_unicast(address.ipv4_mapped)
+        if address.sixtofour is not None:
+            return _is_public_unicast(address.sixtofour)
         if address in _NAT64:
             return _is_public_unicast(_last_32_bits(address))
         if not all(_is_public_unicast(embedded) for embedded in _embedded_ipv4(address)):
@@ -126,10 +130,8 @@ def _is_public_unicast(address: IPAddress) -> bool:
 
 
 def _embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
-    """The IPv4 addresses tunnelled in a 6to4, Teredo (server and client) or ``::a.b.c.d``."""
+    """The IPv4 addresses tunnelled in a Teredo (server and client) or ``::a.b.c.d``."""
     embedded = list(address.teredo or ())
-    if address.sixtofour is not None:
-        embedded.append(address.sixtofour)
     if address in _IPV4_COMPATIBLE:
         embedded.append(_last_32_bits(address))
     return embedded
