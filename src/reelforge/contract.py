@@ -9,6 +9,9 @@ from enum import StrEnum
 from typing import Final
 
 from reelforge.errors import InvalidRequest
+from reelforge.request import Resolution
+
+__all__ = ["Resolution", "Status"]
 
 MAX_PROMPT_CHARS: Final = 2000
 MAX_IMAGE_BYTES: Final = 20 * 1024 * 1024
@@ -21,21 +24,6 @@ MAX_IMAGE_RATIO: Final = 5 / 2
 DURATIONS: Final = (6, 10)
 """Allowed clip lengths, in seconds."""
 DEFAULT_MODEL: Final = "minimax/hailuo-02"
-
-
-class Resolution(StrEnum):
-    P768 = "768P"
-    P1080 = "1080P"
-
-    @property
-    def short_side(self) -> int:
-        """The shorter side of the output video, in pixels."""
-        return 768 if self is Resolution.P768 else 1080
-
-    @property
-    def landscape_size(self) -> tuple[int, int]:
-        """Width and height of a text-only (16:9) video, in pixels."""
-        return (1366, 768) if self is Resolution.P768 else (1920, 1080)
 
 
 class Status(StrEnum):

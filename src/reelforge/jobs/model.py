@@ -1,37 +1,79 @@
-"""The job store's records and the interface every store backend implements.
+"""The job store's records and the interfaces its callers use.
 
-Who moves a job between states (only store methods do; the schema refuses anything else):
+Who moves a job between states (only store methods do, each change appended to the event log
+in the same transaction; the schema refuses impossible rows):
 
-- ``queued``: entered by ``create``; by ``release`` (a draining worker hands it back, the
-  attempt not charged); by the expired-lease pass when attempts remain. Left by ``claim``.
-- ``generating``: entered by ``claim`` only; the job then holds a lease (token + expiry)
-  that its worker keeps alive with ``heartbeat``. Left by ``complete``, ``fail``,
-  ``release``, or the expired-lease pass.
-- ``completed``: entered by ``complete``; terminal.
-- ``error``: entered by ``fail``, or by the expired-lease pass once ``attempts`` reached
-  ``max_attempts`` (error name ``WorkerLost``); terminal.
+- ``queued``: entered by ``create`` (event ``queued``); by ``release`` (a draining worker hands
+  it back, the attempt not charged), by ``requeue`` (a storage or database blip: the attempt
+  not charged, ``retries`` one higher, not claimable before ``run_after``) and by the
+  expired-lease pass when attempts remain (all three: event ``requeued``). Left by ``claim``
+  (event ``started``) and by ``cancel`` (event ``cancelled``).
+- ``generating``: entered by ``claim`` only; the job then holds a lease (token + expiry) that
+  its worker keeps alive with ``heartbeat`` (event ``progress``, at most one a second, or on a
+  change of ``phase``). Left by ``finish``, ``release``, ``requeue`` or the expired-lease
+  pass.
+- ``completed``: entered by ``finish`` with ``Completed``; terminal (event ``completed``).
+- ``error``: entered by ``finish`` with ``Failed`` (event ``error``, or ``cancelled`` for a
+  job its client cancelled), by ``cancel`` of a queued job, by the expired-lease pass once
+  ``attempts`` reached ``max_attempts`` (``WorkerLost``), and by ``release``/``requeue``/the
+  expired-lease pass of a job whose client asked to cancel it (``Cancelled``: a cancelled job
+  is never queued again). Terminal.
 
-Every method that acts on a lease is conditional on the job still being ``generating``
-with that lease's token: a worker whose lease expired and was taken over gets ``False``
-and must stop, and its late writes change nothing.
+Every terminal transition goes through one method of each backend; every method that acts
+on a lease is conditional on the job still being ``generating`` with that lease's token: a
+worker whose lease expired and was taken over gets ``False`` and must stop, and its late
+writes change nothing.
 
-All times are epoch seconds read from the store's injected clock.
+Times are epoch seconds: on SQLite from the store's clock (one machine), on PostgreSQL from
+the database's ``now()`` unless a clock is injected (tests), so that clock skew between
+machines cannot hand a live lease to a second worker.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Final, Protocol
 
 from reelforge.contract import Status
+from reelforge.request import JobRequest
 
 WORKER_LOST: Final = "WorkerLost"
-REPORT_SECONDS: Final = 5.0
-"""How often an idle worker reports itself (``report_worker``); ``/readyz`` allows 3 missed."""
+"""``error_name`` of a job whose worker stopped renewing its lease ``max_attempts`` times."""
 CANCELLED: Final = "Cancelled"
 """``error_name`` of a job its client cancelled."""
-"""``error_name`` of a job whose worker stopped renewing its lease ``max_attempts`` times."""
+STORAGE_FAILED: Final = "StorageFailed"
+"""``error_name`` of a job whose inputs or video could not be loaded or stored, after retries."""
+REPORT_SECONDS: Final = 5.0
+"""How often an idle worker reports itself (``report_worker``); ``/readyz`` allows 3 missed."""
+PROGRESS_EVENT_SECONDS: Final = 1.0
+"""Least time between two ``progress`` events of one job (a phase change is always recorded)."""
+PROGRESS_EVENTS_KEPT_SECONDS: Final = 60.0
+"""How long after its job ended a ``progress`` event is kept (``prune_events``)."""
+DEFAULT_DIALECT: Final = "hailuo"
+
+
+class Phase(StrEnum):
+    """What a running job is doing (for progress and ETA)."""
+
+    PREPARING = "preparing"
+    """Loading or fetching its input images."""
+    OPTIMIZING = "optimizing"
+    """Rewriting the prompt."""
+    GENERATING = "generating"
+    ENCODING = "encoding"
+    STORING = "storing"
+
+
+class EventKind(StrEnum):
+    QUEUED = "queued"
+    STARTED = "started"
+    PROGRESS = "progress"
+    REQUEUED = "requeued"
+    COMPLETED = "completed"
+    ERROR = "error"
+    CANCELLED = "cancelled"
 
 
 @dataclass(frozen=True)
@@ -43,8 +85,7 @@ class Job:
     owner: str
     """Id of the API key that created the job."""
     model: str
-    request: dict[str, Any]
-    """The validated request, as JSON-serialisable data."""
+    request: JobRequest
     status: Status
     progress: int
     """Percent done, 0..100."""
@@ -72,6 +113,22 @@ class Job:
     """When retention deleted the job's video and inputs."""
     cancel_requested_at: float | None = None
     """When the client asked to cancel a running job (its worker stops at the next step)."""
+    dialect: str = DEFAULT_DIALECT
+    """The wire dialect that created the job (``hailuo``, ``openai``, ``minimax``)."""
+    callback_url: str | None = None
+    """Where the job's webhooks go, if its creator named a place."""
+    upstream_id: str | None = None
+    """The job's id at a hosted provider (the gateway engine)."""
+    lora: str | None = None
+    """The adapter the request asked for, by name."""
+    deleted_at: float | None = None
+    """When its owner deleted the job (it is then hidden from every read)."""
+    phase: Phase | None = None
+    """What the running job is doing; None when it is not running."""
+    retries: int = 0
+    """Times the job was queued again after a storage or database blip (not crash attempts)."""
+    run_after: float | None = None
+    """A requeued job is not claimed before this time."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +147,46 @@ class Lease:
 
 
 @dataclass(frozen=True)
+class JobEvent:
+    """One entry of the event log: a change of one job, in commit order of ``id``."""
+
+    id: int
+    """Increases with every event appended anywhere."""
+    job_id: str
+    owner: str
+    kind: EventKind
+    status: Status
+    """The job's status after the change."""
+    progress: int
+    phase: Phase | None
+    created_at: float
+    data: dict[str, Any]
+    """Details of the change: ``error_name``/``error_message`` of an error, ``reason`` of a
+    requeue (``lease expired``, ``released``, ``storage``), ``attempts``."""
+
+
+@dataclass(frozen=True)
+class Completed:
+    """How a job ended well: its video and what it cost."""
+
+    video_key: str
+    credits_used: float
+    meta: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Failed:
+    """How a job ended badly: the error's name and message, and what it cost."""
+
+    error_name: str
+    error_message: str
+    credits_used: float
+
+
+Outcome = Completed | Failed
+
+
+@dataclass(frozen=True)
 class ApiKey:
     """A stored API key. The store keeps only its hash; ``prefix`` is for display."""
 
@@ -101,87 +198,170 @@ class ApiKey:
     """The first 8 characters of the plaintext key."""
 
 
-class JobStore(Protocol):
-    """Durable storage of jobs and API keys, shared by the API process and the workers."""
+class JobQueue(Protocol):
+    """Jobs from submission to their end: what the API and the workers use."""
 
-    def create(self, *, owner: str, model: str, request: dict[str, Any], max_attempts: int) -> Job:
-        """Store a new ``queued`` job and return it.
+    def create(
+        self,
+        *,
+        owner: str,
+        model: str,
+        request: JobRequest,
+        max_attempts: int,
+        dialect: str = DEFAULT_DIALECT,
+        callback_url: str | None = None,
+        lora: str | None = None,
+    ) -> Job:
+        """Store a new ``queued`` job (event ``queued``) and return it.
 
-        The job is committed durably before this returns: the API may answer the client
-        as soon as it has the job. Raises ``ValueError`` if ``max_attempts`` < 1 and
-        ``TypeError``/``ValueError`` if ``request`` is not strict JSON data.
+        Committed durably before this returns: the API may answer the client as soon as it
+        has the job. Raises ``ValueError`` if ``max_attempts`` < 1 or the request cannot be
+        stored (NaN, a NUL character PostgreSQL refuses).
         """
         ...
 
     def get(self, job_id: str, *, owner: str | None = None) -> Job | None:
-        """The job with this id, or None if missing.
+        """The job with this id, or None if missing or deleted.
 
-        With ``owner`` given, a job of another owner is None too (indistinguishable from
-        a missing one).
+        With ``owner`` given, a job of another owner is None too (indistinguishable from a
+        missing one).
         """
+        ...
+
+    def list(self, *, owner: str, limit: int, after: str | None = None) -> list[Job]:
+        """``owner``'s jobs, newest first, at most ``limit``; with ``after`` (a job id), those
+        older than that job. Deleted jobs are left out."""
         ...
 
     def claim(
         self, *, worker_id: str, lease_seconds: float, models: Collection[str] | None = None
     ) -> Lease | None:
-        """Settle expired leases, then lease the oldest queued job; None if there is none.
+        """Settle expired leases, then lease the oldest claimable queued job; None if none.
 
-        Oldest means smallest ``created_at``, then smallest ``id``. Only jobs whose model
-        is in ``models`` are considered (None means any model; empty means none). The
-        claimed job is ``generating`` with a fresh token, a lease ending ``lease_seconds``
-        from now, ``attempts`` one higher, ``progress`` 0 and ``started_at`` set if it
-        was not. Both steps run in one transaction, so two workers never get one job.
+        Oldest means smallest ``created_at``, then smallest ``id``; a job with ``run_after``
+        in the future is not claimable yet. Only jobs whose model is in ``models`` are
+        considered (None means any model; empty means none). The claimed job is
+        ``generating`` with a fresh token, a lease ending ``lease_seconds`` from now,
+        ``attempts`` one higher, ``progress`` 0, phase ``preparing`` and ``started_at`` set
+        if it was not (event ``started``). One transaction: two workers never get one job.
         """
         ...
 
-    def heartbeat(self, lease: Lease, *, lease_seconds: float, progress: int | None = None) -> bool:
-        """Extend the lease to ``lease_seconds`` from now and set ``progress`` if given.
+    def heartbeat(
+        self,
+        lease: Lease,
+        *,
+        lease_seconds: float,
+        progress: int | None = None,
+        phase: Phase | None = None,
+    ) -> bool:
+        """Extend the lease to ``lease_seconds`` from now; set ``progress``/``phase`` if given.
 
-        False if the lease was lost (the job is no longer ``generating`` with this
-        token) or its client asked to cancel it: the worker must stop (and ``fail`` a
-        cancelled job). A lease past its expiry that nobody has settled
-        yet is still held and can be extended. Raises ``ValueError`` for ``progress``
-        outside 0..100 or ``lease_seconds`` <= 0.
+        False if the lease was lost (the job is no longer ``generating`` with this token) or
+        its client asked to cancel it: the worker must stop (and ``finish`` a cancelled job).
+        A lease past its expiry that nobody has settled yet is still held and can be extended.
+        Raises ``ValueError`` for ``progress`` outside 0..100 or ``lease_seconds`` <= 0.
         """
+        ...
+
+    def finish(self, lease: Lease, outcome: Outcome) -> bool:
+        """End the job: ``completed`` with its video (progress 100), or ``error``; lease
+        cleared. False, changing nothing, if the lease was lost."""
         ...
 
     def complete(
         self, lease: Lease, *, video_key: str, credits_used: float, meta: dict[str, Any]
     ) -> bool:
-        """Mark the job ``completed`` with its video, progress 100, lease cleared.
-
-        False, changing nothing, if the lease was lost.
-        """
+        """``finish(lease, Completed(...))``."""
         ...
 
     def fail(
         self, lease: Lease, *, error_name: str, error_message: str, credits_used: float
     ) -> bool:
-        """Mark the job ``error`` with this error, lease cleared.
-
-        False, changing nothing, if the lease was lost.
-        """
+        """``finish(lease, Failed(...))``."""
         ...
 
     def release(self, lease: Lease) -> bool:
         """Hand the job back to the queue without charging the attempt (draining workers).
 
-        The job becomes ``queued`` with ``attempts`` one lower, progress 0, no lease and
-        no worker. False, changing nothing, if the lease was lost.
+        The job becomes ``queued`` with ``attempts`` one lower, progress 0, no lease and no
+        worker; a job whose client asked to cancel it ends ``Cancelled`` instead. False,
+        changing nothing, if the lease was lost.
         """
+        ...
+
+    def requeue(self, lease: Lease, *, delay_seconds: float, reason: str) -> bool:
+        """Queue the job again after a failure that is not its fault (storage, database):
+        as ``release``, but ``retries`` one higher and not claimable for ``delay_seconds``.
+        A job whose client asked to cancel it ends ``Cancelled`` instead. False, changing
+        nothing, if the lease was lost."""
+        ...
+
+    def cancel(self, job_id: str, *, owner: str) -> Job | None:
+        """The client's cancel: a queued job ends in ``error`` (``Cancelled``) at once; a
+        generating one is marked, its heartbeats then fail and its worker ends it; an ended
+        one is left as it is. None if ``owner`` has no such job."""
         ...
 
     def settle_expired(self) -> int:
         """Deal with ``generating`` jobs whose lease expired before now; return how many.
 
-        A job with attempts left goes back to ``queued`` (lease and worker cleared,
-        progress 0); one that used all its attempts becomes ``error`` ``WorkerLost``.
+        A job with attempts left goes back to ``queued`` (lease and worker cleared, progress
+        0); one that used all its attempts becomes ``error`` ``WorkerLost``; one its client
+        asked to cancel becomes ``error`` ``Cancelled``.
         """
         ...
 
     def counts(self) -> dict[Status, int]:
         """How many jobs are in each status; every status is a key, even at 0."""
         ...
+
+    def events_after(
+        self, after: int, *, limit: int = 100, job_id: str | None = None
+    ) -> list[JobEvent]:
+        """Events with ``id`` > ``after``, oldest first, at most ``limit`` (one job's with
+        ``job_id``). Cheap: an index scan from ``after``."""
+        ...
+
+    def on_new_work(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (from another thread) when a job may have been queued anywhere.
+
+        A hint to wake idle workers early, not a guarantee: a store may call it spuriously
+        or never (SQLite's workers poll), so workers still poll, only less often.
+        """
+        ...
+
+    def on_event(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (from another thread) when events may have been appended
+        anywhere; a hint, like ``on_new_work`` (readers still poll ``events_after``)."""
+        ...
+
+
+class JobArchive(Protocol):
+    """Ended jobs and their files: what retention uses."""
+
+    def finished_before(self, cutoff: float, *, limit: int) -> list[Job]:
+        """Up to ``limit`` ended, not yet purged jobs that finished before ``cutoff``, oldest
+        first."""
+        ...
+
+    def inputs_in_use(self, keys: Collection[str], *, excluding: Collection[str]) -> set[str]:
+        """Which of the input-image ``keys`` a not yet purged job, other than the jobs
+        ``excluding``, still refers to."""
+        ...
+
+    def mark_purged(self, job_ids: Collection[str]) -> None:
+        """Record that the jobs' files are gone (``purged_at``) and drop their events."""
+        ...
+
+    def prune_events(self) -> int:
+        """Drop the ``progress`` events of jobs that ended over ``PROGRESS_EVENTS_KEPT_SECONDS``
+        ago; how many went."""
+        ...
+
+
+class KeyStore(Protocol):
+    """API keys, by hash."""
 
     def add_key(self, *, name: str, key_hash: str, prefix: str) -> ApiKey:
         """Store a new API key by its hash and return it.
@@ -202,51 +382,32 @@ class JobStore(Protocol):
     def revoke_key(self, key_id_or_prefix: str) -> bool:
         """Revoke the active key with this id or display prefix.
 
-        False if no active key matches. Raises ``ValueError``, revoking nothing, if a
-        prefix matches several active keys.
+        False if no active key matches. Raises ``ValueError``, revoking nothing, if a prefix
+        matches several active keys.
         """
         ...
 
-    def on_new_work(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` (from another thread) when a job may have been created anywhere.
 
-        A hint to wake idle workers early, not a guarantee: a store may call it spuriously
-        or never (SQLite's workers poll), so workers still poll, only less often.
-        """
-        ...
-
-    def cancel(self, job_id: str, *, owner: str) -> Job | None:
-        """The client's cancel: a queued job ends in ``error`` (``Cancelled``) at once; a
-        generating one is marked, its heartbeats then fail and its worker ends it; an ended
-        one is left as it is. None if ``owner`` has no such job."""
-        ...
+class Coordination(Protocol):
+    """What processes tell each other: worker readiness and named leases."""
 
     def report_worker(self, worker_id: str, *, models: Collection[str]) -> None:
         """A worker with ``models`` loaded is alive now (its readiness, for ``/readyz``)."""
         ...
 
-    def ready_models(self, *, seen_since: float) -> set[str]:
-        """Models some worker reported loaded at or after ``seen_since``."""
+    def ready_models(self, *, within: float) -> set[str]:
+        """Models some worker reported loaded in the last ``within`` seconds."""
         ...
 
     def take_chore(self, name: str, *, holder: str, seconds: float) -> bool:
-        """Hold the named chore (a periodic task one worker runs at a time) for ``seconds``:
-        True if it was free, expired, or already ``holder``'s."""
+        """Hold the named lease ``name`` (a periodic task one worker runs at a time) for
+        ``seconds``: True if it was free, expired, or already ``holder``'s."""
         ...
 
-    def finished_before(self, cutoff: float, *, limit: int) -> list[Job]:
-        """Up to ``limit`` ended, not yet purged jobs that finished before ``cutoff``, oldest
-        first."""
-        ...
 
-    def inputs_in_use(self, keys: Collection[str], *, excluding: Collection[str]) -> set[str]:
-        """Which of the input-image ``keys`` a not yet purged job, other than the jobs
-        ``excluding``, still refers to."""
-        ...
-
-    def mark_purged(self, job_ids: Collection[str]) -> None:
-        """Record that the jobs' files are gone (``purged_at``)."""
-        ...
+class Store(JobQueue, JobArchive, KeyStore, Coordination, Protocol):
+    """One backend implements every interface on one database; callers take the part they
+    need."""
 
     def close(self) -> None:
         """Release the store's connections; the store is unusable afterwards."""

@@ -20,7 +20,7 @@ import av
 import cv2
 import numpy as np
 
-from reelforge.engines.base import Audio, Frame, Video
+from reelforge.video import Audio, Frame, Video
 
 
 @dataclass(frozen=True)

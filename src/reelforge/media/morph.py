@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from reelforge.engines.base import Frame
+from reelforge.video import Frame
 
 FloatArray = npt.NDArray[np.float32]
 

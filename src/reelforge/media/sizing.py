@@ -1,21 +1,23 @@
-"""Output sizes of the contract: 16:9 for text-only, the keyframe's aspect otherwise."""
+"""Output sizes: a resolution class sized by the keyframe's aspect, or explicit dimensions."""
 
 from __future__ import annotations
 
-from reelforge.contract import Resolution
+from reelforge.request import Dimensions, OutputSize
 
 
-def output_size(resolution: Resolution, keyframe_size: tuple[int, int] | None) -> tuple[int, int]:
+def output_size(size: OutputSize, keyframe_size: tuple[int, int] | None) -> tuple[int, int]:
     """Width and height of the video, in pixels, both even.
 
-    Text-only: 1366x768 or 1920x1080. With a keyframe of ``(width, height)``: its aspect
-    ratio with the shorter side equal to the resolution's (768 or 1080), the longer side
-    rounded to the nearest even number.
+    Explicit ``Dimensions``: as given. A resolution class, text-only: 1366x768 or 1920x1080;
+    with a keyframe of ``(width, height)``: its aspect ratio with the shorter side equal to
+    the resolution's (768 or 1080), the longer side rounded to the nearest even number.
     """
+    if isinstance(size, Dimensions):
+        return size.width, size.height
     if keyframe_size is None:
-        return resolution.landscape_size
+        return size.landscape_size
     width, height = keyframe_size
-    short = resolution.short_side
+    short = size.short_side
     if width >= height:
         return _even(short * width / height), short
     return short, _even(short * height / width)
