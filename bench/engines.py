@@ -49,21 +49,19 @@ from typing import Any
 import reelforge.worker
 from reelforge.contract import Status
 from reelforge.engines import build_engine
-from reelforge.engines.base import Engine, Video
+from reelforge.engines.base import Engine
 from reelforge.engines.registry import load_registry
 from reelforge.jobs.model import Lease
 from reelforge.jobs.sqlite import SQLiteJobStore
 from reelforge.media.encoder import EncoderOptions, encode_mp4
+from reelforge.request import JobRequest
 from reelforge.settings import Settings
 from reelforge.storage.local import LocalStorage
+from reelforge.video import Video
 from reelforge.worker import Worker
 
 MODELS = ("wan-tiny", "h3-tiny")
-REQUEST = {
-    "prompt": "A lighthouse at dusk, waves on the rocks",
-    "duration": 6,
-    "resolution": "768P",
-}
+REQUEST = JobRequest(prompt="A lighthouse at dusk, waves on the rocks")
 JOBS = 10
 """Isolated jobs timed per engine, after one warm-up job."""
 PAIRS = 3

@@ -17,7 +17,7 @@ import httpx
 import uvicorn
 
 from reelforge.api.app import Services, create_app
-from reelforge.jobs.model import JobStore
+from reelforge.jobs.model import Store
 from reelforge.runtime import (
     ensure_key,
     load_models,
@@ -59,7 +59,7 @@ class Api:
     """A running API; ``client`` carries the test key."""
 
     settings: Settings
-    store: JobStore
+    store: Store
     base_url: str
     client: httpx.Client
 

@@ -1,9 +1,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
 from reelforge.jobs.sqlite import SQLiteJobStore
+from reelforge.request import ImageRef, JobRequest
 from reelforge.retention import Retention
 from reelforge.storage.local import LocalStorage
 
@@ -20,10 +19,12 @@ class Clock:
 
 def finished_job(store: SQLiteJobStore, storage: LocalStorage, inputs: list[bytes]) -> str:
     """A completed job with its video and input images in storage; returns its id."""
-    refs = [{"key": storage.save_input(data), "field": "first_frame_image"} for data in inputs]
-    request: dict[str, Any] = {"prompt": "x", "first_frame": refs[0] if refs else None}
-    if len(refs) > 1:
-        request["last_frame"] = refs[1]
+    refs = [ImageRef(field="first_frame_image", key=storage.save_input(data)) for data in inputs]
+    request = JobRequest(
+        prompt="x",
+        first_frame=refs[0] if refs else None,
+        last_frame=refs[1] if len(refs) > 1 else None,
+    )
     store.create(owner="k", model="preview", request=request, max_attempts=1)
     lease = store.claim(worker_id="w", lease_seconds=30)
     assert lease is not None
@@ -58,8 +59,11 @@ def test_old_videos_and_unshared_inputs_go_shared_and_recent_ones_stay(tmp_path:
     assert recent_job is not None
     assert old_job.purged_at == clock.now
     assert not exists(old_job.video_key)
-    assert not exists(old_job.request["last_frame"]["key"])  # only the old job used it
-    assert exists(old_job.request["first_frame"]["key"])  # the recent job still uses it
+    first, last = old_job.request.first_frame, old_job.request.last_frame
+    assert first is not None
+    assert last is not None
+    assert not exists(last.key)  # only the old job used it
+    assert exists(first.key)  # the recent job still uses it
     assert recent_job.purged_at is None
     assert exists(recent_job.video_key)
     assert retention.maybe_sweep() == 0  # not due again yet

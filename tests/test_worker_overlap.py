@@ -11,10 +11,12 @@ from pathlib import Path
 import numpy as np
 
 from reelforge.contract import Status
-from reelforge.engines.base import Frame, OnStep, Video, VideoRequest
+from reelforge.engines.base import Keyframes, OnStep
 from reelforge.jobs.sqlite import SQLiteJobStore
+from reelforge.request import JobRequest
 from reelforge.settings import Settings
 from reelforge.storage.local import LocalStorage
+from reelforge.video import Frame, Video
 from reelforge.worker import Worker
 
 ENCODE_SECONDS = 0.6
@@ -30,7 +32,7 @@ class SlowToEncode:
     def load(self) -> None:
         pass
 
-    def generate(self, request: VideoRequest, on_step: OnStep) -> Video:
+    def generate(self, request: JobRequest, keyframes: Keyframes, on_step: OnStep) -> Video:
         self.events.append(("generate", time.monotonic()))
         on_step(1, 1)
         return Video(32, 32, 25, 10, self._frames(), rendered=True)
@@ -48,7 +50,7 @@ def test_the_next_generation_starts_while_the_last_video_is_encoded(tmp_path: Pa
     storage = LocalStorage(tmp_path, secret=b"s" * 32, url_ttl_seconds=60)
     engine = SlowToEncode()
     worker = Worker(settings, store, storage, {"preview": engine})
-    request = {"prompt": "x", "duration": 6, "resolution": "768P"}
+    request = JobRequest(prompt="x")
     ids = [
         store.create(owner="k", model="preview", request=request, max_attempts=1).id for _ in "ab"
     ]

@@ -7,7 +7,7 @@ import time
 from contextlib import closing
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from PIL import Image
@@ -16,14 +16,16 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from reelforge import __version__, client_cli
-from reelforge.contract import DEFAULT_MODEL, Resolution, check_length
-from reelforge.engines.base import VideoRequest
-from reelforge.engines.preview import PreviewEngine
+from reelforge.contract import DEFAULT_MODEL
 from reelforge.errors import InvalidRequest
-from reelforge.media.camera import parse_camera
-from reelforge.media.encoder import encode_mp4
-from reelforge.media.intake import load_image
+from reelforge.request import JobRequest, Resolution
 from reelforge.settings import Settings
+
+if TYPE_CHECKING:
+    from reelforge.engines.base import Keyframes
+
+MAX_RENDER_SECONDS = 20
+"""The longest clip the preview engine makes."""
 
 app = typer.Typer(
     help="reelforge: video generation speaking the Hailuo-02 API.", no_args_is_help=True
@@ -59,14 +61,22 @@ def render(
     last_image: Annotated[
         Path | None, typer.Option("--last-image", help="Last frame (JPG/PNG).")
     ] = None,
-    duration: Annotated[int, typer.Option(help="Length in seconds: 6 or 10.")] = 6,
+    duration: Annotated[
+        int, typer.Option(min=1, max=MAX_RENDER_SECONDS, help="Length in seconds: 1 to 20.")
+    ] = 6,
     resolution: Annotated[Resolution, typer.Option(help="768P or 1080P.")] = Resolution.P768,
     seed: Annotated[int | None, typer.Option(help="Seed for the camera's jitter.")] = None,
 ) -> None:
     """Render a video locally with the preview engine (no server, no model)."""
+    from reelforge.engines.preview import PreviewEngine
+    from reelforge.media.camera import parse_camera
+    from reelforge.media.encoder import EncoderOptions, encode_mp4
+
     settings = _settings()
+    request = JobRequest(prompt=prompt, duration_s=duration, size=resolution, seed=seed)
     try:
-        request = _request(prompt, image, last_image, duration, resolution, seed)
+        parse_camera(prompt)
+        keyframes = _keyframes(image, last_image)
     except InvalidRequest as exc:
         err.print(f"[red]error:[/red] {exc.message}")
         raise typer.Exit(2) from exc
@@ -80,9 +90,11 @@ def render(
     ) as progress:
         task = progress.add_task("render", total=None)
         video = PreviewEngine().generate(
-            request, lambda done, total: progress.update(task, completed=done, total=total)
+            request,
+            keyframes,
+            lambda done, total: progress.update(task, completed=done, total=total),
         )
-        encode_mp4(video, output, settings.encoder)
+        encode_mp4(video, output, EncoderOptions(settings.x264_preset, settings.x264_crf))
     elapsed = time.perf_counter() - started
     out.print(
         f"{output}  {video.width}x{video.height}, {video.frame_count} frames at {video.fps} fps "
@@ -316,23 +328,11 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="Key id or prefix.")]
     out.print(f"revoked {key_id}")
 
 
-def _request(
-    prompt: str,
-    image: Path | None,
-    last_image: Path | None,
-    duration: int,
-    resolution: Resolution,
-    seed: int | None,
-) -> VideoRequest:
-    check_length(duration, resolution, field="--duration")
-    parse_camera(prompt)
-    return VideoRequest(
-        prompt=prompt,
-        duration_s=duration,
-        resolution=resolution,
-        seed=seed,
-        first_frame=_read_image(image, "--image"),
-        last_frame=_read_image(last_image, "--last-image"),
+def _keyframes(image: Path | None, last_image: Path | None) -> Keyframes:
+    from reelforge.engines.base import Keyframes
+
+    return Keyframes(
+        first=_read_image(image, "--image"), last=_read_image(last_image, "--last-image")
     )
 
 
@@ -343,4 +343,6 @@ def _read_image(path: Path | None, field: str) -> Image.Image | None:
         data = path.read_bytes()
     except OSError as exc:
         raise InvalidRequest(field, f"cannot read {path}: {exc.strerror}") from exc
+    from reelforge.media.intake import load_image
+
     return load_image(data, field=field)

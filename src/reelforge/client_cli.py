@@ -21,7 +21,6 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from reelforge.client import ApiError, Client, Generation, GenerationFailed, Timeout, TransportError
 from reelforge.contract import Resolution
 from reelforge.errors import InvalidRequest
-from reelforge.runtime import LOCAL_KEY_FILE
 from reelforge.settings import Settings
 
 err = Console(stderr=True)
@@ -37,7 +36,7 @@ def client_for(settings: Settings, base_url: str | None, api_key: str | None) ->
     """A client for the flags, else the settings, else the local ``reelforge serve``."""
     key = api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
     if key is None:
-        stored = settings.data_dir / LOCAL_KEY_FILE
+        stored = settings.local_key_path
         if not stored.exists():
             err.print(
                 "[red]error:[/red] no API key: pass --api-key, set REELFORGE_API_KEY, or start "

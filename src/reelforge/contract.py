@@ -8,7 +8,6 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Final
 
-from reelforge.errors import InvalidRequest
 from reelforge.request import Resolution
 
 __all__ = ["Resolution", "Status"]
@@ -21,8 +20,6 @@ MIN_IMAGE_SHORT_SIDE: Final = 300
 MIN_IMAGE_RATIO: Final = 2 / 5
 MAX_IMAGE_RATIO: Final = 5 / 2
 """Width/height must lie strictly between these."""
-DURATIONS: Final = (6, 10)
-"""Allowed clip lengths, in seconds."""
 DEFAULT_MODEL: Final = "minimax/hailuo-02"
 
 
@@ -40,11 +37,3 @@ class Status(StrEnum):
 
 
 TERMINAL_STATES: Final = frozenset({Status.COMPLETED, Status.ERROR})
-
-
-def check_length(duration: int, resolution: Resolution, *, field: str = "duration") -> None:
-    """Refuse a duration the contract does not offer, or 10 s at 1080P."""
-    if duration not in DURATIONS:
-        raise InvalidRequest(field, f"{duration} is not an allowed duration; use 6 or 10 seconds")
-    if duration == 10 and resolution is not Resolution.P768:
-        raise InvalidRequest(field, f"10 s is available only at 768P, not {resolution.value}")

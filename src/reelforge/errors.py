@@ -67,6 +67,15 @@ class EngineFailed(ReelforgeError):
     """The generator itself failed on a request it had accepted."""
 
 
+class StorageFailed(ReelforgeError):
+    """Inputs or the video could not be loaded or stored (storage or database away), after
+    the job was queued again as often as allowed."""
+
+
+class TimedOut(ReelforgeError):
+    """The job ran past its model's wall-clock limit."""
+
+
 class Cancelled(Exception):
     """Raised from a progress callback to stop a generation at the next step."""
 

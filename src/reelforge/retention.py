@@ -12,13 +12,19 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Protocol
 
-from reelforge.jobs.model import JobStore
+from reelforge.jobs.model import JobArchive, Coordination
 from reelforge.storage.base import Storage
 
 log = logging.getLogger("reelforge.retention")
 
 CHORE = "retention"
+
+
+class _RetentionStore(JobArchive, Coordination, Protocol):
+    """What a sweep needs of the store: ended jobs, and a named lease to run alone."""
+
 BATCH = 200
 """Jobs purged per batch."""
 
@@ -28,7 +34,7 @@ class Retention:
 
     def __init__(
         self,
-        store: JobStore,
+        store: _RetentionStore,
         storage: Storage,
         *,
         days: float,
@@ -56,12 +62,7 @@ class Retention:
         purged = 0
         while batch := self.store.finished_before(now - self.keep_seconds, limit=BATCH):
             ids = [job.id for job in batch]
-            inputs = {
-                ref["key"]
-                for job in batch
-                for ref in (job.request.get("first_frame"), job.request.get("last_frame"))
-                if isinstance(ref, dict) and "key" in ref
-            }
+            inputs = {key for job in batch for key in job.request.input_keys}
             still_used = self.store.inputs_in_use(inputs, excluding=ids)
             for key in sorted(inputs - still_used):
                 self.storage.discard(key)

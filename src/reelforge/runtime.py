@@ -18,10 +18,9 @@ from fastapi import FastAPI
 
 from reelforge.api.app import Services, create_app
 from reelforge.api.auth import new_key, register
-from reelforge.engines import build_engine
-from reelforge.engines.base import Engine
+from reelforge.engines import load_engines
 from reelforge.engines.registry import ModelSpec, default_registry, load_registry
-from reelforge.jobs.model import JobStore
+from reelforge.jobs.model import Store
 from reelforge.jobs.sqlite import SQLiteJobStore
 from reelforge.settings import Settings
 from reelforge.storage.base import Storage
@@ -30,11 +29,8 @@ from reelforge.worker import Signals, Worker
 
 log = logging.getLogger("reelforge")
 
-LOCAL_KEY_FILE = "api-key"
-"""The first key made by ``reelforge serve``, kept (mode 0600) for local tools."""
 
-
-def open_store(settings: Settings) -> JobStore:
+def open_store(settings: Settings) -> Store:
     """PostgreSQL when ``database_url`` is set (shared by many machines), else SQLite in the
     data directory (one machine)."""
     if settings.database_url is not None:
@@ -71,7 +67,7 @@ def open_storage(settings: Settings) -> Storage:
     return LocalStorage(settings.data_dir, secret=secret, url_ttl_seconds=settings.url_ttl_seconds)
 
 
-def ensure_key(settings: Settings, store: JobStore) -> str | None:
+def ensure_key(settings: Settings, store: Store) -> str | None:
     """Register ``REELFORGE_API_KEY``; with no key at all, make one, keep it in the data dir
     for local tools and return it (to be shown once)."""
     if settings.api_key is not None:
@@ -80,7 +76,7 @@ def ensure_key(settings: Settings, store: JobStore) -> str | None:
         return None
     key = new_key()
     register(store, key, name="first start")
-    path = settings.data_dir / LOCAL_KEY_FILE
+    path = settings.local_key_path
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as handle:
         handle.write(key + "\n")
@@ -101,20 +97,13 @@ def load_models(settings: Settings) -> dict[str, ModelSpec]:
     return default_registry() if settings.models is None else load_registry(settings.models)
 
 
-def load_engines(settings: Settings, registry: dict[str, ModelSpec]) -> dict[str, Engine]:
-    """The worker's models (``worker_models``, default all) and their engines, each loaded
-    once and shared by the ids that name the same model (``minimax/hailuo-02`` is an alias)."""
+def worker_models(settings: Settings, registry: dict[str, ModelSpec]) -> list[str]:
+    """The model ids this worker claims (``worker_models``, default all served)."""
     models = settings.worker_models or sorted(registry)
     unknown = sorted(set(models) - set(registry))
     if unknown:
         raise ValueError(f"worker_models {unknown} are not served; served: {sorted(registry)}")
-    loaded: dict[str, Engine] = {}
-    for spec_id in sorted({registry[model].id for model in models}):
-        spec = next(registry[model] for model in models if registry[model].id == spec_id)
-        engine = build_engine(spec, preview_scale=settings.preview_scale)
-        engine.load()
-        loaded[spec_id] = engine
-    return {model: loaded[registry[model].id] for model in models}
+    return models
 
 
 def run_worker(settings: Settings, *, child: bool = False) -> None:
@@ -141,20 +130,26 @@ def run_worker(settings: Settings, *, child: bool = False) -> None:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, signal.SIG_IGN if child else on_signal)
     store = open_store(settings)
-    storage, engines = open_storage(settings), load_engines(settings, load_models(settings))
+    storage, registry = open_storage(settings), load_models(settings)
+    models = worker_models(settings, registry)
     store.on_new_work(signals.wake.set)
     prefix = f"{socket.gethostname()}:{os.getpid()}"
-    threads = [
-        threading.Thread(
-            target=Worker(settings, store, storage, engines, worker_id=f"{prefix}:{n}").run,
-            args=(signals,),
-            name=f"reelforge-worker-{n}",
+    # One set of engines per thread: two jobs never share one pipeline.
+    workers = [
+        Worker(
+            settings,
+            store,
+            storage,
+            load_engines(registry, models, preview_scale=settings.preview_scale),
+            worker_id=f"{prefix}:{n}",
         )
         for n in range(settings.worker_concurrency)
     ]
-    log.info(
-        "worker %s (%d threads) ready for %s", prefix, len(threads), ", ".join(sorted(engines))
-    )
+    threads = [
+        threading.Thread(target=worker.run, args=(signals,), name=f"reelforge-worker-{n}")
+        for n, worker in enumerate(workers)
+    ]
+    log.info("worker %s (%d threads) ready for %s", prefix, len(threads), ", ".join(models))
     for thread in threads:
         thread.start()
     try:

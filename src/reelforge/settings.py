@@ -9,8 +9,6 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from reelforge.contract import MAX_IMAGE_BYTES
-from reelforge.media.encoder import EncoderOptions
-from reelforge.media.fetch import FetchPolicy
 
 X264Preset = Literal[
     "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"
@@ -58,6 +56,12 @@ class Settings(BaseSettings):
         30.0, ge=0, description="On SIGTERM, time the running job gets before it is given back."
     )
     poll_seconds: float = Field(0.2, gt=0, description="Idle worker's wait between claims.")
+    storage_retries: int = Field(
+        5, ge=0, description="Times a job is queued again after a storage or database blip."
+    )
+    storage_retry_seconds: float = Field(
+        2.0, ge=0, description="First wait before such a retry; doubles each time, to 5 min."
+    )
     max_body_bytes: int = Field(_DEFAULT_BODY_LIMIT, ge=1024, description="Largest request body.")
     fetch_allow_private: bool = Field(
         False, description="Let image URLs reach private addresses and any port (tests only)."
@@ -73,16 +77,6 @@ class Settings(BaseSettings):
     x264_crf: int = Field(20, ge=0, le=51, description="libx264 quality: lower is better.")
 
     @property
-    def encoder(self) -> EncoderOptions:
-        return EncoderOptions(preset=self.x264_preset, crf=self.x264_crf)
-
-    @property
-    def fetch_policy(self) -> FetchPolicy:
-        return FetchPolicy(
-            deadline_seconds=self.fetch_deadline_seconds, allow_private=self.fetch_allow_private
-        )
-
-    @property
     def client_base_url(self) -> str:
         """Where ``reelforge generate|status|download`` send their calls."""
         return self.base_url or f"http://{self.host}:{self.port}/v2"
@@ -90,3 +84,8 @@ class Settings(BaseSettings):
     @property
     def database_path(self) -> Path:
         return self.data_dir / "reelforge.sqlite3"
+
+    @property
+    def local_key_path(self) -> Path:
+        """The first key made by ``reelforge serve``, kept (mode 0600) for local tools."""
+        return self.data_dir / "api-key"

@@ -1,9 +1,11 @@
 """The worker: claim → fetch inputs → engine → encode → store → complete.
 
-A worker holds each job under a lease that a heartbeat thread renews (carrying progress);
-if the lease is lost (taken over after an expiry), the job is abandoned at the next step
-and nothing it produced is recorded. A failure of the request or of the engine ends the job
-in ``error``; it never ends the worker.
+A worker holds each job under a lease that a heartbeat thread renews (carrying progress and
+the job's phase); if the lease is lost (taken over after an expiry), the job is abandoned at
+the next step and nothing it produced is recorded. A failure of the request or of the engine
+ends the job in ``error``; a failure that is not the job's fault (storage or database away,
+scratch disk full) queues it again with backoff, ``StorageFailed`` once retries run out; no
+failure ever ends the worker. Scratch files of a failed attempt are removed at once.
 """
 
 from __future__ import annotations
@@ -21,22 +23,42 @@ from typing import Any, TypeVar
 
 from PIL import Image
 
-from reelforge.contract import Resolution
-from reelforge.engines.base import Engine, OnStep, Video, VideoRequest
+from reelforge.engines.base import Engine, Keyframes
 from reelforge.errors import Cancelled, ReelforgeError
-from reelforge.jobs.model import CANCELLED, REPORT_SECONDS, Job, JobStore, Lease
-from reelforge.media.encoder import encode_mp4
-from reelforge.media.fetch import fetch_image
+from reelforge.jobs.model import (
+    CANCELLED,
+    REPORT_SECONDS,
+    STORAGE_FAILED,
+    Completed,
+    Failed,
+    Lease,
+    Outcome,
+    Phase,
+    Store,
+)
+from reelforge.media.encoder import EncoderOptions, encode_mp4
+from reelforge.media.fetch import FetchPolicy, fetch_image
 from reelforge.media.intake import load_image
+from reelforge.request import ImageRef
 from reelforge.retention import Retention
 from reelforge.settings import Settings
 from reelforge.storage.base import Storage
+from reelforge.video import Video
 
 log = logging.getLogger("reelforge.worker")
 T = TypeVar("T")
 
 SCRATCH_MAX_AGE_SECONDS = 6 * 3600
 """Scratch files older than this, found at a worker's start, were left by a killed worker."""
+MAX_RETRY_DELAY_SECONDS = 300.0
+"""The longest backoff before a job that met a storage blip is claimed again."""
+PRUNE_EVERY_SECONDS = 60.0
+"""How often some idle worker prunes the event log."""
+
+
+class StorageBlip(Exception):
+    """Inputs or the video could not be loaded or stored for a reason that is not the job's
+    (storage or database away, scratch disk full); ``__cause__`` holds the original."""
 
 
 @dataclass
@@ -60,7 +82,7 @@ class Worker:
     def __init__(
         self,
         settings: Settings,
-        store: JobStore,
+        store: Store,
         storage: Storage,
         engines: Mapping[str, Engine],
         *,
@@ -71,8 +93,14 @@ class Worker:
         self.storage = storage
         self.engines = engines
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        self.encoder = EncoderOptions(preset=settings.x264_preset, crf=settings.x264_crf)
+        self.fetch_policy = FetchPolicy(
+            deadline_seconds=settings.fetch_deadline_seconds,
+            allow_private=settings.fetch_allow_private,
+        )
         self._finisher = _Finisher()
         self._reported = 0.0
+        self._next_prune = 0.0
         self.retention = None
         if settings.retention_days is not None:
             self.retention = Retention(
@@ -126,8 +154,21 @@ class Worker:
                 self.retention.maybe_sweep()
             except Exception:  # storage or database away: the next sweep tries again
                 log.exception("retention sweep failed")
+        try:
+            self._prune_events()
+        except Exception:  # the database is away: the next idle pass tries again
+            log.exception("pruning the event log failed")
         signals.wake.wait(self.settings.poll_seconds)
         signals.wake.clear()
+
+    def _prune_events(self) -> None:
+        """Drop old progress events, by one worker at a time, every ``PRUNE_EVERY_SECONDS``."""
+        now = time.monotonic()
+        if now < self._next_prune:
+            return
+        self._next_prune = now + PRUNE_EVERY_SECONDS
+        if self.store.take_chore("prune-events", holder=self.worker_id, seconds=PRUNE_EVERY_SECONDS):
+            self.store.prune_events()
 
     def process(self, lease: Lease, halt: threading.Event) -> None:
         """Run one claimed job to its end: completed, error, or released.
@@ -139,7 +180,14 @@ class Worker:
         run = _Run(lease, self.storage.scratch)
         beat = _Heartbeat(self.store, lease, self.settings.lease_seconds, halt)
         beat.start()
-        video = self._attempt(run, beat, lambda: self._generate(lease.job, beat.on_step))
+        keyframes = self._attempt(run, beat, lambda: self._keyframes(lease))
+        if keyframes is None:
+            return
+        beat.set_phase(Phase.GENERATING)
+        engine = self.engines[lease.job.model]
+        video = self._attempt(
+            run, beat, lambda: engine.generate(lease.job.request, keyframes, beat.on_step)
+        )
         if video is None:
             return
         if video.rendered:
@@ -147,75 +195,123 @@ class Worker:
         else:
             self._encode(run, beat, video)
 
-    def _generate(self, job: Job, on_step: OnStep) -> Video:
-        request = VideoRequest(
-            prompt=job.request["prompt"],
-            duration_s=job.request["duration"],
-            resolution=Resolution(job.request["resolution"]),
-            seed=job.request.get("seed"),
-            first_frame=self._image(job.request.get("first_frame")),
-            last_frame=self._image(job.request.get("last_frame")),
-            prompt_optimizer=job.request.get("prompt_optimizer", True),
-        )
-        return self.engines[job.model].generate(request, on_step)
+    def _keyframes(self, lease: Lease) -> Keyframes:
+        request = lease.job.request
+        return Keyframes(first=self._image(request.first_frame), last=self._image(request.last_frame))
 
-    def _encode(self, run: _Run, beat: _Heartbeat, video: Video) -> None:
-        def encode() -> bool:
-            encode_mp4(video, run.target, self.settings.encoder)
-            return True
-
-        if self._attempt(run, beat, encode):
-            beat.stop()
-            self._finish(run, {"video": video.meta})
-
-    def _attempt(self, run: _Run, beat: _Heartbeat, work: Callable[[], T]) -> T | None:
-        """``work()``, or None once a failure has ended the job (error, released, lost)."""
-        try:
-            return work()
-        except Cancelled:
-            beat.stop()
-            self._give_back(run, beat)
-        except ReelforgeError as exc:
-            beat.stop()
-            self._fail(run, exc.name, exc.message)
-        except Exception as exc:
-            beat.stop()
-            log.exception("engine failed on job %s", run.lease.job.id)
-            self._fail(run, "EngineFailed", f"the generator failed: {exc}")
-        return None
-
-    def _image(self, ref: dict[str, str] | None) -> Image.Image | None:
+    def _image(self, ref: ImageRef | None) -> Image.Image | None:
         if ref is None:
             return None
-        if "url" in ref:
-            return fetch_image(ref["url"], field=ref["field"], policy=self.settings.fetch_policy)
-        return load_image(self.storage.load_input(ref["key"]), field=ref["field"])
+        if ref.url is not None:
+            return fetch_image(ref.url, field=ref.field, policy=self.fetch_policy)
+        assert ref.key is not None
+        return load_image(_storage(self.storage.load_input, ref.key), field=ref.field)
 
-    def _finish(self, run: _Run, meta: dict[str, Any]) -> None:
-        key = self.storage.save_video(run.name, run.target)
-        credits = run.seconds()
-        if not self.store.complete(run.lease, video_key=key, credits_used=credits, meta=meta):
-            log.warning("lease on job %s was lost; its video is discarded", run.lease.job.id)
-            self.storage.discard(key)
+    def _encode(self, run: _Run, beat: _Heartbeat, video: Video) -> None:
+        """Encode to the scratch file (a preview renders as it is encoded), store, complete."""
+        beat.set_phase(Phase.ENCODING if video.rendered else Phase.GENERATING)
 
-    def _fail(self, run: _Run, name: str, message: str) -> None:
-        credits = run.seconds()
-        if not self.store.fail(
-            run.lease, error_name=name, error_message=message, credits_used=credits
-        ):
-            log.warning("lease on job %s was lost before it could fail", run.lease.job.id)
+        def encode_and_store() -> str:
+            try:
+                encode_mp4(video, run.target, self.encoder)
+            except OSError as exc:  # the scratch disk is full or gone
+                raise StorageBlip(f"the scratch file could not be written: {exc}") from exc
+            beat.set_phase(Phase.STORING)
+            return _storage(self.storage.save_video, run.name, run.target)
+
+        key = self._attempt(run, beat, encode_and_store)
+        run.target.unlink(missing_ok=True)
+        if key is not None:
+            self._end(run, beat, Completed(key, run.seconds(), {"video": video.meta}))
+
+    def _attempt(self, run: _Run, beat: _Heartbeat, work: Callable[[], T]) -> T | None:
+        """``work()``, or None once a failure has ended the job (error, requeued, released,
+        lost); the attempt's scratch file is removed first."""
+        try:
+            return work()
+        except Exception as exc:
+            run.target.unlink(missing_ok=True)
+            self._after(run, beat, exc)
+            return None
+
+    def _after(self, run: _Run, beat: _Heartbeat, exc: Exception) -> None:
+        """Settle the job after ``work`` raised ``exc``."""
+        if isinstance(exc, Cancelled):
+            self._give_back(run, beat)
+        elif isinstance(exc, StorageBlip):
+            self._retry_later(run, beat, exc)
+        elif isinstance(exc, ReelforgeError):
+            self._end(run, beat, Failed(exc.name, exc.message, run.seconds()))
+        else:
+            log.error("engine failed on job %s", run.lease.job.id, exc_info=exc)
+            message = f"the generator failed: {exc}"
+            self._end(run, beat, Failed("EngineFailed", message, run.seconds()))
+
+    def _end(self, run: _Run, beat: _Heartbeat, outcome: Outcome) -> None:
+        """Record how the job ended, trying again while the database is away (the heartbeat
+        keeps the lease meanwhile); a video whose completion was refused is discarded."""
+        try:
+            recorded = _retrying(lambda: self.store.finish(run.lease, outcome), self.settings)
+        except Exception:
+            if isinstance(outcome, Completed):
+                self.storage.discard(outcome.video_key)
+            raise
+        finally:
+            beat.stop()
+        if recorded:
+            return
+        log.warning("lease on job %s was lost; its outcome is discarded", run.lease.job.id)
+        if isinstance(outcome, Completed):
+            self.storage.discard(outcome.video_key)
+
+    def _retry_later(self, run: _Run, beat: _Heartbeat, blip: StorageBlip) -> None:
+        """Queue the job again with backoff, or end it ``StorageFailed`` when retries ran out."""
+        job = run.lease.job
+        cause = f"{blip}" + (f" ({blip.__cause__})" if blip.__cause__ else "")
+        if job.retries >= self.settings.storage_retries:
+            message = f"inputs or video could not be stored after {job.retries + 1} tries: {cause}"
+            self._end(run, beat, Failed(STORAGE_FAILED, message, run.seconds()))
+            return
+        delay = min(self.settings.storage_retry_seconds * 2**job.retries, MAX_RETRY_DELAY_SECONDS)
+        beat.stop()
+        log.warning("job %s meets a storage blip (%s); queued again in %.1f s", job.id, cause, delay)
+        self.store.requeue(run.lease, delay_seconds=delay, reason=f"storage: {cause}")
 
     def _give_back(self, run: _Run, beat: _Heartbeat) -> None:
         """Stopped at a step: halted (drain) → back to the queue uncharged; cancelled by the
         client → ``error``; lease lost → nothing (another worker holds the job)."""
-        run.target.unlink(missing_ok=True)
+        beat.stop()
         if not beat.lost:
             self.store.release(run.lease)
             log.info("job %s released without charge", run.lease.job.id)
             return
         job = self.store.get(run.lease.job.id)
         if job is not None and job.cancel_requested_at is not None:
-            self._fail(run, CANCELLED, "cancelled by the client")
+            self._end(run, beat, Failed(CANCELLED, "cancelled by the client", run.seconds()))
+
+
+def _storage(call: Callable[..., T], *args: Any) -> T:
+    """A storage call; any failure of it is a ``StorageBlip`` (not the job's fault)."""
+    try:
+        return call(*args)
+    except Exception as exc:
+        raise StorageBlip(f"storage {call.__name__} failed") from exc
+
+
+def _retrying(record: Callable[[], T], settings: Settings) -> T:
+    """``record()``, tried again with backoff while it raises (the database is away), for up
+    to a third of a lease; then its last error."""
+    deadline = time.monotonic() + settings.lease_seconds / 3
+    pause = 0.05
+    while True:
+        try:
+            return record()
+        except Exception:
+            if time.monotonic() + pause > deadline:
+                raise
+            log.warning("recording a job's end failed; trying again in %.2f s", pause, exc_info=True)
+        time.sleep(pause)
+        pause = min(pause * 2, 1.0)
 
 
 class _Run:
@@ -262,11 +358,12 @@ class _Heartbeat:
     """Renews a lease on a thread and carries progress; ``on_step`` raises ``Cancelled`` once
     the lease is lost or the worker is halted."""
 
-    def __init__(self, store: JobStore, lease: Lease, lease_seconds: float, halt: threading.Event):
+    def __init__(self, store: Store, lease: Lease, lease_seconds: float, halt: threading.Event):
         self._store, self._lease, self._lease_seconds = store, lease, lease_seconds
         self._halt = halt
         self._done = threading.Event()
         self._progress = 0
+        self._phase = Phase.PREPARING
         self.lost = False
         self._thread = threading.Thread(target=self._beat, name="reelforge-heartbeat", daemon=True)
 
@@ -279,6 +376,10 @@ class _Heartbeat:
         if self._thread is not threading.current_thread():
             self._thread.join()
 
+    def set_phase(self, phase: Phase) -> None:
+        """The job now does ``phase`` (sent with the next beat, within half a second)."""
+        self._phase = phase
+
     def on_step(self, done: int, total: int) -> None:
         self._progress = min(99, done * 100 // max(total, 1))
         if self.lost or self._halt.is_set():
@@ -286,20 +387,21 @@ class _Heartbeat:
 
     def _beat(self) -> None:
         interval = min(0.5, self._lease_seconds / 3)
-        reported = -1
+        reported: tuple[int, Phase] = (0, Phase.PREPARING)
         last_renewal = time.monotonic()
         while not self._done.wait(interval):
             due = time.monotonic() - last_renewal >= self._lease_seconds / 3
-            if self._progress == reported and not due:
+            state = (self._progress, self._phase)
+            if state == reported and not due:
                 continue
             try:
                 kept = self._store.heartbeat(
-                    self._lease, lease_seconds=self._lease_seconds, progress=self._progress
+                    self._lease, lease_seconds=self._lease_seconds, progress=state[0], phase=state[1]
                 )
             except Exception:  # a busy database: the next beat tries again
                 log.exception("heartbeat failed on job %s", self._lease.job.id)
                 continue
-            reported, last_renewal = self._progress, time.monotonic()
+            reported, last_renewal = state, time.monotonic()
             if not kept:
                 self.lost = True
                 return

@@ -28,10 +28,12 @@ import numpy as np
 import pytest
 
 from reelforge.contract import Status
-from reelforge.engines.base import Frame, OnStep, Video, VideoRequest
-from reelforge.jobs.model import WORKER_LOST, Job, Lease
+from reelforge.engines.base import Keyframes, OnStep
+from reelforge.jobs.model import WORKER_LOST, Completed, Job, Lease, Outcome
 from reelforge.jobs.sqlite import SQLiteJobStore
+from reelforge.request import JobRequest
 from reelforge.storage.local import LocalStorage
+from reelforge.video import Frame, Video
 from reelforge.worker import Worker
 from tests.service import LEGACY, TEST_KEY, Api, running_api, running_workers, service_settings
 
@@ -239,15 +241,7 @@ def test_every_create_answered_200_across_an_api_restart_completes(tmp_path: Pat
 
 LEASE = 30.0
 SECRET = b"s" * 32
-REQUEST: dict[str, Any] = {
-    "prompt": "A lighthouse",
-    "duration": 6,
-    "resolution": "768P",
-    "prompt_optimizer": True,
-    "seed": None,
-    "first_frame": None,
-    "last_frame": None,
-}
+REQUEST = JobRequest(prompt="A lighthouse")
 
 
 class Clock:
@@ -267,7 +261,7 @@ class StillEngine:
     def load(self) -> None:
         """Nothing to load."""
 
-    def generate(self, request: VideoRequest, on_step: OnStep) -> Video:
+    def generate(self, request: JobRequest, keyframes: Keyframes, on_step: OnStep) -> Video:
         def frames() -> Iterator[Frame]:
             for index in range(8):
                 on_step(index + 1, 8)
@@ -277,19 +271,16 @@ class StillEngine:
 
 
 class RecordingStore(SQLiteJobStore):
-    """The real SQLite store, noting which worker called ``complete`` and what it answered."""
+    """The real SQLite store, noting which worker tried to complete and what it answered."""
 
     def __init__(self, path: Path, clock: Clock) -> None:
         super().__init__(path, clock=clock)
         self.completions: list[tuple[str | None, bool]] = []
 
-    def complete(
-        self, lease: Lease, *, video_key: str, credits_used: float, meta: dict[str, Any]
-    ) -> bool:
-        accepted = super().complete(
-            lease, video_key=video_key, credits_used=credits_used, meta=meta
-        )
-        self.completions.append((lease.job.worker_id, accepted))
+    def finish(self, lease: Lease, outcome: Outcome) -> bool:
+        accepted = super().finish(lease, outcome)
+        if isinstance(outcome, Completed):
+            self.completions.append((lease.job.worker_id, accepted))
         return accepted
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from reelforge import __version__
-from reelforge.api import errors, files, generations, health
+from reelforge.api import errors, files, health
 from reelforge.api.deps import Services
+from reelforge.api.dialects import DIALECTS
 from reelforge.api.limits import BodyLimit
 
 __all__ = ["Services", "create_app"]
@@ -21,7 +22,8 @@ def create_app(services: Services) -> FastAPI:
     app.state.services = services
     errors.install(app)
     app.add_middleware(BodyLimit, limit=services.settings.max_body_bytes)
-    app.include_router(generations.router)
+    for dialect in DIALECTS:  # the Hailuo poll first: the most requested route
+        app.include_router(dialect.router)
     app.include_router(files.router)
     app.include_router(health.router)
     return app

@@ -6,7 +6,7 @@ import hashlib
 import secrets
 
 from reelforge.errors import Unauthorized
-from reelforge.jobs.model import ApiKey, JobStore
+from reelforge.jobs.model import ApiKey, KeyStore
 
 KEY_PREFIX = "rf_"
 
@@ -21,7 +21,7 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-def register(store: JobStore, key: str, *, name: str) -> ApiKey:
+def register(store: KeyStore, key: str, *, name: str) -> ApiKey:
     """Store ``key`` (hashed) unless it is already known; returns its record."""
     known = store.key_for_hash(hash_key(key))
     if known is not None:
@@ -29,7 +29,7 @@ def register(store: JobStore, key: str, *, name: str) -> ApiKey:
     return store.add_key(name=name, key_hash=hash_key(key), prefix=key[:8])
 
 
-def authenticate(store: JobStore, authorization: str | None) -> ApiKey:
+def authenticate(store: KeyStore, authorization: str | None) -> ApiKey:
     """The key behind an ``Authorization: Bearer <key>`` header, or ``Unauthorized``."""
     if not authorization:
         raise Unauthorized("missing Authorization header; send 'Authorization: Bearer <key>'")

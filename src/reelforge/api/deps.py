@@ -9,7 +9,7 @@ from fastapi import Depends, Header, Request
 
 from reelforge.api.auth import authenticate
 from reelforge.engines.registry import ModelSpec
-from reelforge.jobs.model import ApiKey, JobStore
+from reelforge.jobs.model import ApiKey, Store
 from reelforge.settings import Settings
 from reelforge.storage.base import Storage
 
@@ -19,17 +19,25 @@ class Services:
     """The parts request handlers use; built once by the process that serves the app."""
 
     settings: Settings
-    store: JobStore
+    store: Store
     storage: Storage
     models: dict[str, ModelSpec]
     """Served model id → its registry entry."""
+
+    def caller(self, authorization: str | None) -> ApiKey:
+        """The key behind an ``Authorization`` header: the one check every route makes."""
+        return authenticate(self.store, authorization)
+
+
+def services_of(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
 
 
 # Async on purpose: both are cheap and run on the event loop, not in the thread pool (a hop
 # there and back costs more than the work). The store's reads never wait for a writer.
 async def get_services(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
+    return services_of(request)
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
@@ -38,7 +46,7 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 async def get_caller(
     services: ServicesDep, authorization: Annotated[str | None, Header()] = None
 ) -> ApiKey:
-    return authenticate(services.store, authorization)
+    return services.caller(authorization)
 
 
 CallerDep = Annotated[ApiKey, Depends(get_caller)]

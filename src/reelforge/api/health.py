@@ -3,7 +3,6 @@ served models loaded)."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from fastapi import APIRouter
@@ -19,8 +18,7 @@ router = APIRouter()
 def readyz(services: ServicesDep) -> JSONResponse:
     """Ready when every served model has a worker that reported it loaded lately (503 with
     the models still waiting otherwise)."""
-    since = time.time() - 3 * REPORT_SECONDS - services.settings.poll_seconds
-    ready = services.store.ready_models(seen_since=since)
+    ready = services.store.ready_models(within=3 * REPORT_SECONDS + services.settings.poll_seconds)
     waiting = sorted(model for model in services.models if model not in ready)
     body = {"ready": not waiting, "waiting_for": waiting}
     return JSONResponse(body, status_code=503 if waiting else 200)

@@ -60,4 +60,5 @@ class BodyLimit:
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         message = f"request body is larger than {self.limit} bytes"
-        await error_response(413, "PayloadTooLarge", message)(scope, receive, send)
+        response = error_response(scope["path"], 413, "PayloadTooLarge", message)
+        await response(scope, receive, send)

@@ -1,0 +1,278 @@
+"""The Hailuo-02 dialect of the AI/ML API (``shared/contract.md``): create and poll on the
+legacy and the unified route, over one store (an id made on one route is answered on the
+other), plus reelforge's cancel and model list.
+
+Its rules: 6 or 10 s, 768P or 1080P, 10 s only at 768P, the video sized by the first image's
+aspect. Types are strict: a duration of ``"6"`` or ``6.5`` is refused, not converted. Errors
+are ``{"error": {"name", "message"}}``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated, Any, ClassVar, Final, Literal
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from reelforge.api.accept import Submission, accept, image_input
+from reelforge.api.deps import CallerDep, Services, ServicesDep, services_of
+from reelforge.api.dialects.base import Dialect
+from reelforge.contract import MAX_PROMPT_CHARS, Status
+from reelforge.engines.registry import capabilities
+from reelforge.errors import InvalidRequest, NotFound
+from reelforge.jobs.model import Job
+from reelforge.request import JobRequest, Resolution
+
+NAME: Final = "hailuo"
+LEGACY: Final = "/v2/generate/video/minimax/generation"
+UNIFIED: Final = "/v2/video/generations"
+DURATIONS: Final = (6, 10)
+"""Allowed clip lengths, in seconds."""
+MAX_ID_LENGTH: Final = 64
+GenerationId = Annotated[str, Query(min_length=1, max_length=MAX_ID_LENGTH)]
+POLL_QUERY: Final[dict[str, Any]] = {
+    "parameters": [
+        {
+            "name": "generation_id",
+            "in": "query",
+            "required": True,
+            "schema": {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH},
+        }
+    ]
+}
+"""The poll routes' query, for the OpenAPI document (``fetch`` reads it by hand)."""
+
+router = APIRouter()
+
+
+def check_length(duration: int, resolution: Resolution, *, field: str = "duration") -> None:
+    """Refuse a duration the contract does not offer, or 10 s at 1080P."""
+    if duration not in DURATIONS:
+        raise InvalidRequest(field, f"{duration} is not an allowed duration; use 6 or 10 seconds")
+    if duration == 10 and resolution is not Resolution.P768:
+        raise InvalidRequest(field, f"10 s is available only at 768P, not {resolution.value}")
+
+
+# --- bodies ------------------------------------------------------------------------------
+
+
+class _Create(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+    first_field: ClassVar[str]
+
+    model: str = Field(description="Model id, e.g. `minimax/hailuo-02`.")
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    last_image_url: str | None = Field(None, description="Last frame: URL or base64 image.")
+    duration: Literal[6, 10] = Field(6, description="Seconds.")
+    resolution: Literal["768P", "1080P"] = "768P"
+    seed: int | None = Field(None, ge=0, lt=2**32, description="reelforge extension.")
+
+    def submission(self) -> Submission:
+        """The body as a dialect-free submission, the contract's rules checked."""
+        first_image, optimizer = self._dialect_fields()
+        resolution = Resolution(self.resolution)
+        check_length(self.duration, resolution)
+        return Submission(
+            model=self.model,
+            request=JobRequest(
+                prompt=self.prompt,
+                duration_s=self.duration,
+                size=resolution,
+                seed=self.seed,
+                prompt_optimizer=optimizer,
+            ),
+            dialect=NAME,
+            first=image_input(first_image, self.first_field),
+            last=image_input(self.last_image_url, "last_image_url"),
+            fields={
+                "duration_s": "duration",
+                "size": "resolution",
+                "first_frame": self.first_field,
+                "last_frame": "last_image_url",
+            },
+        )
+
+    def _dialect_fields(self) -> tuple[str | None, bool]:
+        """The first frame and the prompt-optimizer flag under this route's names."""
+        raise NotImplementedError
+
+
+class LegacyCreate(_Create):
+    """Body of ``POST /v2/generate/video/minimax/generation``."""
+
+    first_field = "first_frame_image"
+    first_frame_image: str | None = Field(None, description="First frame: URL or base64 image.")
+    prompt_optimizer: bool = True
+
+    def _dialect_fields(self) -> tuple[str | None, bool]:
+        return self.first_frame_image, self.prompt_optimizer
+
+
+class UnifiedCreate(_Create):
+    """Body of ``POST /v2/video/generations``."""
+
+    first_field = "image_url"
+    image_url: str | None = Field(None, description="First frame: URL or base64 image.")
+    enhance_prompt: bool = True
+
+    def _dialect_fields(self) -> tuple[str | None, bool]:
+        return self.image_url, self.enhance_prompt
+
+
+class LegacyCreated(BaseModel):
+    generation_id: str
+    status: Status
+
+
+class UnifiedCreated(BaseModel):
+    id: str
+    status: Status
+
+
+class VideoLink(BaseModel):
+    url: str
+
+
+class ErrorInfo(BaseModel):
+    name: str
+    message: str
+
+
+class Generation(BaseModel):
+    """What a poll answers. ``progress``, ``model`` and the times are extensions."""
+
+    id: str
+    status: Status
+    video: VideoLink | None
+    error: ErrorInfo | None
+    meta: dict[str, Any] | None
+    progress: int = Field(description="Percent done, 0..100.")
+    model: str
+    created_at: float
+    finished_at: float | None
+
+
+# --- routes ------------------------------------------------------------------------------
+
+
+@router.get(LEGACY, response_model=Generation, openapi_extra=POLL_QUERY)
+@router.get(UNIFIED, response_model=Generation, openapi_extra=POLL_QUERY)
+async def fetch(request: Request) -> Response:
+    """Poll a generation, on the event loop: one indexed read under WAL, never waiting.
+
+    The most requested route: first in the routing table, and it reads its key and query
+    itself, as FastAPI's dependency solving and validation would double its cost per request
+    (``bench/service.py``). The answer is serialised here, once; FastAPI would validate it
+    again on the way out.
+    """
+    services = services_of(request)
+    caller = services.caller(request.headers.get("authorization"))
+    generation_id = _generation_id(request.query_params.get("generation_id"))
+    job = services.store.get(generation_id, owner=caller.id)
+    if job is None:
+        raise NotFound(f"no generation {generation_id!r}")
+    generation = view(job, services, base_url=str(request.base_url))
+    return Response(generation.model_dump_json(), media_type="application/json")
+
+
+def _generation_id(value: str | None) -> str:
+    """The ``generation_id`` query parameter, checked as ``GenerationId`` would be."""
+    if value is None:
+        raise InvalidRequest("generation_id", "Field required")
+    if not 1 <= len(value) <= MAX_ID_LENGTH:
+        raise InvalidRequest(
+            "generation_id", f"must be 1 to {MAX_ID_LENGTH} characters (got {len(value)})"
+        )
+    return value
+
+
+@router.post(LEGACY, response_model=LegacyCreated)
+def create_legacy(body: LegacyCreate, caller: CallerDep, services: ServicesDep) -> LegacyCreated:
+    job = _accept(body.submission(), caller.id, services)
+    return LegacyCreated(generation_id=job.id, status=job.status)
+
+
+@router.post(UNIFIED, response_model=UnifiedCreated)
+def create_unified(body: UnifiedCreate, caller: CallerDep, services: ServicesDep) -> UnifiedCreated:
+    job = _accept(body.submission(), caller.id, services)
+    return UnifiedCreated(id=job.id, status=job.status)
+
+
+def _accept(submission: Submission, owner: str, services: Services) -> Job:
+    return accept(
+        submission,
+        owner=owner,
+        models=services.models,
+        max_attempts=services.settings.max_attempts,
+        queue=services.store,
+        storage=services.storage,
+    )
+
+
+@router.delete(LEGACY, response_model=Generation)
+@router.delete(UNIFIED, response_model=Generation)
+def cancel(
+    generation_id: GenerationId, caller: CallerDep, services: ServicesDep, request: Request
+) -> Generation:
+    """Cancel a generation (reelforge's extension): a queued one ends at once in ``error``
+    (``Cancelled``); a running one stops at its next step; an ended one is unchanged."""
+    job = services.store.cancel(generation_id, owner=caller.id)
+    if job is None:
+        raise NotFound(f"no generation {generation_id!r}")
+    return view(job, services, base_url=str(request.base_url))
+
+
+@router.get("/v2/models")
+async def list_models(_: CallerDep, services: ServicesDep) -> dict[str, Any]:
+    """The served models and what each can be asked (reelforge's extension)."""
+    return {
+        "models": [
+            {
+                "id": model_id,
+                "engine": spec.engine,
+                **asdict(capabilities(spec)),
+                "durations": list(DURATIONS),
+                "resolutions": [resolution.value for resolution in Resolution],
+            }
+            for model_id, spec in sorted(services.models.items())
+        ]
+    }
+
+
+# --- answers -----------------------------------------------------------------------------
+
+
+def view(job: Job, services: Services, *, base_url: str) -> Generation:
+    """The wire form of ``job``: video only when completed, error only when in error."""
+    video = None
+    if job.status is Status.COMPLETED and job.video_key and job.purged_at is None:
+        video = VideoLink(url=services.storage.video_url(job.video_key, base_url=base_url))
+    error = None
+    if job.status is Status.ERROR:
+        error = ErrorInfo(name=job.error_name or "Error", message=job.error_message or "")
+    meta = None
+    if job.status.is_terminal:
+        meta = {"usage": {"credits_used": job.credits_used or 0.0}, **job.meta}
+        if job.purged_at is not None:
+            meta["purged_at"] = job.purged_at  # retention deleted the video
+    return Generation(
+        id=job.id,
+        status=job.status,
+        video=video,
+        error=error,
+        meta=meta,
+        progress=job.progress,
+        model=job.model,
+        created_at=job.created_at,
+        finished_at=job.finished_at,
+    )
+
+
+def render_error(status: int, name: str, message: str) -> Response:
+    """The Hailuo envelope: ``{"error": {"name", "message"}}``."""
+    return JSONResponse({"error": {"name": name, "message": message}}, status_code=status)
+
+
+DIALECT: Final = Dialect(name=NAME, prefixes=("/v2/",), router=router, render_error=render_error)
