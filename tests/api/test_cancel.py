@@ -2,6 +2,9 @@ from __future__ import annotations
 
 import time
 
+import httpx
+
+from reelforge.api.auth import register
 from tests.service import LEGACY, UNIFIED, Api
 
 
@@ -15,9 +18,24 @@ def test_cancel_a_queued_generation(api: Api) -> None:
     assert api.get(created["generation_id"])["status"] == "error"
 
 
-def test_cancel_someone_elses_or_a_missing_generation_is_404(api: Api) -> None:
+def test_cancel_a_missing_generation_is_404(api: Api) -> None:
     answer = api.client.delete(LEGACY, params={"generation_id": "nope"})
     assert answer.status_code == 404
+    assert answer.json()["error"]["name"] == "NotFound"
+
+
+def test_cancel_someone_elses_generation_is_404_and_leaves_it_alone(api: Api) -> None:
+    created = api.create({"model": "preview", "prompt": "x"}).json()["generation_id"]
+    register(api.store, "rf_another-tenant-key-0123456789abcdef", name="other")
+    other = {"Authorization": "Bearer rf_another-tenant-key-0123456789abcdef"}
+    with httpx.Client(base_url=api.base_url, headers=other) as intruder:
+        answer = intruder.delete(UNIFIED, params={"generation_id": created})
+        assert answer.status_code == 404
+        assert answer.json()["error"]["name"] == "NotFound"
+    job = api.store.get(created)
+    assert job is not None
+    assert (job.status.value, job.cancel_requested_at) == ("queued", None)
+    assert api.get(created)["status"] == "queued"
 
 
 def test_cancel_a_running_generation_stops_it_without_a_video(service: Api) -> None:
