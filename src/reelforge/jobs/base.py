@@ -121,7 +121,9 @@ def event_from_row(row: Mapping[str, Any]) -> JobEvent:
     return JobEvent(**fields)
 
 
-def event_params(row: Mapping[str, Any], kind: EventKind, data: Mapping[str, Any]) -> dict[str, Any]:
+def event_params(
+    row: Mapping[str, Any], kind: EventKind, data: Mapping[str, Any]
+) -> dict[str, Any]:
     """The bound parameters of an event appended for the change that left ``row`` (a
     ``jobs`` row): the job's state after the change, at its ``updated_at``."""
     return {

@@ -358,7 +358,9 @@ class SQLiteJobStore(StoreBase):
         if job_id is None:
             rows = (
                 self._db.read()
-                .execute("SELECT * FROM job_events WHERE id > ? ORDER BY id LIMIT ?", (after, limit))
+                .execute(
+                    "SELECT * FROM job_events WHERE id > ? ORDER BY id LIMIT ?", (after, limit)
+                )
                 .fetchall()
             )
         else:
