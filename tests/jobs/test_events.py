@@ -142,8 +142,8 @@ def test_progress_events_are_throttled(store: Store, clock: FakeClock) -> None:
     clock.advance(PROGRESS_EVENT_SECONDS)
     assert store.heartbeat(lease, lease_seconds=30, progress=30)  # unchanged: not logged
     assert store.heartbeat(lease, lease_seconds=30)
-    progress = [e.progress for e in store.events_after(0, job_id=job.id) if e.kind == "progress"]
-    assert progress == [10, 30]
+    events = store.events_after(0, job_id=job.id)
+    assert [e.progress for e in events if e.kind is EventKind.PROGRESS] == [10, 30]
 
 
 def test_a_phase_change_is_always_logged(store: Store, clock: FakeClock) -> None:
