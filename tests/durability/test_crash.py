@@ -14,9 +14,10 @@ from __future__ import annotations
 import os
 import re
 import signal
+import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -371,12 +372,19 @@ LEASE_CONDITION = " AND lease_token = :token AND status = 'generating'"
 
 
 def loosen(monkeypatch: pytest.MonkeyPatch, condition: str) -> None:
-    """Make ``SQLiteJobStore`` drop ``condition`` from its leased UPDATEs."""
+    """Make ``SQLiteJobStore`` drop ``condition`` from its leased UPDATEs (every statement
+    that acts on a lease runs through ``_update_leased``, the terminal ones included)."""
     original = SQLiteJobStore._update_leased
 
-    def update_leased(self: SQLiteJobStore, sql: str, lease: Lease, params: dict[str, Any]) -> bool:
+    def update_leased(
+        self: SQLiteJobStore,
+        conn: sqlite3.Connection,
+        sql: str,
+        lease: Lease,
+        params: Mapping[str, Any],
+    ) -> list[sqlite3.Row]:
         assert condition in sql, "the store's SQL changed: this counterfactual proves nothing"
-        return original(self, sql.replace(condition, " "), lease, params)
+        return original(self, conn, sql.replace(condition, " "), lease, params)
 
     monkeypatch.setattr(SQLiteJobStore, "_update_leased", update_leased)
 

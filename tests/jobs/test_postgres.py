@@ -1,5 +1,10 @@
-"""What only the PostgreSQL store does: notifications, row locks, pooled connections and
-versioned migrations. The shared behaviour is in ``test_store_contract.py``."""
+"""What only the PostgreSQL store does: notifications, row locks, pooled connections, the
+database's clock and versioned migrations. The shared behaviour is in
+``test_store_contract.py`` and ``test_events.py``.
+
+Each test has a schema of its own and the store's NOTIFY channels are per schema, so other
+tests running at the same time on the same database cannot wake (or fail to wake) a listener
+here."""
 
 from __future__ import annotations
 
@@ -17,8 +22,9 @@ from reelforge.contract import Status
 from reelforge.jobs import migrate
 from reelforge.jobs.migrate import Migration, migrations, upgrade
 from reelforge.jobs.postgres import PostgresJobStore
-from tests.jobs.test_store_contract import REQUEST, FakeClock
-from tests.postgres import with_options
+from reelforge.request import JobRequest
+from tests.jobs.contract import REQUEST, FakeClock
+from tests.postgres import throwaway_schema, with_options
 
 T = TypeVar("T")
 
@@ -136,6 +142,75 @@ def test_close_stops_the_listener(app_url: str) -> None:
         opened.on_new_work(lambda: None)
 
 
+def test_on_event_wakes_on_an_appended_event(app_url: str, store: PostgresJobStore) -> None:
+    woken = threading.Event()
+    store.on_event(woken.set)
+    wait_for(lambda: listener_pid(app_url), "LISTEN")
+    assert woken.wait(5)  # once as LISTEN starts
+    job_id = create(store)
+    woken.clear()
+    lease = store.claim(worker_id="w1", lease_seconds=30)
+    assert lease is not None
+    assert woken.wait(5)
+    woken.clear()
+    assert store.complete(lease, video_key="v.mp4", credits_used=1, meta={})
+    assert woken.wait(5)
+    assert len(store.events_after(0, job_id=job_id)) == 3
+
+
+def test_stores_on_another_schema_do_not_wake_the_listener(
+    app_url: str, store: PostgresJobStore
+) -> None:
+    woken = threading.Event()
+    store.on_new_work(woken.set)
+    store.on_event(woken.set)
+    wait_for(lambda: listener_pid(app_url), "LISTEN")
+    assert woken.wait(5)
+    woken.clear()
+    with throwaway_schema() as elsewhere:
+        other = PostgresJobStore(elsewhere)
+        try:
+            create(other)
+        finally:
+            other.close()
+    assert not woken.wait(0.5)
+    create(store)
+    assert woken.wait(5)
+
+
+# --- the database's clock -----------------------------------------------------------------
+
+
+def test_times_are_the_databases_without_an_injected_clock(pg_url: str) -> None:
+    opened = PostgresJobStore(pg_url)
+    try:
+        job_id = create(opened)
+        lease = opened.claim(worker_id="w1", lease_seconds=30)
+        assert lease is not None
+        db_now = float(sql_value(pg_url, "SELECT extract(epoch FROM now())"))
+        job = opened.get(job_id)
+        assert job is not None
+        assert job.lease_expires_at is not None
+        assert abs(job.lease_expires_at - (db_now + 30)) < 5
+        assert abs(job.created_at - db_now) < 5
+        assert opened.events_after(0)[-1].created_at == job.updated_at
+        opened.report_worker("w1", models=["preview"])
+        assert opened.ready_models(within=5) == {"preview"}
+    finally:
+        opened.close()
+
+
+def test_an_injected_clock_is_used_instead(pg_url: str) -> None:
+    clock = FakeClock(1000.0)
+    opened = PostgresJobStore(pg_url, clock=clock)
+    try:
+        job = opened.get(create(opened))
+        assert job is not None
+        assert job.created_at == 1000.0
+    finally:
+        opened.close()
+
+
 # --- row locks and connections ------------------------------------------------------------
 
 
@@ -187,7 +262,7 @@ def test_a_cut_pool_connection_is_replaced(app_url: str) -> None:
 
 def test_create_refuses_a_request_jsonb_cannot_store(store: PostgresJobStore) -> None:
     with pytest.raises(ValueError, match="jsonb"):
-        store.create(owner="key-a", model="preview", request={"prompt": "\x00"}, max_attempts=1)
+        store.create(owner="key-a", model="preview", request=JobRequest("\x00"), max_attempts=1)
     assert store.counts()[Status.QUEUED] == 0
 
 
@@ -217,28 +292,30 @@ NEXT = SHIPPED + 1
 
 def add_migration(monkeypatch: pytest.MonkeyPatch, sql: str) -> None:
     """Make the code know one more migration, version ``NEXT``."""
-    known = [*migrations(), Migration(NEXT, f"{NEXT:04d}_test.sql", sql)]
-    monkeypatch.setattr(migrate, "migrations", lambda: known)
+    known = [*migrations("postgres"), Migration(NEXT, f"{NEXT:04d}_test.sql", sql)]
+    monkeypatch.setattr(migrate, "migrations", lambda dialect: known)
 
 
 def test_the_shipped_migrations_are_numbered_files() -> None:
-    assert [(m.version, m.name) for m in migrations()] == [
+    assert [(m.version, m.name) for m in migrations("postgres")] == [
         (1, "0001_initial.sql"),
         (2, "0002_retention.sql"),
         (3, "0003_cancel.sql"),
         (4, "0004_workers.sql"),
+        (5, "0005_events.sql"),
     ]
-    assert migrate.latest_version() == 4
+    assert migrate.latest_version() == 5
 
 
 def test_misnumbered_migration_files_are_refused(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    (tmp_path / "postgres").mkdir()
     for name in ("0001_first.sql", "0003_third.sql", "README.md"):
-        (tmp_path / name).write_text("SELECT 1")
+        (tmp_path / "postgres" / name).write_text("SELECT 1")
     monkeypatch.setattr(migrate, "MIGRATIONS", tmp_path)
     with pytest.raises(RuntimeError, match=r"numbered 1, 2, 3, \.\.\.; found \[1, 3\]"):
-        migrations()
+        migrations("postgres")
 
 
 def test_store_refuses_a_database_without_schema(pg_empty_url: str) -> None:
@@ -316,3 +393,35 @@ def test_concurrent_upgrades_apply_each_version_once(
     assert len(results) == 4, "an upgrade raised"
     assert sorted(version for versions in results for version in versions) == [*ALL, NEXT]
     assert applied(pg_empty_url) == [*ALL, NEXT]
+
+
+def test_upgrade_fills_job_inputs_from_old_requests(
+    monkeypatch: pytest.MonkeyPatch, pg_empty_url: str
+) -> None:
+    with monkeypatch.context() as patch:
+        patch.setattr(migrate, "migrations", lambda dialect: migrations("postgres")[:4])
+        upgrade(pg_empty_url)
+    old = (
+        '{"prompt": "a fox", "duration": 6, "resolution": "768P",'
+        ' "first_frame": {"key": "inputs/a", "field": "first_frame_image"},'
+        ' "last_frame": {"key": "inputs/b", "field": "last_frame_image"}}'
+    )
+    sql_value(
+        pg_empty_url,
+        """
+        INSERT INTO jobs (id, owner, model, request, status, progress, attempts, max_attempts,
+                          meta, created_at, updated_at)
+        VALUES ('old', 'key-a', 'preview', %s, 'queued', 0, 0, 1, '{}', 1, 1) RETURNING id
+        """,
+        (old,),
+    )
+    assert upgrade(pg_empty_url) == [5]
+    opened = PostgresJobStore(pg_empty_url)
+    try:
+        keys = {"inputs/a", "inputs/b", "inputs/c"}
+        assert opened.inputs_in_use(keys, excluding=[]) == {"inputs/a", "inputs/b"}
+        job = opened.get("old")
+        assert job is not None
+        assert (job.request.duration_s, job.dialect) == (6, "hailuo")
+    finally:
+        opened.close()

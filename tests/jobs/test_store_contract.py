@@ -1,138 +1,38 @@
-"""The contract every ``JobStore`` backend must pass.
+"""The contract every ``Store`` backend must pass.
 
-Each test runs once per backend in the ``backend`` fixture's params. A backend opens any
-number of stores on one database (to test durability and concurrency across instances)
-and can write a raw row past the store (to test the schema's constraints). To add a
-backend, add a param and a class with ``open``, ``insert_raw`` and ``integrity_error``.
+Each test runs once per backend in the ``backend`` fixture's params (``conftest.py``); the
+backends and helpers are in ``contract.py``. The event log's contract is ``test_events.py``.
 """
 
 from __future__ import annotations
 
-import fcntl
-import sqlite3
+import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import replace
 from multiprocessing import get_context
-from pathlib import Path
-from typing import Any, ClassVar, Protocol
 
-import psycopg
 import pytest
-from psycopg import sql
 
 from reelforge.contract import Status
-from reelforge.jobs import sqlite as sqlite_store
-from reelforge.jobs.model import WORKER_LOST, Job, JobStore, Lease
-from reelforge.jobs.postgres import PostgresJobStore
-from reelforge.jobs.sqlite import SCHEMA_VERSION, SQLiteJobStore
-from tests.postgres import throwaway_schema
-
-Clock = Callable[[], float]
-T0 = 1_700_000_000.0
-REQUEST: dict[str, Any] = {"prompt": "a fox in snow", "duration": 6, "extra": [1, None, "é"]}
-
-
-class FakeClock:
-    """A clock that moves only when told to."""
-
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-class Backend(Protocol):
-    integrity_error: ClassVar[type[Exception]]
-
-    def open(self, clock: Clock) -> JobStore: ...
-
-    def insert_raw(self, row: dict[str, object]) -> None: ...
-
-
-@dataclass(frozen=True)
-class SQLiteBackend:
-    path: Path
-    integrity_error: ClassVar[type[Exception]] = sqlite3.IntegrityError
-
-    def open(self, clock: Clock) -> JobStore:
-        return SQLiteJobStore(self.path, clock=clock)
-
-    def insert_raw(self, row: dict[str, object]) -> None:
-        columns = ", ".join(row)
-        marks = ", ".join("?" for _ in row)
-        conn = sqlite3.connect(self.path, isolation_level=None)
-        try:
-            conn.execute(f"INSERT INTO jobs ({columns}) VALUES ({marks})", tuple(row.values()))
-        finally:
-            conn.close()
-
-
-@dataclass(frozen=True)
-class PostgresBackend:
-    url: str
-    """A URL whose ``search_path`` is a throwaway schema holding the store's tables."""
-    integrity_error: ClassVar[type[Exception]] = psycopg.IntegrityError
-
-    def open(self, clock: Clock) -> JobStore:
-        return PostgresJobStore(self.url, clock=clock)
-
-    def insert_raw(self, row: dict[str, object]) -> None:
-        query = sql.SQL("INSERT INTO jobs ({}) VALUES ({})").format(
-            sql.SQL(", ").join(map(sql.Identifier, row)),
-            sql.SQL(", ").join(sql.Placeholder() * len(row)),
-        )
-        with psycopg.connect(self.url, autocommit=True) as conn:
-            conn.execute(query, tuple(row.values()))
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    if request.param == "sqlite":
-        yield SQLiteBackend(tmp_path / "jobs.db")
-        return
-    with throwaway_schema() as url:
-        yield PostgresBackend(url)
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def store(backend: Backend, clock: FakeClock) -> Iterator[JobStore]:
-    opened = backend.open(clock)
-    yield opened
-    opened.close()
-
-
-def create(store: JobStore, *, model: str = "preview", max_attempts: int = 3) -> Job:
-    return store.create(owner="key-a", model=model, request=REQUEST, max_attempts=max_attempts)
-
-
-def claim(store: JobStore, worker_id: str = "w1", lease_seconds: float = 30) -> Lease:
-    lease = store.claim(worker_id=worker_id, lease_seconds=lease_seconds)
-    assert lease is not None
-    return lease
-
-
-def current(store: JobStore, job_id: str) -> Job:
-    job = store.get(job_id)
-    assert job is not None
-    return job
-
+from reelforge.jobs.model import CANCELLED, WORKER_LOST, Job, Phase, Store
+from reelforge.request import Dimensions, ImageRef, JobRequest, Resolution
+from tests.jobs.contract import (
+    REQUEST,
+    T0,
+    Backend,
+    FakeClock,
+    claim,
+    create,
+    current,
+)
 
 # --- create and get ---------------------------------------------------------------------
 
 
-def test_create_then_get_roundtrips(store: JobStore) -> None:
+def test_create_then_get_roundtrips(store: Store) -> None:
     job = create(store)
     assert current(store, job.id) == job
     assert (job.status, job.progress, job.attempts, job.max_attempts) == (Status.QUEUED, 0, 0, 3)
@@ -142,20 +42,20 @@ def test_create_then_get_roundtrips(store: JobStore) -> None:
     assert len(job.id) == 32
 
 
-def test_get_hides_other_owners_jobs(store: JobStore) -> None:
+def test_get_hides_other_owners_jobs(store: Store) -> None:
     job = create(store)
     assert store.get(job.id, owner="key-a") == job
     assert store.get(job.id, owner="key-b") is None
     assert store.get("missing") is None
 
 
-def test_create_refuses_zero_attempts(store: JobStore) -> None:
+def test_create_refuses_zero_attempts(store: Store) -> None:
     with pytest.raises(ValueError, match="max_attempts"):
         create(store, max_attempts=0)
 
 
 def test_a_job_is_visible_from_another_store_on_the_same_database(
-    backend: Backend, store: JobStore, clock: FakeClock
+    backend: Backend, store: Store, clock: FakeClock
 ) -> None:
     job = create(store)
     store.close()
@@ -169,7 +69,7 @@ def test_a_job_is_visible_from_another_store_on_the_same_database(
 # --- claim ------------------------------------------------------------------------------
 
 
-def test_claim_is_fifo_by_creation_time_then_id(store: JobStore, clock: FakeClock) -> None:
+def test_claim_is_fifo_by_creation_time_then_id(store: Store, clock: FakeClock) -> None:
     first = create(store)
     clock.advance(1)
     tied = sorted([create(store), create(store)], key=lambda job: job.id)
@@ -177,7 +77,7 @@ def test_claim_is_fifo_by_creation_time_then_id(store: JobStore, clock: FakeCloc
     assert claimed == [first.id, tied[0].id, tied[1].id]
 
 
-def test_claim_sets_the_lease(store: JobStore, clock: FakeClock) -> None:
+def test_claim_sets_the_lease(store: Store, clock: FakeClock) -> None:
     job = create(store)
     clock.advance(5)
     lease = claim(store, worker_id="w7", lease_seconds=30)
@@ -187,10 +87,10 @@ def test_claim_sets_the_lease(store: JobStore, clock: FakeClock) -> None:
     assert (lease.job.lease_token, lease.job.worker_id) == (lease.token, "w7")
     assert lease.job.lease_expires_at == T0 + 35
     assert lease.job.started_at == lease.job.updated_at == T0 + 5
-    assert lease.job.attempts == 1
+    assert (lease.job.attempts, lease.job.phase, lease.job.progress) == (1, Phase.PREPARING, 0)
 
 
-def test_claim_filters_by_model(store: JobStore) -> None:
+def test_claim_filters_by_model(store: Store) -> None:
     wan = create(store, model="wan")
     ltx = create(store, model="ltx")
     lease = store.claim(worker_id="w1", lease_seconds=30, models={"ltx", "other"})
@@ -201,7 +101,7 @@ def test_claim_filters_by_model(store: JobStore) -> None:
     assert claim(store).job.id == wan.id
 
 
-def test_claim_returns_none_when_the_queue_is_empty(store: JobStore) -> None:
+def test_claim_returns_none_when_the_queue_is_empty(store: Store) -> None:
     assert store.claim(worker_id="w1", lease_seconds=30) is None
     create(store)
     claim(store)
@@ -211,7 +111,7 @@ def test_claim_returns_none_when_the_queue_is_empty(store: JobStore) -> None:
 # --- heartbeat, complete, fail, release ---------------------------------------------------
 
 
-def test_heartbeat_extends_the_lease_and_sets_progress(store: JobStore, clock: FakeClock) -> None:
+def test_heartbeat_extends_the_lease_and_sets_progress(store: Store, clock: FakeClock) -> None:
     create(store)
     lease = claim(store, lease_seconds=30)
     clock.advance(20)
@@ -224,7 +124,7 @@ def test_heartbeat_extends_the_lease_and_sets_progress(store: JobStore, clock: F
     assert (job.status, job.progress, job.lease_expires_at) == (Status.GENERATING, 40, T0 + 70)
 
 
-def test_heartbeat_refuses_bad_progress(store: JobStore) -> None:
+def test_heartbeat_refuses_bad_progress(store: Store) -> None:
     create(store)
     lease = claim(store)
     with pytest.raises(ValueError, match="progress"):
@@ -233,7 +133,7 @@ def test_heartbeat_refuses_bad_progress(store: JobStore) -> None:
         store.heartbeat(lease, lease_seconds=0)
 
 
-def test_complete_finishes_the_job(store: JobStore, clock: FakeClock) -> None:
+def test_complete_finishes_the_job(store: Store, clock: FakeClock) -> None:
     create(store)
     lease = claim(store)
     store.heartbeat(lease, lease_seconds=30, progress=70)
@@ -249,7 +149,7 @@ def test_complete_finishes_the_job(store: JobStore, clock: FakeClock) -> None:
     assert not store.fail(lease, error_name="X", error_message="late", credits_used=0)
 
 
-def test_fail_records_the_error(store: JobStore, clock: FakeClock) -> None:
+def test_fail_records_the_error(store: Store, clock: FakeClock) -> None:
     create(store)
     lease = claim(store)
     clock.advance(3)
@@ -260,7 +160,7 @@ def test_fail_records_the_error(store: JobStore, clock: FakeClock) -> None:
     assert not store.complete(lease, video_key="v.mp4", credits_used=1, meta={})
 
 
-def test_release_requeues_without_charging_the_attempt(store: JobStore) -> None:
+def test_release_requeues_without_charging_the_attempt(store: Store) -> None:
     job = create(store, max_attempts=1)
     lease = claim(store)
     store.heartbeat(lease, lease_seconds=30, progress=50)
@@ -268,6 +168,7 @@ def test_release_requeues_without_charging_the_attempt(store: JobStore) -> None:
     released = current(store, job.id)
     assert (released.status, released.attempts, released.progress) == (Status.QUEUED, 0, 0)
     assert (released.lease_token, released.lease_expires_at, released.worker_id) == (None,) * 3
+    assert (released.phase, released.retries) == (None, 0)
     assert not store.release(lease)
     again = claim(store, worker_id="w2")
     assert (again.job.id, again.job.attempts) == (job.id, 1)
@@ -276,7 +177,7 @@ def test_release_requeues_without_charging_the_attempt(store: JobStore) -> None:
 # --- lost leases ------------------------------------------------------------------------
 
 
-def test_a_taken_over_lease_changes_nothing(store: JobStore, clock: FakeClock) -> None:
+def test_a_taken_over_lease_changes_nothing(store: Store, clock: FakeClock) -> None:
     create(store)
     stale = claim(store, worker_id="w1", lease_seconds=10)
     clock.advance(11)
@@ -291,7 +192,7 @@ def test_a_taken_over_lease_changes_nothing(store: JobStore, clock: FakeClock) -
     assert current(store, fresh.job_id) == before
 
 
-def test_the_second_workers_complete_wins(store: JobStore, clock: FakeClock) -> None:
+def test_the_second_workers_complete_wins(store: Store, clock: FakeClock) -> None:
     create(store)
     first = claim(store, worker_id="w1", lease_seconds=10)
     clock.advance(11)
@@ -302,7 +203,7 @@ def test_the_second_workers_complete_wins(store: JobStore, clock: FakeClock) -> 
     assert (job.video_key, job.worker_id, job.meta) == ("w2.mp4", "w2", {"by": "w2"})
 
 
-def test_an_expired_lease_nobody_settled_is_still_held(store: JobStore, clock: FakeClock) -> None:
+def test_an_expired_lease_nobody_settled_is_still_held(store: Store, clock: FakeClock) -> None:
     create(store)
     lease = claim(store, lease_seconds=10)
     clock.advance(60)
@@ -310,9 +211,7 @@ def test_an_expired_lease_nobody_settled_is_still_held(store: JobStore, clock: F
     assert store.settle_expired() == 0
 
 
-def test_expired_leases_requeue_then_error_as_worker_lost(
-    store: JobStore, clock: FakeClock
-) -> None:
+def test_expired_leases_requeue_then_error_as_worker_lost(store: Store, clock: FakeClock) -> None:
     job = create(store, max_attempts=2)
     claim(store, lease_seconds=10)
     clock.advance(10)
@@ -333,7 +232,7 @@ def test_expired_leases_requeue_then_error_as_worker_lost(
     assert store.claim(worker_id="w3", lease_seconds=10) is None
 
 
-def test_counts_every_status(store: JobStore) -> None:
+def test_counts_every_status(store: Store) -> None:
     assert store.counts() == dict.fromkeys(Status, 0)
     for _ in range(4):
         create(store)
@@ -350,7 +249,7 @@ VALID_ROW: dict[str, object] = {
     "id": "raw",
     "owner": "key-a",
     "model": "preview",
-    "request": "{}",
+    "request": '{"prompt": "raw"}',
     "status": "queued",
     "progress": 0,
     "attempts": 0,
@@ -394,17 +293,21 @@ IMPOSSIBLE_ROWS: dict[str, dict[str, object]] = {
     "error without message": {"status": "error", "error_name": "X", "finished_at": T0},
     "queued but finished": {"finished_at": T0},
     "completed not finished": {"status": "completed", "progress": 100, "video_key": "v"},
+    "unknown phase": {"status": "generating", "attempts": 1, "phase": "dreaming", **LEASE},
+    "queued with a phase": {"phase": "preparing"},
+    "negative retries": {"retries": -1},
+    "no dialect": {"dialect": None},
 }
 
 
-def test_a_valid_raw_row_is_accepted(backend: Backend, store: JobStore) -> None:
+def test_a_valid_raw_row_is_accepted(backend: Backend, store: Store) -> None:
     backend.insert_raw({**VALID_ROW, "status": "generating", "attempts": 1, **LEASE})
     assert current(store, "raw").status is Status.GENERATING
 
 
 @pytest.mark.parametrize("change", IMPOSSIBLE_ROWS.values(), ids=IMPOSSIBLE_ROWS.keys())
 def test_the_schema_refuses_impossible_rows(
-    backend: Backend, store: JobStore, change: dict[str, object]
+    backend: Backend, store: Store, change: dict[str, object]
 ) -> None:
     with pytest.raises(backend.integrity_error):
         backend.insert_raw({**VALID_ROW, **change})
@@ -416,7 +319,7 @@ def test_the_schema_refuses_impossible_rows(
 JOBS = 200
 
 
-def claim_until_empty(store: JobStore, worker_id: str) -> list[str]:
+def claim_until_empty(store: Store, worker_id: str) -> list[str]:
     claimed: list[str] = []
     while (lease := store.claim(worker_id=worker_id, lease_seconds=600)) is not None:
         claimed.append(lease.job_id)
@@ -447,14 +350,14 @@ def run_threads(work: Callable[[str], list[str]], workers: int) -> list[str]:
     return [job_id for claimed in results.values() for job_id in claimed]
 
 
-def test_threads_sharing_one_store_claim_each_job_once(store: JobStore) -> None:
+def test_threads_sharing_one_store_claim_each_job_once(store: Store) -> None:
     created = {create(store).id for _ in range(JOBS)}
     claimed = run_threads(lambda worker_id: claim_until_empty(store, worker_id), workers=4)
     assert sorted(claimed) == sorted(created)
 
 
 def test_threads_with_their_own_stores_claim_each_job_once(
-    backend: Backend, store: JobStore, clock: FakeClock
+    backend: Backend, store: Store, clock: FakeClock
 ) -> None:
     created = {create(store).id for _ in range(JOBS)}
     stores = [backend.open(clock) for _ in range(4)]
@@ -467,7 +370,7 @@ def test_threads_with_their_own_stores_claim_each_job_once(
     assert sorted(claimed) == sorted(created)
 
 
-def test_processes_claim_each_job_once(backend: Backend, store: JobStore) -> None:
+def test_processes_claim_each_job_once(backend: Backend, store: Store) -> None:
     created = {create(store).id for _ in range(JOBS)}
     with ProcessPoolExecutor(max_workers=2, mp_context=get_context("spawn")) as pool:
         futures = [pool.submit(claim_in_new_store, backend, f"p{n}") for n in range(2)]
@@ -479,7 +382,7 @@ def test_processes_claim_each_job_once(backend: Backend, store: JobStore) -> Non
 # --- API keys -----------------------------------------------------------------------------
 
 
-def test_keys_are_found_by_hash_until_revoked(store: JobStore, clock: FakeClock) -> None:
+def test_keys_are_found_by_hash_until_revoked(store: Store, clock: FakeClock) -> None:
     key = store.add_key(name="ci", key_hash="h1", prefix="rf_abc12")
     assert (key.name, key.prefix, key.created_at, key.revoked_at) == ("ci", "rf_abc12", T0, None)
     assert store.key_for_hash("h1") == key
@@ -493,9 +396,7 @@ def test_keys_are_found_by_hash_until_revoked(store: JobStore, clock: FakeClock)
     ]
 
 
-def test_keys_are_revoked_by_prefix_and_listed_oldest_first(
-    store: JobStore, clock: FakeClock
-) -> None:
+def test_keys_are_revoked_by_prefix_and_listed_oldest_first(store: Store, clock: FakeClock) -> None:
     first = store.add_key(name="a", key_hash="h1", prefix="rf_aaaaa")
     clock.advance(1)
     second = store.add_key(name="b", key_hash="h2", prefix="rf_bbbbb")
@@ -506,7 +407,7 @@ def test_keys_are_revoked_by_prefix_and_listed_oldest_first(
     assert not store.revoke_key("rf_zzzzz")
 
 
-def test_an_ambiguous_prefix_revokes_nothing(store: JobStore) -> None:
+def test_an_ambiguous_prefix_revokes_nothing(store: Store) -> None:
     store.add_key(name="a", key_hash="h1", prefix="rf_same0")
     store.add_key(name="b", key_hash="h2", prefix="rf_same0")
     with pytest.raises(ValueError, match="2 active keys"):
@@ -514,118 +415,30 @@ def test_an_ambiguous_prefix_revokes_nothing(store: JobStore) -> None:
     assert all(key.revoked_at is None for key in store.list_keys())
 
 
-def test_a_key_hash_is_stored_once(backend: Backend, store: JobStore) -> None:
+def test_a_key_hash_is_stored_once(backend: Backend, store: Store) -> None:
     store.add_key(name="a", key_hash="h1", prefix="rf_aaaaa")
     with pytest.raises(backend.integrity_error):
         store.add_key(name="b", key_hash="h1", prefix="rf_aaaaa")
     assert len(store.list_keys()) == 1
 
 
-# --- SQLite only ------------------------------------------------------------------------
-
-
-def test_sqlite_refuses_an_old_library(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(sqlite3, "sqlite_version", "3.34.1")
-    with pytest.raises(RuntimeError, match=r"SQLite 3\.34\.1 is too old"):
-        SQLiteJobStore(tmp_path / "jobs.db")
-
-
-def test_sqlite_refuses_an_unknown_schema_version(tmp_path: Path) -> None:
-    path = tmp_path / "jobs.db"
-    SQLiteJobStore(path).close()
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
-    conn.close()
-    with pytest.raises(RuntimeError, match=rf"schema versions \[{SCHEMA_VERSION + 1}\]"):
-        SQLiteJobStore(path)
-
-
-def test_sqlite_uses_wal(tmp_path: Path) -> None:
-    path = tmp_path / "jobs.db"
-    SQLiteJobStore(path).close()
-    conn = sqlite3.connect(path)
-    try:
-        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-    finally:
-        conn.close()
-
-
-def test_sqlite_writers_of_other_processes_wait_their_turn(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Writes take turns through ``<database>.turn``: a writer waits while another process
-    holds it, goes on the moment it is free, and gives up after ``busy_timeout``."""
-    path = tmp_path / "jobs.db"
-    store = SQLiteJobStore(path)
-    other = open(f"{path}.turn", "a+b")  # another process's turn, as flock sees it  # noqa: SIM115
-    try:
-        fcntl.flock(other, fcntl.LOCK_EX)
-        released = threading.Timer(0.3, fcntl.flock, (other, fcntl.LOCK_UN))
-        released.start()
-        started = time.monotonic()
-        store.create(owner="k", model="preview", request={"prompt": "x"}, max_attempts=1)
-        assert time.monotonic() - started >= 0.25
-        released.join()
-        fcntl.flock(other, fcntl.LOCK_EX)
-        monkeypatch.setattr(sqlite_store, "BUSY_TIMEOUT_MS", 200)
-        with pytest.raises(sqlite3.OperationalError, match="kept its write turn"):
-            store.create(owner="k", model="preview", request={"prompt": "x"}, max_attempts=1)
-        assert store.counts()[Status.QUEUED] == 1  # the refused create left nothing
-    finally:
-        other.close()
-        store.close()
-
-
-def _open_at(path: Path, at: float) -> str:
-    """Open a store on ``path`` at wall-clock time ``at``: "opened" or the error."""
-    time.sleep(max(0.0, at - time.time()))
-    try:
-        SQLiteJobStore(path).close()
-    except sqlite3.Error as exc:
-        return f"{type(exc).__name__}: {exc}"
-    return "opened"
-
-
-def test_sqlite_stores_opened_at_once_on_a_new_file_all_open(tmp_path: Path) -> None:
-    """``reelforge worker --processes N`` on a fresh data directory: every process creates
-    and converts the same new database at the same moment (SQLite refuses the losers of the
-    switch to WAL at once, without waiting; unhandled, 1 round in 10 failed here)."""
-    with ProcessPoolExecutor(6, mp_context=get_context("spawn")) as pool:
-        for started in [pool.submit(time.sleep, 0.3) for _ in range(6)]:
-            started.result()  # six processes up before the first round
-        for attempt in range(30):
-            path, at = tmp_path / f"jobs-{attempt}.db", time.time() + 0.1
-            outcomes = [pool.submit(_open_at, path, at) for _ in range(6)]
-            assert [outcome.result() for outcome in outcomes] == ["opened"] * 6, attempt
-
-
-def test_sqlite_store_refuses_use_after_fork(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    opened = SQLiteJobStore(tmp_path / "jobs.db")
-    monkeypatch.setattr("os.getpid", lambda: -1)
-    with pytest.raises(RuntimeError, match="another process"):
-        opened.counts()
-    opened.close()
-
-
 # --- retention ---------------------------------------------------------------------------
 
 
-def finish(store: JobStore, clock: FakeClock, request: dict[str, Any]) -> Job:
+def finish(store: Store, request: JobRequest = REQUEST) -> Job:
     """A job created with ``request`` and completed now."""
-    store.create(owner="key-a", model="preview", request=request, max_attempts=3)
+    create(store, request=request)
     lease = claim(store)
     assert store.complete(lease, video_key=f"videos/{lease.job.id}.mp4", credits_used=1, meta={})
     return current(store, lease.job.id)
 
 
 def test_finished_before_lists_ended_unpurged_jobs_oldest_first(
-    store: JobStore, clock: FakeClock
+    store: Store, clock: FakeClock
 ) -> None:
-    old = finish(store, clock, REQUEST)
+    old = finish(store)
     clock.advance(100)
-    newer = finish(store, clock, REQUEST)
+    newer = finish(store)
     create(store)  # still queued: never listed
     clock.advance(100)
     assert [job.id for job in store.finished_before(clock() - 50, limit=10)] == [old.id, newer.id]
@@ -636,10 +449,10 @@ def test_finished_before_lists_ended_unpurged_jobs_oldest_first(
     assert [job.id for job in store.finished_before(clock(), limit=10)] == [newer.id]
 
 
-def test_inputs_in_use_sees_other_unpurged_jobs_only(store: JobStore, clock: FakeClock) -> None:
-    shared = {**REQUEST, "first_frame": {"key": "inputs/aaa", "field": "first_frame_image"}}
-    both = {**shared, "last_frame": {"key": "inputs/bbb", "field": "last_image_url"}}
-    one, two = finish(store, clock, both), finish(store, clock, shared)
+def test_inputs_in_use_sees_other_unpurged_jobs_only(store: Store, clock: FakeClock) -> None:
+    shared = JobRequest(prompt="p", first_frame=ImageRef("first_frame_image", key="inputs/aaa"))
+    both = replace(shared, last_frame=ImageRef("last_image_url", key="inputs/bbb"))
+    one, two = finish(store, both), finish(store, shared)
     keys = {"inputs/aaa", "inputs/bbb", "inputs/ccc"}
     assert store.inputs_in_use(keys, excluding=[]) == {"inputs/aaa", "inputs/bbb"}
     assert store.inputs_in_use(keys, excluding=[one.id]) == {"inputs/aaa"}
@@ -647,7 +460,7 @@ def test_inputs_in_use_sees_other_unpurged_jobs_only(store: JobStore, clock: Fak
     assert store.inputs_in_use(keys, excluding=[one.id]) == set()
 
 
-def test_a_chore_has_one_holder_until_it_expires(store: JobStore, clock: FakeClock) -> None:
+def test_a_chore_has_one_holder_until_it_expires(store: Store, clock: FakeClock) -> None:
     assert store.take_chore("retention", holder="w1", seconds=60)
     assert not store.take_chore("retention", holder="w2", seconds=60)
     assert store.take_chore("retention", holder="w1", seconds=60)  # its own turn, renewed
@@ -657,26 +470,10 @@ def test_a_chore_has_one_holder_until_it_expires(store: JobStore, clock: FakeClo
     assert not store.take_chore("retention", holder="w1", seconds=60)
 
 
-def test_sqlite_upgrades_a_first_version_database(tmp_path: Path) -> None:
-    path = tmp_path / "jobs.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    for statement in sqlite_store._SCHEMA:  # the schema as version 1 shipped it
-        conn.execute(statement)
-    conn.close()
-    SQLiteJobStore(path).close()
-    conn = sqlite3.connect(path)
-    try:
-        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
-        columns = [row[1] for row in conn.execute("PRAGMA table_info(jobs)")]
-        assert "purged_at" in columns
-    finally:
-        conn.close()
-
-
 # --- cancel ------------------------------------------------------------------------------
 
 
-def test_cancelling_a_queued_job_ends_it_at_once(store: JobStore) -> None:
+def test_cancelling_a_queued_job_ends_it_at_once(store: Store) -> None:
     job = create(store)
     cancelled = store.cancel(job.id, owner="key-a")
     assert cancelled is not None
@@ -685,7 +482,7 @@ def test_cancelling_a_queued_job_ends_it_at_once(store: JobStore) -> None:
     assert store.claim(worker_id="w1", lease_seconds=30) is None
 
 
-def test_cancelling_a_running_job_stops_its_heartbeats_and_lets_it_fail(store: JobStore) -> None:
+def test_cancelling_a_running_job_stops_its_heartbeats_and_lets_it_fail(store: Store) -> None:
     create(store)
     lease = claim(store)
     marked = store.cancel(lease.job.id, owner="key-a")
@@ -697,7 +494,7 @@ def test_cancelling_a_running_job_stops_its_heartbeats_and_lets_it_fail(store: J
     assert current(store, lease.job.id).status is Status.ERROR
 
 
-def test_cancel_leaves_ended_jobs_and_other_owners_jobs_alone(store: JobStore) -> None:
+def test_cancel_leaves_ended_jobs_and_other_owners_jobs_alone(store: Store) -> None:
     create(store)
     lease = claim(store)
     assert store.complete(lease, video_key="videos/x.mp4", credits_used=1, meta={})
@@ -710,11 +507,195 @@ def test_cancel_leaves_ended_jobs_and_other_owners_jobs_alone(store: JobStore) -
 # --- worker readiness --------------------------------------------------------------------
 
 
-def test_ready_models_are_those_of_workers_seen_lately(store: JobStore, clock: FakeClock) -> None:
+def test_ready_models_are_those_of_workers_seen_lately(store: Store, clock: FakeClock) -> None:
     store.report_worker("w1", models=["preview", "minimax/hailuo-02"])
     clock.advance(10)
     store.report_worker("w2", models=["wan"])
-    assert store.ready_models(seen_since=clock() - 15) == {"preview", "minimax/hailuo-02", "wan"}
-    assert store.ready_models(seen_since=clock() - 5) == {"wan"}
+    assert store.ready_models(within=15) == {"preview", "minimax/hailuo-02", "wan"}
+    assert store.ready_models(within=5) == {"wan"}
     store.report_worker("w1", models=["preview"])
-    assert store.ready_models(seen_since=clock() - 5) == {"wan", "preview"}
+    assert store.ready_models(within=5) == {"wan", "preview"}
+
+
+# --- the new record: dialect, callback, adapter, phase ----------------------------------
+
+
+def test_create_stores_dialect_callback_and_adapter(store: Store) -> None:
+    job = store.create(
+        owner="key-a",
+        model="wan",
+        request=REQUEST,
+        max_attempts=1,
+        dialect="openai",
+        callback_url="https://example.com/hook",
+        lora="pixel-art",
+    )
+    assert current(store, job.id) == job
+    assert (job.dialect, job.callback_url, job.lora) == (
+        "openai",
+        "https://example.com/hook",
+        "pixel-art",
+    )
+    assert (job.upstream_id, job.deleted_at, job.phase, job.retries, job.run_after) == (
+        None,
+    ) * 3 + (0, None)
+    assert create(store).dialect == "hailuo"
+
+
+def test_heartbeat_sets_the_phase_and_ending_clears_it(store: Store) -> None:
+    create(store)
+    lease = claim(store)
+    assert store.heartbeat(lease, lease_seconds=30, phase=Phase.GENERATING, progress=10)
+    assert store.heartbeat(lease, lease_seconds=30, progress=20)  # keeps the phase
+    job = current(store, lease.job_id)
+    assert (job.phase, job.progress) == (Phase.GENERATING, 20)
+    assert store.complete(lease, video_key="v.mp4", credits_used=1, meta={})
+    assert current(store, lease.job_id).phase is None
+
+
+def test_an_old_shape_request_reads_back(backend: Backend, store: Store) -> None:
+    old = {
+        "prompt": "a fox",
+        "duration": 10,
+        "resolution": "1080P",
+        "first_frame": {"url": "https://example.com/a.png", "field": "first_frame_image"},
+    }
+    backend.insert_raw({**VALID_ROW, "request": json.dumps(old)})
+    request = current(store, "raw").request
+    assert (request.prompt, request.duration_s, request.size) == ("a fox", 10, Resolution.P1080)
+    assert request.first_frame == ImageRef("first_frame_image", url="https://example.com/a.png")
+    assert current(store, "raw").dialect == "hailuo"
+
+
+def test_a_request_roundtrips_with_every_field(store: Store) -> None:
+    request = JobRequest(
+        prompt="p",
+        duration_s=10,
+        size=Dimensions(832, 480),
+        first_frame=ImageRef("image", key="inputs/a"),
+        last_frame=ImageRef("last", url="https://example.com/b.png"),
+        fps=16,
+        seed=7,
+        prompt_optimizer=False,
+        options={"negative_prompt": "blur"},
+    )
+    assert current(store, create(store, request=request).id).request == request
+
+
+def test_create_refuses_nan(store: Store) -> None:
+    with pytest.raises(ValueError, match="JSON"):
+        create(store, request=JobRequest(prompt="p", options={"x": float("nan")}))
+
+
+# --- requeue and cancellation ------------------------------------------------------------
+
+
+def test_requeue_waits_out_its_delay_without_charging_the_attempt(
+    store: Store, clock: FakeClock
+) -> None:
+    job = create(store, max_attempts=1)
+    lease = claim(store)
+    assert store.requeue(lease, delay_seconds=30, reason="storage")
+    waiting = current(store, job.id)
+    assert (waiting.status, waiting.attempts, waiting.retries) == (Status.QUEUED, 0, 1)
+    assert (waiting.run_after, waiting.phase, waiting.lease_token) == (T0 + 30, None, None)
+    assert not store.requeue(lease, delay_seconds=30, reason="storage")
+    clock.advance(29)
+    assert store.claim(worker_id="w2", lease_seconds=30) is None
+    clock.advance(1)
+    again = claim(store, worker_id="w2")
+    assert (again.job.id, again.job.attempts, again.job.retries) == (job.id, 1, 1)
+    assert store.requeue(again, delay_seconds=0, reason="database")
+    assert current(store, job.id).retries == 2
+
+
+def test_requeue_refuses_a_negative_delay(store: Store) -> None:
+    create(store)
+    with pytest.raises(ValueError, match="delay_seconds"):
+        store.requeue(claim(store), delay_seconds=-1, reason="storage")
+
+
+def test_a_delayed_job_does_not_hold_up_the_others(store: Store) -> None:
+    made = {create(store).id, create(store).id}
+    delayed = claim(store)
+    assert store.requeue(delayed, delay_seconds=60, reason="storage")
+    assert claim(store).job_id == (made - {delayed.job_id}).pop()
+
+
+def cancel_running(store: Store) -> Job:
+    job = create(store)
+    claim(store, lease_seconds=10)
+    assert store.cancel(job.id, owner="key-a") is not None
+    return job
+
+
+def assert_cancelled(store: Store, job_id: str) -> None:
+    job = current(store, job_id)
+    assert (job.status, job.error_name, job.error_message) == (
+        Status.ERROR,
+        CANCELLED,
+        "cancelled by the client",
+    )
+    assert (job.phase, job.lease_token, job.finished_at) == (None, None, T0)
+    assert store.claim(worker_id="w2", lease_seconds=10) is None
+
+
+def test_a_cancelled_job_released_is_not_queued_again(store: Store) -> None:
+    job = create(store)
+    lease = claim(store)
+    store.cancel(job.id, owner="key-a")
+    assert store.release(lease)
+    assert_cancelled(store, job.id)
+
+
+def test_a_cancelled_job_requeued_is_not_queued_again(store: Store) -> None:
+    job = create(store)
+    lease = claim(store)
+    store.cancel(job.id, owner="key-a")
+    assert store.requeue(lease, delay_seconds=0, reason="storage")
+    assert_cancelled(store, job.id)
+
+
+def test_a_cancelled_job_whose_lease_expired_is_not_queued_again(
+    store: Store, clock: FakeClock
+) -> None:
+    job = create(store)
+    claim(store, lease_seconds=10)
+    store.cancel(job.id, owner="key-a")
+    clock.advance(11)
+    assert store.settle_expired() == 1
+    job = current(store, job.id)
+    assert (job.status, job.error_name, job.finished_at) == (Status.ERROR, CANCELLED, T0 + 11)
+
+
+# --- listing and deletion ----------------------------------------------------------------
+
+
+def test_list_pages_an_owners_jobs_newest_first(store: Store, clock: FakeClock) -> None:
+    made = []
+    for _ in range(5):
+        made.append(create(store).id)
+        clock.advance(1)
+    create(store, owner="key-b")
+    newest_first = made[::-1]
+    assert [job.id for job in store.list(owner="key-a", limit=2)] == newest_first[:2]
+    page = store.list(owner="key-a", limit=2, after=newest_first[1])
+    assert [job.id for job in page] == newest_first[2:4]
+    assert [job.id for job in store.list(owner="key-a", limit=9, after=made[0])] == []
+    assert len(store.list(owner="key-b", limit=9)) == 1
+    assert store.list(owner="key-b", limit=9, after=made[2]) == []  # another owner's cursor
+
+
+def test_list_breaks_ties_by_id(store: Store) -> None:
+    made = sorted(create(store).id for _ in range(3))
+    assert [job.id for job in store.list(owner="key-a", limit=9)] == made[::-1]
+    assert [job.id for job in store.list(owner="key-a", limit=9, after=made[2])] == made[1::-1]
+
+
+def test_a_deleted_job_is_hidden(backend: Backend, store: Store) -> None:
+    kept, deleted = create(store), create(store)
+    backend.set_column(deleted.id, "deleted_at", T0)
+    assert store.get(deleted.id) is None
+    assert store.get(deleted.id, owner="key-a") is None
+    assert store.cancel(deleted.id, owner="key-a") is None
+    assert [job.id for job in store.list(owner="key-a", limit=9)] == [kept.id]

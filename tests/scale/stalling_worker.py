@@ -8,9 +8,10 @@ It runs ``reelforge.runtime.run_worker(Settings())``, with two patches made here
   the worker stops itself (SIGSTOP) until the test sends SIGCONT. Its heartbeat has ended
   by then, so its lease lapses and another worker takes the job over, as after a long GC
   pause or a swapped-out process, but at a point the test can rely on.
-- ``PostgresJobStore.complete`` is conditional on the job's status only (``tokenless``),
-  on nothing but its id (``unguarded``), or, with ``real``, unchanged: on the lease token.
-  Only ``complete`` is loosened; heartbeats, ``fail`` and ``release`` keep the token.
+- ``PostgresJobStore.finish`` with ``Completed`` (what ``complete`` calls) is conditional on
+  the job's status only (``tokenless``), on nothing but its id (``unguarded``), or, with
+  ``real``, unchanged: on the lease token. Only completions are loosened; heartbeats,
+  failures, ``release`` and ``requeue`` keep the token.
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import pytest
 
 from reelforge.jobs.model import Lease
-from reelforge.jobs.postgres import PostgresJobStore
+from reelforge.jobs.postgres import PgConnection, PostgresJobStore
 from reelforge.runtime import run_worker
 from reelforge.settings import Settings
 from reelforge.worker import Worker
@@ -34,19 +35,19 @@ from reelforge.worker import Worker
 PAUSE: Final = "PAUSE"
 """Jobs whose prompt contains this stop their worker before it records them."""
 PAUSED_ATTEMPTS: Final = 2
-LEASE_CONDITION: Final = "WHERE id = %(id)s AND status = 'generating' AND lease_token = %(token)s"
-"""The condition of ``PostgresJobStore.complete``'s UPDATE, as written there."""
+LEASE_CONDITION: Final = "id = %(id)s AND status = 'generating' AND lease_token = %(token)s"
+"""The condition of ``PostgresJobStore.finish``'s UPDATE, as written there."""
 CONDITIONS: Final = {
     "real": LEASE_CONDITION,
-    "tokenless": "WHERE id = %(id)s AND status = 'generating'",
-    "unguarded": "WHERE id = %(id)s",
+    "tokenless": "id = %(id)s AND status = 'generating'",
+    "unguarded": "id = %(id)s",
 }
 
 log = logging.getLogger("reelforge.stalling_worker")
 
 Finish = Callable[[Worker, Any, dict[str, Any]], None]
 """``Worker._finish(run, meta)``; ``run.lease`` is the attempt's lease."""
-UpdateLeased = Callable[[PostgresJobStore, str, Lease, dict[str, Any]], bool]
+UpdateLeased = Callable[[PostgresJobStore, PgConnection, str, Lease, Mapping[str, Any]], Any]
 
 
 def pausing(finish: Finish) -> Finish:
@@ -54,7 +55,7 @@ def pausing(finish: Finish) -> Finish:
 
     def paused_finish(worker: Worker, run: Any, meta: dict[str, Any]) -> None:
         lease: Lease = run.lease
-        if PAUSE in lease.job.request["prompt"] and lease.job.attempts <= PAUSED_ATTEMPTS:
+        if PAUSE in lease.job.request.prompt and lease.job.attempts <= PAUSED_ATTEMPTS:
             log.info(
                 "pausing before recording job %s, attempt %d", lease.job.id, lease.job.attempts
             )
@@ -69,14 +70,18 @@ def pausing(finish: Finish) -> Finish:
 
 
 def loosened(update_leased: UpdateLeased, condition: str) -> UpdateLeased:
-    """``PostgresJobStore._update_leased`` with ``complete``'s condition replaced."""
+    """``PostgresJobStore._update_leased`` with a completion's condition replaced."""
 
     def loose_update(
-        store: PostgresJobStore, query: str, lease: Lease, params: dict[str, Any]
-    ) -> bool:
-        if "SET status = 'completed'" in query:
+        store: PostgresJobStore,
+        conn: PgConnection,
+        query: str,
+        lease: Lease,
+        params: Mapping[str, Any],
+    ) -> Any:
+        if params.get("status") == "completed":
             query = query.replace(LEASE_CONDITION, condition)
-        return update_leased(store, query, lease, params)
+        return update_leased(store, conn, query, lease, params)
 
     return loose_update
 
@@ -85,8 +90,8 @@ def main() -> None:
     mode = sys.argv[1] if len(sys.argv) > 1 else "real"
     if mode not in CONDITIONS:
         sys.exit(f"usage: python -m tests.scale.stalling_worker {'|'.join(CONDITIONS)}")
-    if LEASE_CONDITION not in inspect.getsource(PostgresJobStore.complete):
-        sys.exit("PostgresJobStore.complete's SQL changed: this patch would prove nothing")
+    if LEASE_CONDITION not in inspect.getsource(PostgresJobStore.finish):
+        sys.exit("PostgresJobStore.finish's SQL changed: this patch would prove nothing")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(Worker, "_finish", pausing(Worker._finish))

@@ -1,2 +1,3 @@
-"""Durable job storage: the ``JobStore`` interface (``model``) and its backends (``sqlite``,
-``postgres``, whose schema ``migrate`` upgrades)."""
+"""Durable job storage: the records and interfaces (``model``), the bookkeeping both backends
+share (``base``), the backends (``sqlite`` on ``sqlitefile``, ``postgres`` with its
+``listener``) and the schema migrations of both (``migrate``, ``migrations/``)."""

@@ -31,6 +31,7 @@ machines cannot hand a live lease to a second worker.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from enum import StrEnum
@@ -318,7 +319,7 @@ class JobQueue(Protocol):
 
     def events_after(
         self, after: int, *, limit: int = 100, job_id: str | None = None
-    ) -> list[JobEvent]:
+    ) -> builtins.list[JobEvent]:
         """Events with ``id`` > ``after``, oldest first, at most ``limit`` (one job's with
         ``job_id``). Cheap: an index scan from ``after``."""
         ...

@@ -8,64 +8,80 @@ claimers take different jobs, and the expired-lease pass skips rows another tran
 holds. The store does not create its schema: ``reelforge db upgrade`` (``jobs.migrate``)
 does, and the store refuses a schema older or newer than the code's.
 
-New work: ``create`` sends ``NOTIFY reelforge_jobs`` (payload: the model) in its own
-transaction, delivered at commit. ``on_new_work`` listens on a dedicated connection.
+Time: every time the store writes or compares is ``reelforge_now(%(now)s)`` (migration
+0005): the database's ``now()`` when ``now`` is NULL, which it is unless a clock was
+injected (tests). One clock for every machine: skew cannot hand a live lease to another.
+
+The event log: a transaction that appends events first takes ``EVENTS_LOCK_KEY`` (an
+advisory lock held to its commit), so event ids are in commit order and a reader polling
+"after id N" never skips an event that commits late.
+
+Notifications (``listener.py``): a job becoming ``queued`` sends ``NOTIFY`` on the jobs
+channel (payload: its model), appended events on the events channel, both delivered at
+commit; ``on_new_work`` and ``on_event`` share one listening connection.
 
 The URL may carry ``options=-c search_path=...`` to keep the tables in their own schema;
-notifications are database-wide.
+the channels are then that schema's (see ``listener.py``).
 """
 
 from __future__ import annotations
 
+import builtins
 import json
-import logging
 import os
 import secrets
 import threading
-import time
 import uuid
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Final
 
 try:
     import psycopg
-    from psycopg import sql
     from psycopg.rows import DictRow, dict_row
     from psycopg_pool import ConnectionPool
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError("the PostgreSQL job store needs: pip install 'reelforge[postgres]'") from exc
 
 from reelforge.contract import Status
-from reelforge.jobs import migrate
-from reelforge.jobs.model import CANCELLED, WORKER_LOST, ApiKey, Job, Lease
+from reelforge.jobs import base, migrate
+from reelforge.jobs.base import Ending, StoreBase
+from reelforge.jobs.listener import EVENTS_CHANNEL, JOBS_CHANNEL, Listener, channel
+from reelforge.jobs.model import (
+    DEFAULT_DIALECT,
+    PROGRESS_EVENT_SECONDS,
+    PROGRESS_EVENTS_KEPT_SECONDS,
+    ApiKey,
+    EventKind,
+    Job,
+    JobEvent,
+    Lease,
+    Outcome,
+    Phase,
+)
+from reelforge.request import JobRequest
 
-log = logging.getLogger(__name__)
-
-CHANNEL: Final = "reelforge_jobs"
-"""The NOTIFY channel ``create`` signals on; the payload is the new job's model."""
 POOL_TIMEOUT_S: Final = 10.0
 """Longest wait for a pooled connection (or a first connection) before failing, seconds."""
-LISTEN_POLL_S: Final = 0.25
-"""How often the listener thread checks whether the store is closing, seconds."""
-RECONNECT_BACKOFF_S: Final = (0.1, 5.0)
-"""First and largest wait before the listener reconnects, seconds (doubling in between)."""
+EVENTS_LOCK_KEY: Final = 0x7266_6576_656E_7473
+"""``pg_advisory_xact_lock`` key an event-appending transaction holds (ASCII "rfevents")."""
 
 PgConnection = psycopg.Connection[DictRow]
 
 
-class PostgresJobStore:
-    """A ``JobStore`` on PostgreSQL (see the module docstring for threads and processes)."""
+class PostgresJobStore(StoreBase):
+    """A ``Store`` on PostgreSQL (see the module docstring for threads, time and events)."""
 
     def __init__(
         self,
         url: str,
         *,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         min_size: int = 1,
         max_size: int = 8,
     ) -> None:
-        """Connect to the database at ``url`` (a URL or conninfo string).
+        """Connect to the database at ``url`` (a URL or conninfo string). Times are the
+        database's unless ``clock`` is given.
 
         Raises ``RuntimeError`` if the schema is missing, older than this code's (run
         ``reelforge db upgrade``) or newer; ``psycopg.OperationalError`` if the database
@@ -73,6 +89,10 @@ class PostgresJobStore:
         """
         with psycopg.connect(url, connect_timeout=int(POOL_TIMEOUT_S)) as conn:
             migrate.require_current(conn)
+            row = conn.execute("SELECT current_schema()").fetchone()
+        schema = "public" if row is None or row[0] is None else str(row[0])
+        self._jobs_channel = channel(JOBS_CHANNEL, schema)
+        self._events_channel = channel(EVENTS_CHANNEL, schema)
         self._url = url
         self._clock = clock
         self._pid = os.getpid()
@@ -87,9 +107,13 @@ class PostgresJobStore:
             name="reelforge-jobs",
             open=True,
         )
-        self._listener: _Listener | None = None
+        self._listener: Listener | None = None
         self._listener_lock = threading.Lock()
         self._closed = False
+
+    def _now(self) -> float | None:
+        """The injected clock's time, or None: ``reelforge_now`` then reads the database's."""
+        return None if self._clock is None else self._clock()
 
     @contextmanager
     def _connection(self) -> Iterator[PgConnection]:
@@ -106,34 +130,58 @@ class PostgresJobStore:
         with self._connection() as conn, conn.transaction():
             yield conn
 
-    def create(self, *, owner: str, model: str, request: dict[str, Any], max_attempts: int) -> Job:
-        if max_attempts < 1:
-            raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
+    # --- the queue ------------------------------------------------------------------------
+
+    def create(
+        self,
+        *,
+        owner: str,
+        model: str,
+        request: JobRequest,
+        max_attempts: int,
+        dialect: str = DEFAULT_DIALECT,
+        callback_url: str | None = None,
+        lora: str | None = None,
+    ) -> Job:
         params = {
             "id": uuid.uuid4().hex,
             "owner": owner,
             "model": model,
-            "request": _dump_json(request),
+            "request": self._check_create(max_attempts, request),
             "max_attempts": max_attempts,
-            "now": self._clock(),
-            "channel": CHANNEL,
+            "dialect": dialect,
+            "callback_url": callback_url,
+            "lora": lora,
+            "now": self._now(),
         }
         try:
             with self._transaction() as conn:
-                row = conn.execute(
-                    """
-                    INSERT INTO jobs (id, owner, model, request, status, progress, attempts,
-                                      max_attempts, meta, created_at, updated_at)
-                    VALUES (%(id)s, %(owner)s, %(model)s, %(request)s::jsonb, 'queued', 0, 0,
-                            %(max_attempts)s, '{}', %(now)s, %(now)s)
-                    RETURNING *
-                    """,
-                    params,
-                ).fetchone()
-                conn.execute("SELECT pg_notify(%(channel)s, %(model)s)", params)
+                row = _one(
+                    conn.execute(
+                        """
+                        INSERT INTO jobs (id, owner, model, request, status, progress, attempts,
+                                          max_attempts, meta, created_at, updated_at, dialect,
+                                          callback_url, lora)
+                        VALUES (%(id)s, %(owner)s, %(model)s, %(request)s::jsonb, 'queued', 0,
+                                0, %(max_attempts)s, '{}', reelforge_now(%(now)s),
+                                reelforge_now(%(now)s), %(dialect)s, %(callback_url)s, %(lora)s)
+                        RETURNING *
+                        """,
+                        params,
+                    ).fetchone()
+                )
+                with conn.cursor() as cursor:
+                    cursor.executemany(
+                        """
+                        INSERT INTO job_inputs (job_id, key) VALUES (%s, %s)
+                        ON CONFLICT DO NOTHING
+                        """,
+                        [(row["id"], key) for key in request.input_keys],
+                    )
+                self._queued(conn, [row], EventKind.QUEUED, {})
         except psycopg.errors.UntranslatableCharacter as exc:
             raise ValueError(f"request cannot be stored in PostgreSQL's jsonb: {exc}") from exc
-        return _job_from_row(_found(row))
+        return base.job_from_row(row)
 
     def get(self, job_id: str, *, owner: str | None = None) -> Job | None:
         with self._connection() as conn:
@@ -141,26 +189,43 @@ class PostgresJobStore:
                 """
                 SELECT * FROM jobs
                 WHERE id = %(id)s AND (%(owner)s::text IS NULL OR owner = %(owner)s::text)
+                  AND deleted_at IS NULL
                 """,
                 {"id": job_id, "owner": owner},
             ).fetchone()
-        return None if row is None else _job_from_row(row)
+        return None if row is None else base.job_from_row(row)
+
+    def list(self, *, owner: str, limit: int, after: str | None = None) -> list[Job]:
+        self._check_limit(limit)
+        with self._connection() as conn:
+            rows = conn.execute(
+                """
+                SELECT * FROM jobs
+                WHERE owner = %(owner)s AND deleted_at IS NULL
+                  AND (%(after)s::text IS NULL OR (created_at, id) < (
+                      SELECT created_at, id FROM jobs
+                      WHERE id = %(after)s::text AND owner = %(owner)s))
+                ORDER BY created_at DESC, id DESC
+                LIMIT %(limit)s
+                """,
+                {"owner": owner, "after": after, "limit": limit},
+            ).fetchall()
+        return [base.job_from_row(row) for row in rows]
 
     def claim(
         self, *, worker_id: str, lease_seconds: float, models: Collection[str] | None = None
     ) -> Lease | None:
-        _require_positive_lease(lease_seconds)
-        now = self._clock()
+        self._check_lease(lease_seconds)
         token = secrets.token_hex(16)
         params = {
             "token": token,
-            "expires": now + lease_seconds,
+            "lease_seconds": lease_seconds,
             "worker_id": worker_id,
-            "now": now,
+            "now": self._now(),
             "models": None if models is None else sorted(models),
         }
         with self._transaction() as conn:
-            _settle_expired(conn, now)
+            self._settle_expired(conn)
             # Every eligibility filter is inside the locked sub-select: SKIP LOCKED then
             # moves on to the next eligible job instead of returning nothing.
             row = conn.execute(
@@ -168,6 +233,7 @@ class PostgresJobStore:
                 WITH picked AS MATERIALIZED (
                     SELECT id FROM jobs
                     WHERE status = 'queued'
+                      AND (run_after IS NULL OR run_after <= reelforge_now(%(now)s))
                       AND (%(models)s::text[] IS NULL OR model = ANY(%(models)s::text[]))
                     ORDER BY created_at, id
                     LIMIT 1
@@ -175,96 +241,284 @@ class PostgresJobStore:
                 )
                 UPDATE jobs
                 SET status = 'generating', lease_token = %(token)s,
-                    lease_expires_at = %(expires)s, attempts = jobs.attempts + 1,
-                    worker_id = %(worker_id)s, progress = 0,
-                    started_at = COALESCE(jobs.started_at, %(now)s), updated_at = %(now)s
+                    lease_expires_at = reelforge_now(%(now)s) + %(lease_seconds)s,
+                    attempts = jobs.attempts + 1, worker_id = %(worker_id)s, progress = 0,
+                    phase = 'preparing',
+                    started_at = COALESCE(jobs.started_at, reelforge_now(%(now)s)),
+                    updated_at = reelforge_now(%(now)s)
                 FROM picked
                 WHERE jobs.id = picked.id
                 RETURNING jobs.*
                 """,
                 params,
             ).fetchone()
-        return None if row is None else Lease(job=_job_from_row(row), token=token)
+            if row is not None:
+                self._append(conn, [row], EventKind.STARTED, {"attempts": row["attempts"]})
+        return None if row is None else Lease(job=base.job_from_row(row), token=token)
 
-    def heartbeat(self, lease: Lease, *, lease_seconds: float, progress: int | None = None) -> bool:
-        _require_positive_lease(lease_seconds)
-        if progress is not None and not 0 <= progress <= 100:
-            raise ValueError(f"progress must be between 0 and 100, got {progress}")
-        now = self._clock()
-        return self._update_leased(
-            """
-            UPDATE jobs
-            SET lease_expires_at = %(expires)s,
-                progress = COALESCE(%(progress)s::integer, progress), updated_at = %(now)s
-            WHERE id = %(id)s AND status = 'generating' AND lease_token = %(token)s
-              AND cancel_requested_at IS NULL
-            """,
-            lease,
-            {"expires": now + lease_seconds, "progress": progress, "now": now},
-        )
-
-    def complete(
-        self, lease: Lease, *, video_key: str, credits_used: float, meta: dict[str, Any]
+    def heartbeat(
+        self,
+        lease: Lease,
+        *,
+        lease_seconds: float,
+        progress: int | None = None,
+        phase: Phase | None = None,
     ) -> bool:
-        return self._update_leased(
-            """
-            UPDATE jobs
-            SET status = 'completed', progress = 100, video_key = %(video_key)s,
-                credits_used = %(credits_used)s, meta = %(meta)s::jsonb, lease_token = NULL,
-                lease_expires_at = NULL, finished_at = %(now)s, updated_at = %(now)s
-            WHERE id = %(id)s AND status = 'generating' AND lease_token = %(token)s
-            """,
-            lease,
-            {
-                "video_key": video_key,
-                "credits_used": credits_used,
-                "meta": _dump_json(meta),
-                "now": self._clock(),
-            },
-        )
+        self._check_lease(lease_seconds)
+        self._check_progress(progress)
+        params = {
+            "lease_seconds": lease_seconds,
+            "progress": progress,
+            "phase": None if phase is None else phase.value,
+            "now": self._now(),
+        }
+        with self._transaction() as conn:
+            rows = self._update_leased(
+                conn,
+                """
+                UPDATE jobs
+                SET lease_expires_at = reelforge_now(%(now)s) + %(lease_seconds)s,
+                    progress = COALESCE(%(progress)s::integer, progress),
+                    phase = COALESCE(%(phase)s::text, phase), updated_at = reelforge_now(%(now)s)
+                WHERE id = %(id)s AND status = 'generating' AND lease_token = %(token)s
+                  AND cancel_requested_at IS NULL
+                RETURNING *
+                """,
+                lease,
+                params,
+            )
+            for row in rows:
+                self._note_progress(conn, row)
+        return bool(rows)
 
-    def fail(
-        self, lease: Lease, *, error_name: str, error_message: str, credits_used: float
-    ) -> bool:
-        return self._update_leased(
-            """
-            UPDATE jobs
-            SET status = 'error', error_name = %(error_name)s,
-                error_message = %(error_message)s, credits_used = %(credits_used)s,
-                lease_token = NULL, lease_expires_at = NULL, finished_at = %(now)s,
-                updated_at = %(now)s
-            WHERE id = %(id)s AND status = 'generating' AND lease_token = %(token)s
-            """,
-            lease,
-            {
-                "error_name": error_name,
-                "error_message": error_message,
-                "credits_used": credits_used,
-                "now": self._clock(),
-            },
-        )
+    def finish(self, lease: Lease, outcome: Outcome) -> bool:
+        with self._transaction() as conn:
+            ended = self._end(
+                conn,
+                base.ending_of(outcome),
+                where="id = %(id)s AND status = 'generating' AND lease_token = %(token)s",
+                lease=lease,
+            )
+        return bool(ended)
 
     def release(self, lease: Lease) -> bool:
-        return self._update_leased(
-            """
-            UPDATE jobs
-            SET status = 'queued', attempts = attempts - 1, progress = 0, lease_token = NULL,
-                lease_expires_at = NULL, worker_id = NULL, updated_at = %(now)s
-            WHERE id = %(id)s AND status = 'generating' AND lease_token = %(token)s
-            """,
-            lease,
-            {"now": self._clock()},
-        )
+        return self._back_to_queue(lease, delay_seconds=0, retried=False, reason="released")
 
-    def _update_leased(self, query: str, lease: Lease, params: dict[str, Any]) -> bool:
-        """Run an UPDATE conditional on ``id``/``token``; True if it changed the job."""
-        with self._connection() as conn:
-            cursor = conn.execute(query, {**params, "id": lease.job.id, "token": lease.token})
-        return cursor.rowcount == 1
+    def requeue(self, lease: Lease, *, delay_seconds: float, reason: str) -> bool:
+        self._check_delay(delay_seconds)
+        return self._back_to_queue(lease, delay_seconds=delay_seconds, retried=True, reason=reason)
+
+    def _back_to_queue(
+        self, lease: Lease, *, delay_seconds: float, retried: bool, reason: str
+    ) -> bool:
+        """``release``/``requeue``: queued again, the attempt not charged; a job its client
+        asked to cancel ends ``Cancelled`` instead (the flag is never unset, so whichever
+        UPDATE fails, the other decides)."""
+        params = {"now": self._now(), "delay": delay_seconds, "retried": int(retried)}
+        with self._transaction() as conn:
+            rows = self._update_leased(
+                conn,
+                """
+                UPDATE jobs
+                SET status = 'queued', attempts = attempts - 1,
+                    retries = retries + %(retried)s,
+                    run_after = reelforge_now(%(now)s) + %(delay)s, progress = 0, phase = NULL,
+                    lease_token = NULL, lease_expires_at = NULL, worker_id = NULL,
+                    updated_at = reelforge_now(%(now)s)
+                WHERE id = %(id)s AND status = 'generating' AND lease_token = %(token)s
+                  AND cancel_requested_at IS NULL
+                RETURNING *
+                """,
+                lease,
+                params,
+            )
+            if rows:
+                self._queued(conn, rows, EventKind.REQUEUED, {"reason": reason})
+            else:
+                rows = self._end(
+                    conn,
+                    base.cancelled(),
+                    where="id = %(id)s AND status = 'generating' AND lease_token = %(token)s"
+                    " AND cancel_requested_at IS NOT NULL",
+                    lease=lease,
+                )
+        return bool(rows)
+
+    def cancel(self, job_id: str, *, owner: str) -> Job | None:
+        params = {"id": job_id, "owner": owner, "now": self._now()}
+        with self._transaction() as conn:
+            self._end(
+                conn,
+                base.cancelled(),
+                where="id = %(id)s AND owner = %(owner)s AND status = 'queued'"
+                " AND deleted_at IS NULL",
+                params=params,
+            )
+            conn.execute(
+                """
+                UPDATE jobs
+                SET cancel_requested_at = reelforge_now(%(now)s),
+                    updated_at = reelforge_now(%(now)s)
+                WHERE id = %(id)s AND owner = %(owner)s AND status = 'generating'
+                  AND cancel_requested_at IS NULL AND deleted_at IS NULL
+                """,
+                params,
+            )
+            row = conn.execute(
+                """
+                SELECT * FROM jobs
+                WHERE id = %(id)s AND owner = %(owner)s AND deleted_at IS NULL
+                """,
+                params,
+            ).fetchone()
+        return None if row is None else base.job_from_row(row)
 
     def settle_expired(self) -> int:
         with self._transaction() as conn:
-            return _settle_expired(conn, self._clock())
+            return self._settle_expired(conn)
+
+    def _settle_expired(self, conn: PgConnection) -> int:
+        """The expired-lease pass, inside the caller's transaction; returns jobs moved.
+
+        Rows another transaction holds (a heartbeat in flight, another settler) are skipped.
+        """
+        expired = conn.execute(
+            """
+            SELECT id, attempts, max_attempts, cancel_requested_at FROM jobs
+            WHERE status = 'generating' AND lease_expires_at < reelforge_now(%(now)s)
+            FOR UPDATE SKIP LOCKED
+            """,
+            {"now": self._now()},
+        ).fetchall()
+        for job in expired:
+            params = {"id": job["id"], "now": self._now()}
+            if job["cancel_requested_at"] is None and job["attempts"] < job["max_attempts"]:
+                row = conn.execute(
+                    """
+                    UPDATE jobs
+                    SET status = 'queued', progress = 0, phase = NULL, lease_token = NULL,
+                        lease_expires_at = NULL, worker_id = NULL,
+                        updated_at = reelforge_now(%(now)s)
+                    WHERE id = %(id)s AND status = 'generating'
+                    RETURNING *
+                    """,
+                    params,
+                ).fetchone()
+                self._queued(conn, [_one(row)], EventKind.REQUEUED, {"reason": "lease expired"})
+                continue
+            ending = base.worker_lost(job["attempts"])
+            if job["cancel_requested_at"] is not None:
+                ending = base.cancelled()
+            self._end(conn, ending, where="id = %(id)s AND status = 'generating'", params=params)
+        return len(expired)
+
+    def _end(
+        self,
+        conn: PgConnection,
+        ending: Ending,
+        *,
+        where: str,
+        params: Mapping[str, Any] | None = None,
+        lease: Lease | None = None,
+    ) -> builtins.list[DictRow]:
+        """Every terminal transition: end the jobs matching ``where`` (one of this module's
+        conditions, on ``id``/``token`` through ``_update_leased`` if ``lease`` is given)
+        as ``ending`` says, appending its event for each; the rows ended."""
+        query = f"""
+            UPDATE jobs
+            SET status = %(status)s,
+                progress = CASE WHEN %(status)s = 'completed' THEN 100 ELSE progress END,
+                error_name = %(error_name)s, error_message = %(error_message)s,
+                video_key = %(video_key)s,
+                credits_used = COALESCE(%(credits_used)s::double precision, credits_used),
+                meta = COALESCE(%(meta)s::jsonb, meta), lease_token = NULL,
+                lease_expires_at = NULL, phase = NULL, finished_at = reelforge_now(%(now)s),
+                updated_at = reelforge_now(%(now)s)
+            WHERE {where}
+            RETURNING *
+            """  # noqa: S608 (``where`` is one of this module's constant conditions)
+        bound = {"now": self._now(), **(params or {}), **ending.params()}
+        if lease is None:
+            rows = conn.execute(query, bound).fetchall()
+        else:
+            rows = self._update_leased(conn, query, lease, bound)
+        self._append(conn, rows, ending.kind, ending.data)
+        return rows
+
+    def _update_leased(
+        self, conn: PgConnection, query: str, lease: Lease, params: Mapping[str, Any]
+    ) -> builtins.list[DictRow]:
+        """Run an UPDATE ... RETURNING conditional on ``id``/``token`` (every statement that
+        acts on a lease goes through here); the rows it changed."""
+        return conn.execute(query, {**params, "id": lease.job.id, "token": lease.token}).fetchall()
+
+    def _queued(
+        self,
+        conn: PgConnection,
+        rows: builtins.list[DictRow],
+        kind: EventKind,
+        data: Mapping[str, Any],
+    ) -> None:
+        """Append the events of jobs that became ``queued`` and wake idle workers."""
+        self._append(conn, rows, kind, data)
+        for row in rows:
+            conn.execute("SELECT pg_notify(%s, %s)", (self._jobs_channel, row["model"]))
+
+    def _append(
+        self,
+        conn: PgConnection,
+        rows: builtins.list[DictRow],
+        kind: EventKind,
+        data: Mapping[str, Any],
+    ) -> None:
+        """Append one event per row (the jobs after the change), in the caller's transaction,
+        taking the events' turn first (see the module docstring)."""
+        if not rows:
+            return
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (EVENTS_LOCK_KEY,))
+        with conn.cursor() as cursor:
+            cursor.executemany(
+                """
+                INSERT INTO job_events (job_id, owner, kind, status, progress, phase,
+                                        created_at, data)
+                VALUES (%(job_id)s, %(owner)s, %(kind)s, %(status)s, %(progress)s, %(phase)s,
+                        %(created_at)s, %(data)s::jsonb)
+                """,
+                [base.event_params(row, kind, data) for row in rows],
+            )
+        conn.execute("SELECT pg_notify(%s, '')", (self._events_channel,))
+
+    def _note_progress(self, conn: PgConnection, row: DictRow) -> None:
+        """Append a ``progress`` event after a heartbeat that left ``row``: always when the
+        phase differs from the job's last event's, else when the progress differs and the
+        job's last progress event is ``PROGRESS_EVENT_SECONDS`` old or more."""
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (EVENTS_LOCK_KEY,))
+        appended = conn.execute(
+            """
+            WITH last AS (
+                SELECT progress, phase FROM job_events
+                WHERE job_id = %(job_id)s ORDER BY id DESC LIMIT 1
+            )
+            INSERT INTO job_events (job_id, owner, kind, status, progress, phase, created_at,
+                                    data)
+            SELECT %(job_id)s, %(owner)s, %(kind)s, %(status)s, %(progress)s, %(phase)s,
+                   %(created_at)s, %(data)s::jsonb
+            WHERE NOT EXISTS (
+                SELECT 1 FROM last
+                WHERE last.phase IS NOT DISTINCT FROM %(phase)s::text
+                  AND (last.progress = %(progress)s OR EXISTS (
+                      SELECT 1 FROM job_events
+                      WHERE job_id = %(job_id)s AND kind = 'progress'
+                        AND created_at > %(created_at)s - %(gap)s))
+            )
+            """,
+            {
+                **base.event_params(row, EventKind.PROGRESS, {}),
+                "gap": PROGRESS_EVENT_SECONDS,
+            },
+        ).rowcount
+        if appended:
+            conn.execute("SELECT pg_notify(%s, '')", (self._events_channel,))
 
     def counts(self) -> dict[Status, int]:
         with self._connection() as conn:
@@ -272,18 +526,119 @@ class PostgresJobStore:
         found = {Status(row["status"]): int(row["n"]) for row in rows}
         return {status: found.get(status, 0) for status in Status}
 
+    def events_after(
+        self, after: int, *, limit: int = 100, job_id: str | None = None
+    ) -> builtins.list[JobEvent]:
+        self._check_limit(limit)
+        with self._connection() as conn:
+            if job_id is None:
+                rows = conn.execute(
+                    "SELECT * FROM job_events WHERE id > %s ORDER BY id LIMIT %s", (after, limit)
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    """
+                    SELECT * FROM job_events WHERE job_id = %s AND id > %s
+                    ORDER BY id LIMIT %s
+                    """,
+                    (job_id, after, limit),
+                ).fetchall()
+        return [base.event_from_row(row) for row in rows]
+
+    def on_new_work(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (from the listener thread) whenever a job may have been queued
+        (see ``listener.Listener`` for when and how)."""
+        self._listen(self._jobs_channel, callback)
+
+    def on_event(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (from the listener thread) whenever events may have been
+        appended (see ``listener.Listener``)."""
+        self._listen(self._events_channel, callback)
+
+    def _listen(self, name: str, callback: Callable[[], None]) -> None:
+        with self._listener_lock:
+            if self._closed:
+                raise RuntimeError("the store is closed")
+            if self._listener is None:
+                channels = [self._jobs_channel, self._events_channel]
+                self._listener = Listener(self._url, channels)
+                self._listener.add(name, callback)
+                self._listener.start()
+            else:
+                self._listener.add(name, callback)
+
+    # --- the archive ----------------------------------------------------------------------
+
+    def finished_before(self, cutoff: float, *, limit: int) -> builtins.list[Job]:
+        with self._connection() as conn:
+            rows = conn.execute(
+                """
+                SELECT * FROM jobs
+                WHERE finished_at IS NOT NULL AND purged_at IS NULL AND finished_at < %s
+                ORDER BY finished_at LIMIT %s
+                """,
+                (cutoff, limit),
+            ).fetchall()
+        return [base.job_from_row(row) for row in rows]
+
+    def inputs_in_use(self, keys: Collection[str], *, excluding: Collection[str]) -> set[str]:
+        with self._connection() as conn:
+            rows = conn.execute(
+                """
+                SELECT DISTINCT job_inputs.key FROM job_inputs
+                JOIN jobs ON jobs.id = job_inputs.job_id
+                WHERE job_inputs.key = ANY(%(keys)s::text[])
+                  AND NOT (job_inputs.job_id = ANY(%(excluding)s::text[]))
+                  AND jobs.purged_at IS NULL
+                """,
+                {"keys": sorted(keys), "excluding": sorted(excluding)},
+            ).fetchall()
+        return {row["key"] for row in rows}
+
+    def mark_purged(self, job_ids: Collection[str]) -> None:
+        params = {"ids": sorted(job_ids), "now": self._now()}
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE jobs SET purged_at = reelforge_now(%(now)s) WHERE id = ANY(%(ids)s)",
+                params,
+            )
+            conn.execute("DELETE FROM job_events WHERE job_id = ANY(%(ids)s)", params)
+            conn.execute("DELETE FROM job_inputs WHERE job_id = ANY(%(ids)s)", params)
+
+    def prune_events(self) -> int:
+        params = {
+            "now": self._now(),
+            "kept": PROGRESS_EVENTS_KEPT_SECONDS,
+            "batch": base.PRUNE_BATCH,
+        }
+        with self._connection() as conn:
+            return conn.execute(
+                """
+                DELETE FROM job_events WHERE id IN (
+                    SELECT job_events.id FROM job_events
+                    JOIN jobs ON jobs.id = job_events.job_id
+                    WHERE job_events.kind = 'progress'
+                      AND jobs.finished_at < reelforge_now(%(now)s) - %(kept)s
+                    LIMIT %(batch)s
+                )
+                """,
+                params,
+            ).rowcount
+
+    # --- keys -----------------------------------------------------------------------------
+
     def add_key(self, *, name: str, key_hash: str, prefix: str) -> ApiKey:
         params = {"id": uuid.uuid4().hex, "name": name, "key_hash": key_hash, "prefix": prefix}
         with self._connection() as conn:
             row = conn.execute(
                 """
                 INSERT INTO api_keys (id, name, key_hash, prefix, created_at)
-                VALUES (%(id)s, %(name)s, %(key_hash)s, %(prefix)s, %(now)s)
+                VALUES (%(id)s, %(name)s, %(key_hash)s, %(prefix)s, reelforge_now(%(now)s))
                 RETURNING id, name, created_at, revoked_at, prefix
                 """,
-                {**params, "now": self._clock()},
+                {**params, "now": self._now()},
             ).fetchone()
-        return ApiKey(**_found(row))
+        return ApiKey(**_one(row))
 
     def key_for_hash(self, key_hash: str) -> ApiKey | None:
         with self._connection() as conn:
@@ -296,7 +651,7 @@ class PostgresJobStore:
             ).fetchone()
         return None if row is None else ApiKey(**row)
 
-    def list_keys(self) -> list[ApiKey]:
+    def list_keys(self) -> builtins.list[ApiKey]:
         with self._connection() as conn:
             rows = conn.execute(
                 """
@@ -322,126 +677,51 @@ class PostgresJobStore:
                 )
             if ids:
                 conn.execute(
-                    "UPDATE api_keys SET revoked_at = %s WHERE id = %s",
-                    (self._clock(), ids[0]["id"]),
+                    "UPDATE api_keys SET revoked_at = reelforge_now(%s) WHERE id = %s",
+                    (self._now(), ids[0]["id"]),
                 )
         return len(ids) == 1
 
-    def on_new_work(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` (from a listener thread) whenever a job may have been created.
-
-        The first call starts a thread that ``LISTEN``s on its own connection; it calls
-        every registered callback on each notification, and once each time ``LISTEN``
-        starts, first or after a reconnect (notifications sent while nobody listened are
-        lost). Callbacks run on that thread, so they must be quick; they only wake a
-        worker, which then claims. One that raises is logged and the others still run.
-        """
-        with self._listener_lock:
-            if self._closed:
-                raise RuntimeError("the store is closed")
-            if self._listener is None:
-                self._listener = _Listener(self._url)
-                self._listener.add(callback)
-                self._listener.start()
-            else:
-                self._listener.add(callback)
-
-    def cancel(self, job_id: str, *, owner: str) -> Job | None:
-        params = {"id": job_id, "owner": owner, "now": self._clock(), "name": CANCELLED}
-        with self._transaction() as conn:
-            conn.execute(
-                """
-                UPDATE jobs SET status = 'error', error_name = %(name)s,
-                    error_message = 'cancelled by the client', finished_at = %(now)s,
-                    updated_at = %(now)s
-                WHERE id = %(id)s AND owner = %(owner)s AND status = 'queued'
-                """,
-                params,
-            )
-            conn.execute(
-                """
-                UPDATE jobs SET cancel_requested_at = %(now)s, updated_at = %(now)s
-                WHERE id = %(id)s AND owner = %(owner)s AND status = 'generating'
-                  AND cancel_requested_at IS NULL
-                """,
-                params,
-            )
-            row = conn.execute(
-                "SELECT * FROM jobs WHERE id = %(id)s AND owner = %(owner)s", params
-            ).fetchone()
-        return None if row is None else _job_from_row(row)
+    # --- coordination ---------------------------------------------------------------------
 
     def report_worker(self, worker_id: str, *, models: Collection[str]) -> None:
         with self._connection() as conn:
             conn.execute(
                 """
                 INSERT INTO workers (id, models, seen_at)
-                VALUES (%(id)s, %(models)s::jsonb, %(now)s)
+                VALUES (%(id)s, %(models)s::jsonb, reelforge_now(%(now)s))
                 ON CONFLICT (id) DO UPDATE
                     SET models = EXCLUDED.models, seen_at = EXCLUDED.seen_at
                 """,
-                {"id": worker_id, "models": json.dumps(sorted(models)), "now": self._clock()},
+                {"id": worker_id, "models": json.dumps(sorted(models)), "now": self._now()},
             )
 
-    def ready_models(self, *, seen_since: float) -> set[str]:
+    def ready_models(self, *, within: float) -> set[str]:
         with self._connection() as conn:
             rows = conn.execute(
                 """
                 SELECT DISTINCT jsonb_array_elements_text(models) AS model FROM workers
-                WHERE seen_at >= %s
+                WHERE seen_at >= reelforge_now(%(now)s) - %(within)s
                 """,
-                (seen_since,),
+                {"now": self._now(), "within": within},
             ).fetchall()
         return {row["model"] for row in rows}
 
     def take_chore(self, name: str, *, holder: str, seconds: float) -> bool:
-        now = self._clock()
         with self._connection() as conn:
             row = conn.execute(
                 """
                 INSERT INTO chores (name, holder, expires_at)
-                VALUES (%(name)s, %(holder)s, %(until)s)
-                ON CONFLICT (name) DO UPDATE SET holder = %(holder)s, expires_at = %(until)s
-                    WHERE chores.expires_at < %(now)s OR chores.holder = %(holder)s
+                VALUES (%(name)s, %(holder)s, reelforge_now(%(now)s) + %(seconds)s)
+                ON CONFLICT (name) DO UPDATE
+                    SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
+                    WHERE chores.expires_at < reelforge_now(%(now)s)
+                       OR chores.holder = EXCLUDED.holder
                 RETURNING name
                 """,
-                {"name": name, "holder": holder, "until": now + seconds, "now": now},
+                {"name": name, "holder": holder, "seconds": seconds, "now": self._now()},
             ).fetchone()
         return row is not None
-
-    def finished_before(self, cutoff: float, *, limit: int) -> list[Job]:
-        with self._connection() as conn:
-            rows = conn.execute(
-                """
-                SELECT * FROM jobs
-                WHERE finished_at IS NOT NULL AND purged_at IS NULL AND finished_at < %s
-                ORDER BY finished_at LIMIT %s
-                """,
-                (cutoff, limit),
-            ).fetchall()
-        return [_job_from_row(row) for row in rows]
-
-    def inputs_in_use(self, keys: Collection[str], *, excluding: Collection[str]) -> set[str]:
-        with self._connection() as conn:
-            rows = conn.execute(
-                """
-                SELECT request -> 'first_frame' ->> 'key' AS first,
-                       request -> 'last_frame' ->> 'key' AS last
-                FROM jobs
-                WHERE purged_at IS NULL AND NOT (id = ANY(%(excluding)s))
-                  AND (request -> 'first_frame' ->> 'key' = ANY(%(keys)s)
-                       OR request -> 'last_frame' ->> 'key' = ANY(%(keys)s))
-                """,
-                {"keys": sorted(keys), "excluding": sorted(excluding)},
-            ).fetchall()
-        return {key for row in rows for key in (row["first"], row["last"]) if key in keys}
-
-    def mark_purged(self, job_ids: Collection[str]) -> None:
-        with self._connection() as conn:
-            conn.execute(
-                "UPDATE jobs SET purged_at = %s WHERE id = ANY(%s)",
-                (self._clock(), sorted(job_ids)),
-            )
 
     def close(self) -> None:
         with self._listener_lock:
@@ -451,116 +731,8 @@ class PostgresJobStore:
         self._pool.close()
 
 
-class _Listener:
-    """A daemon thread holding a ``LISTEN`` connection, reconnecting with backoff."""
-
-    def __init__(self, url: str) -> None:
-        self._url = url
-        self._callbacks: list[Callable[[], None]] = []
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="reelforge-listen", daemon=True)
-
-    def add(self, callback: Callable[[], None]) -> None:
-        with self._lock:
-            self._callbacks.append(callback)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Ask the thread to end and wait for it (at most a poll interval and a connect)."""
-        self._stopping.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        delay, max_delay = RECONNECT_BACKOFF_S
-        while not self._stopping.is_set():
-            try:
-                with psycopg.connect(
-                    self._url, autocommit=True, connect_timeout=int(POOL_TIMEOUT_S)
-                ) as conn:
-                    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
-                    delay = RECONNECT_BACKOFF_S[0]
-                    # Jobs created while nobody listened sent notifications nobody got.
-                    self._notify()
-                    self._listen(conn)
-            except psycopg.Error:
-                log.warning("job notifications lost; reconnecting in %.1f s", delay, exc_info=True)
-                self._stopping.wait(delay)
-                delay = min(delay * 2, max_delay)
-
-    def _listen(self, conn: psycopg.Connection[Any]) -> None:
-        while not self._stopping.is_set():
-            for _ in conn.notifies(timeout=LISTEN_POLL_S):
-                self._notify()
-
-    def _notify(self) -> None:
-        with self._lock:
-            callbacks = list(self._callbacks)
-        for callback in callbacks:
-            try:
-                callback()
-            except Exception:
-                log.exception("a new-work callback raised; the listener goes on")
-
-
-def _settle_expired(conn: PgConnection, now: float) -> int:
-    """The expired-lease pass, inside the caller's transaction; returns rows moved.
-
-    Rows another transaction holds (a heartbeat in flight, another settler) are skipped.
-    """
-    params = {"worker_lost": WORKER_LOST, "now": now}
-    lost = conn.execute(
-        """
-        UPDATE jobs
-        SET status = 'error', error_name = %(worker_lost)s,
-            error_message = 'the worker stopped responding ' || attempts || ' time'
-                            || CASE attempts WHEN 1 THEN '' ELSE 's' END,
-            lease_token = NULL, lease_expires_at = NULL, finished_at = %(now)s,
-            updated_at = %(now)s
-        WHERE id IN (
-            SELECT id FROM jobs
-            WHERE status = 'generating' AND lease_expires_at < %(now)s
-              AND attempts >= max_attempts
-            FOR UPDATE SKIP LOCKED
-        )
-        """,
-        params,
-    ).rowcount
-    requeued = conn.execute(
-        """
-        UPDATE jobs
-        SET status = 'queued', progress = 0, lease_token = NULL, lease_expires_at = NULL,
-            worker_id = NULL, updated_at = %(now)s
-        WHERE id IN (
-            SELECT id FROM jobs
-            WHERE status = 'generating' AND lease_expires_at < %(now)s
-              AND attempts < max_attempts
-            FOR UPDATE SKIP LOCKED
-        )
-        """,
-        params,
-    ).rowcount
-    return lost + requeued
-
-
-def _job_from_row(row: DictRow) -> Job:
-    """The row as a ``Job`` (jsonb columns arrive as Python data already)."""
-    return Job(**{**row, "status": Status(row["status"])})
-
-
-def _found(row: DictRow | None) -> DictRow:
-    """The row of an INSERT ... RETURNING, which always returns one."""
+def _one(row: DictRow | None) -> DictRow:
+    """The row of a statement that always returns one (an INSERT, or an UPDATE of a row this
+    transaction holds locked)."""
     assert row is not None
     return row
-
-
-def _dump_json(data: dict[str, Any]) -> str:
-    """Strict JSON text: NaN and Infinity raise ``ValueError``, as jsonb refuses them."""
-    return json.dumps(data, allow_nan=False, separators=(",", ":"))
-
-
-def _require_positive_lease(lease_seconds: float) -> None:
-    if not lease_seconds > 0:
-        raise ValueError(f"lease_seconds must be positive, got {lease_seconds}")

@@ -1,0 +1,187 @@
+"""What both job store backends share: argument checks, row conversion and the bookkeeping of
+terminal transitions. The SQL stays in each backend (``sqlite.py``, ``postgres.py``)."""
+
+from __future__ import annotations
+
+import json
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from reelforge.contract import Status
+from reelforge.jobs.model import (
+    CANCELLED,
+    WORKER_LOST,
+    Completed,
+    EventKind,
+    Failed,
+    Job,
+    JobEvent,
+    Lease,
+    Outcome,
+    Phase,
+)
+from reelforge.request import JobRequest
+
+CANCELLED_MESSAGE: Final = "cancelled by the client"
+PRUNE_BATCH: Final = 1000
+"""Most events ``prune_events`` deletes in one call (bounded work per call)."""
+
+
+@dataclass(frozen=True)
+class Ending:
+    """What a terminal transition writes into the job, and the event it appends."""
+
+    kind: EventKind
+    status: Status
+    error_name: str | None = None
+    error_message: str | None = None
+    video_key: str | None = None
+    credits_used: float | None = None
+    """None keeps the job's (a job cancelled or lost by the store cost nothing more)."""
+    meta: dict[str, Any] | None = None
+    """None keeps the job's."""
+    data: dict[str, Any] = field(default_factory=dict)
+    """The event's details."""
+
+    def params(self) -> dict[str, Any]:
+        """The bound parameters of a backend's terminal UPDATE (``meta`` as JSON text)."""
+        return {
+            "status": self.status.value,
+            "error_name": self.error_name,
+            "error_message": self.error_message,
+            "video_key": self.video_key,
+            "credits_used": self.credits_used,
+            "meta": None if self.meta is None else dump_json(self.meta),
+        }
+
+
+def ending_of(outcome: Outcome) -> Ending:
+    """The terminal transition a worker's ``finish`` asks for."""
+    if isinstance(outcome, Completed):
+        return Ending(
+            EventKind.COMPLETED,
+            Status.COMPLETED,
+            video_key=outcome.video_key,
+            credits_used=outcome.credits_used,
+            meta=outcome.meta,
+        )
+    kind = EventKind.CANCELLED if outcome.error_name == CANCELLED else EventKind.ERROR
+    return _error(kind, outcome.error_name, outcome.error_message, outcome.credits_used)
+
+
+def cancelled() -> Ending:
+    """A job its client cancelled, ended by the store (queued, or never to be queued again)."""
+    return _error(EventKind.CANCELLED, CANCELLED, CANCELLED_MESSAGE, None)
+
+
+def worker_lost(attempts: int) -> Ending:
+    """A job whose lease expired on its last attempt."""
+    times = "time" if attempts == 1 else "times"
+    message = f"the worker stopped responding {attempts} {times}"
+    return _error(EventKind.ERROR, WORKER_LOST, message, None)
+
+
+def _error(kind: EventKind, name: str, message: str, credits_used: float | None) -> Ending:
+    data = {"error_name": name, "error_message": message}
+    return Ending(kind, Status.ERROR, name, message, credits_used=credits_used, data=data)
+
+
+def dump_json(data: Mapping[str, Any]) -> str:
+    """Strict JSON text: NaN and Infinity raise ``ValueError`` (PostgreSQL's jsonb refuses
+    them, so SQLite does too)."""
+    return json.dumps(data, allow_nan=False, separators=(",", ":"))
+
+
+def _loaded(value: Any) -> Any:
+    """A JSON column's value: SQLite gives text, PostgreSQL's jsonb gives Python data."""
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+def job_from_row(row: Mapping[str, Any]) -> Job:
+    """A ``jobs`` row (keyed by column name; the columns match the record's fields) as a
+    ``Job``."""
+    fields = dict(row)
+    fields["status"] = Status(fields["status"])
+    fields["phase"] = None if fields["phase"] is None else Phase(fields["phase"])
+    fields["request"] = JobRequest.from_json(_loaded(fields["request"]))
+    fields["meta"] = _loaded(fields["meta"])
+    return Job(**fields)
+
+
+def event_from_row(row: Mapping[str, Any]) -> JobEvent:
+    """A ``job_events`` row as a ``JobEvent``."""
+    fields = dict(row)
+    fields["kind"] = EventKind(fields["kind"])
+    fields["status"] = Status(fields["status"])
+    fields["phase"] = None if fields["phase"] is None else Phase(fields["phase"])
+    fields["data"] = _loaded(fields["data"])
+    return JobEvent(**fields)
+
+
+def event_params(
+    row: Mapping[str, Any], kind: EventKind, data: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The bound parameters of an event appended for the change that left ``row`` (a
+    ``jobs`` row): the job's state after the change, at its ``updated_at``."""
+    return {
+        "job_id": row["id"],
+        "owner": row["owner"],
+        "kind": kind.value,
+        "status": row["status"],
+        "progress": row["progress"],
+        "phase": row["phase"],
+        "created_at": row["updated_at"],
+        "data": dump_json(data),
+    }
+
+
+class StoreBase(ABC):
+    """The part of ``Store`` that is the same on every backend: argument checks before any
+    SQL runs, and ``complete``/``fail`` as forms of ``finish``."""
+
+    @abstractmethod
+    def finish(self, lease: Lease, outcome: Outcome) -> bool:
+        """See ``JobQueue.finish``."""
+
+    def complete(
+        self, lease: Lease, *, video_key: str, credits_used: float, meta: dict[str, Any]
+    ) -> bool:
+        """``finish(lease, Completed(...))``."""
+        return self.finish(lease, Completed(video_key, credits_used, meta))
+
+    def fail(
+        self, lease: Lease, *, error_name: str, error_message: str, credits_used: float
+    ) -> bool:
+        """``finish(lease, Failed(...))``."""
+        return self.finish(lease, Failed(error_name, error_message, credits_used))
+
+    @staticmethod
+    def _check_create(max_attempts: int, request: JobRequest) -> str:
+        """The request's stored JSON text; ``ValueError`` if ``max_attempts`` < 1 or the
+        request holds NaN or Infinity."""
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
+        return dump_json(request.to_json())
+
+    @staticmethod
+    def _check_lease(lease_seconds: float) -> None:
+        if not lease_seconds > 0 or math.isinf(lease_seconds):
+            raise ValueError(f"lease_seconds must be positive and finite, got {lease_seconds}")
+
+    @staticmethod
+    def _check_progress(progress: int | None) -> None:
+        if progress is not None and not 0 <= progress <= 100:
+            raise ValueError(f"progress must be between 0 and 100, got {progress}")
+
+    @staticmethod
+    def _check_delay(delay_seconds: float) -> None:
+        if not 0 <= delay_seconds < math.inf:
+            raise ValueError(f"delay_seconds must be 0 or more and finite, got {delay_seconds}")
+
+    @staticmethod
+    def _check_limit(limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
