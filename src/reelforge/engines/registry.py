@@ -106,6 +106,13 @@ class ModelSpec(BaseModel):
             raise ValueError(f"engine {engine!r} is not one of {', '.join(ENGINES)}")
         return engine
 
+    @field_validator("canvas", mode="before")
+    @classmethod
+    def _two_sides(cls, canvas: Any) -> Any:
+        if isinstance(canvas, list | tuple) and len(canvas) != 2:
+            raise ValueError("must be [height, width] in pixels")
+        return canvas
+
     @field_validator("options", mode="before")
     @classmethod
     def _engine_options(cls, options: Any, info: ValidationInfo) -> Any:
@@ -275,7 +282,8 @@ def _spec(model_id: str, entry: object, path: Path) -> ModelSpec:
     try:
         return ModelSpec.model_validate({"id": model_id, **entry})
     except ValidationError as exc:
-        raise ValueError("; ".join(_describe(where, error) for error in exc.errors())) from None
+        errors = (_describe(f"models.{model_id!r}", error) for error in exc.errors())
+        raise ValueError(f"model registry {path}: {'; '.join(errors)}") from None
 
 
 def _describe(where: str, error: Any) -> str:
