@@ -4,11 +4,13 @@ import os
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
-from reelforge.contract import Resolution
-from reelforge.engines.base import Video, VideoRequest
+from reelforge.engines.base import Keyframes
 from reelforge.engines.preview import PreviewEngine
 from reelforge.media.encoder import EncoderOptions, encode_mp4
+from reelforge.request import JobRequest
+from reelforge.video import Video
 
 FAST = EncoderOptions(preset="ultrafast", crf=18)
 
@@ -26,11 +28,19 @@ class Renderer:
         self.directory = directory
         self.count = 0
 
-    def __call__(self, prompt: str, **fields: object) -> tuple[Path, Video]:
-        fields.setdefault("duration_s", 6)
-        fields.setdefault("resolution", Resolution.P768)
-        request = VideoRequest(prompt=prompt, **fields)  # type: ignore[arg-type]
-        video = PreviewEngine().generate(request, lambda done, total: None)
+    def __call__(
+        self,
+        prompt: str,
+        *,
+        first_frame: Image.Image | None = None,
+        last_frame: Image.Image | None = None,
+        **fields: object,
+    ) -> tuple[Path, Video]:
+        """``fields`` are ``JobRequest``'s (6 s at 768P unless given); the keyframes go in
+        decoded, as the worker passes them."""
+        request = JobRequest(prompt=prompt, **fields)  # type: ignore[arg-type]
+        keyframes = Keyframes(first_frame, last_frame)
+        video = PreviewEngine().generate(request, keyframes, lambda done, total: None)
         self.count += 1
         path = self.directory / f"clip{self.count}.mp4"
         encode_mp4(video, path, FAST)

@@ -331,3 +331,26 @@ class StepLog:
 
     def __call__(self, done: int, total: int) -> None:
         self.calls.append((done, total))
+
+
+class PipelineCalls:
+    """Stands in for an engine's pipeline, recording the keyword arguments of each call and
+    passing everything through to the real one."""
+
+    def __init__(self, pipeline: Any) -> None:
+        self.pipeline = pipeline
+        self.calls: list[dict[str, Any]] = []
+
+    def __call__(self, **kwargs: Any) -> Any:
+        self.calls.append(kwargs)
+        return self.pipeline(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.pipeline, name)
+
+
+def record_calls(engine: Any, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """The keyword arguments of every call ``engine`` makes to its pipeline from now on."""
+    recorder = PipelineCalls(engine.pipeline)
+    monkeypatch.setattr(engine, "pipeline", recorder)
+    return recorder.calls

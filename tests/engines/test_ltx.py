@@ -15,12 +15,13 @@ pytest.importorskip("diffusers", reason="the ltx engine needs: pip install 'reel
 
 import torch
 
-from reelforge.contract import Resolution
-from reelforge.engines.base import Frame, VideoRequest
+from reelforge.engines.base import Keyframes
 from reelforge.engines.ltx import LTXEngine
 from reelforge.engines.registry import ModelSpec
 from reelforge.errors import Cancelled, OutOfMemory
 from reelforge.media.encoder import encode_mp4
+from reelforge.request import Dimensions, JobRequest
+from reelforge.video import Frame
 from tests import tiny_models
 from tests.conftest import FAST
 from tests.pictures import textured
@@ -60,14 +61,17 @@ def loaded(weights: Path, **fields: Any) -> LTXEngine:
     return engine
 
 
-def request(**fields: Any) -> VideoRequest:
+def job(
+    first_frame: Image.Image | None = None, last_frame: Image.Image | None = None, **fields: Any
+) -> tuple[JobRequest, Keyframes]:
+    """A request (6 s at 768P unless ``fields`` say otherwise) and its decoded keyframes."""
     values: dict[str, Any] = {"prompt": "a red kite over the dunes", "duration_s": 6}
-    return VideoRequest(resolution=Resolution.P768, **{**values, **fields})
+    return JobRequest(**{**values, **fields}), Keyframes(first_frame, last_frame)
 
 
 def test_text_is_1366x768_144_frames_at_24_fps_in_the_mp4(checkpoint: Path, tmp_path: Path) -> None:
     steps = StepLog()
-    video = loaded(checkpoint, canvas=(32, 64)).generate(request(), steps)
+    video = loaded(checkpoint, canvas=(32, 64)).generate(*job(), steps)
     assert (video.width, video.height, video.fps, video.frame_count) == (1366, 768, 24, 144)
     assert steps.calls == [(1, 2), (2, 2)]
     assert video.meta == {
@@ -91,7 +95,7 @@ def test_a_first_frame_conditions_frame_zero_and_sets_the_aspect(
     engine = loaded(checkpoint)
     encoded = record_encodes(engine.pipeline.vae, monkeypatch)
     steps = StepLog()
-    video = engine.generate(request(first_frame=PORTRAIT), steps)
+    video = engine.generate(*job(first_frame=PORTRAIT), steps)
     assert (video.width, video.height, video.fps, video.frame_count) == (768, 1152, 24, 144)
     # The canvas's area (64 x 96) at the keyframe's 2:3, in multiples of 32.
     assert (video.meta["native_width"], video.meta["native_height"]) == (64, 96)
@@ -107,7 +111,7 @@ def test_a_last_frame_conditions_the_last_generated_frame_which_ends_the_video(
     engine = loaded(checkpoint, keep_native_size=True)
     encoded = record_encodes(engine.pipeline.vae, monkeypatch)
     decoded = record_decodes(engine.pipeline.vae, monkeypatch)
-    video = engine.generate(request(first_frame=first, last_frame=LANDSCAPE), StepLog())
+    video = engine.generate(*job(first_frame=first, last_frame=LANDSCAPE), StepLog())
     frames = list(video.frames)
     size = (64, 96) if first is not None else (96, 64)  # the first keyframe's aspect
     assert ((video.width, video.height), video.fps, len(frames)) == (size, 24, 144)
@@ -121,7 +125,7 @@ def test_a_checkpoint_published_as_ltx_pipeline_loads_too(checkpoint: Path, tmp_
     published = shutil.copytree(checkpoint, tmp_path / "published")
     index = json.loads((published / "model_index.json").read_text())
     (published / "model_index.json").write_text(json.dumps({**index, "_class_name": "LTXPipeline"}))
-    video = loaded(published, keep_native_size=True).generate(request(duration_s=1), StepLog())
+    video = loaded(published, keep_native_size=True).generate(*job(duration_s=1), StepLog())
     assert len(list(video.frames)) == 24
 
 
@@ -137,10 +141,10 @@ def test_raising_from_on_step_cancels_before_the_vae_decode(
         raise Cancelled
 
     with pytest.raises(Cancelled):
-        engine.generate(request(first_frame=PORTRAIT), cancel_at_one)
+        engine.generate(*job(first_frame=PORTRAIT), cancel_at_one)
     assert steps.calls == [(1, 3)]
     assert decoded == []
-    engine.generate(request(duration_s=1), StepLog())  # and the engine still works
+    engine.generate(*job(duration_s=1), StepLog())  # and the engine still works
     assert len(decoded) == 1
 
 
@@ -150,7 +154,7 @@ def test_out_of_memory_in_a_step_names_the_registry_options(checkpoint: Path) ->
 
     engine = loaded(checkpoint)
     with pytest.raises(OutOfMemory, match=r"canvas.*cpu_offload.*vae_tiling") as raised:
-        engine.generate(request(), exhausted)
+        engine.generate(*job(), exhausted)
     assert MODEL in raised.value.message
 
 
@@ -188,7 +192,7 @@ def test_registry_options_apply_and_the_clip_still_comes_out(
 ) -> None:
     engine = loaded(checkpoint, steps=5, options=options, keep_native_size=True)
     steps = StepLog()
-    video = engine.generate(request(duration_s=1, first_frame=PORTRAIT), steps)
+    video = engine.generate(*job(duration_s=1, first_frame=PORTRAIT), steps)
     assert len(list(video.frames)) == video.frame_count == engine.fps
     assert steps.calls == [(step, 5) for step in range(1, 6)]
 
@@ -209,7 +213,7 @@ def test_the_seed_or_the_prompt_decides_the_pixels(checkpoint: Path) -> None:
     engine = loaded(checkpoint, keep_native_size=True)
 
     def frames(**fields: Any) -> Frame:
-        return np.stack(list(engine.generate(request(duration_s=1, **fields), StepLog()).frames))
+        return np.stack(list(engine.generate(*job(duration_s=1, **fields), StepLog()).frames))
 
     assert np.array_equal(frames(seed=7), frames(seed=7))
     assert not np.array_equal(frames(seed=7), frames(seed=8))

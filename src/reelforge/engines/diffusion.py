@@ -11,17 +11,21 @@ import gc
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Final
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageOps
 
-from reelforge.engines.base import Frame, OnStep, VideoRequest
-from reelforge.engines.registry import ModelSpec
-from reelforge.errors import OutOfMemory
+from reelforge.engines.base import Keyframes, OnStep
+from reelforge.engines.options import DiffusersOptions, request_options
+from reelforge.engines.registry import DIFFUSERS_REQUEST_OPTIONS, ModelSpec
+from reelforge.errors import InvalidRequest, OutOfMemory
 from reelforge.media.sizing import output_size
+from reelforge.request import JobRequest, Resolution
+from reelforge.video import Frame
 
 if TYPE_CHECKING:
     import torch
@@ -83,68 +87,94 @@ def out_of_memory_guard(spec: ModelSpec) -> Iterator[None]:
         ) from None
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """How a request is denoised: the request's options, else the registry's, else the
+    engine's defaults."""
+
+    steps: int
+    guidance_scale: float
+    negative_prompt: str
+
+
+def sampling(
+    spec: ModelSpec, options: DiffusersOptions, request: JobRequest, defaults: Sampling
+) -> Sampling:
+    """The request's ``num_inference_steps``/``guidance_scale``/``negative_prompt``, each
+    falling back to the registry (``steps``, ``options``) and then to ``defaults``;
+    ``InvalidRequest`` for an option the engine does not take or a wrong value."""
+    asked = request_options(request.options, DIFFUSERS_REQUEST_OPTIONS)
+    guidance = _first(asked.guidance_scale, options.guidance_scale, defaults.guidance_scale)
+    negative = _first(asked.negative_prompt, options.negative_prompt, defaults.negative_prompt)
+    steps = _first(asked.num_inference_steps, spec.steps, defaults.steps)
+    return Sampling(steps=steps, guidance_scale=guidance, negative_prompt=negative)
+
+
+def _first(*values: Any) -> Any:
+    return next(value for value in values if value is not None)
+
+
+def check_fps(spec: ModelSpec, request: JobRequest, fps: int) -> None:
+    """Refuse a request for a frame rate other than the model's ``fps`` (the API refuses it
+    at submit from the capabilities; this holds the line behind it)."""
+    if request.fps is not None and request.fps != fps:
+        raise InvalidRequest("fps", f"model {spec.id!r} makes {fps} fps, not {request.fps}")
+
+
+def canvas_aspect(request: JobRequest, keyframes: Keyframes) -> tuple[int, int] | None:
+    """(width, height) whose aspect the canvas takes: the output's, when a keyframe or
+    explicit dimensions set it; None for text alone at a resolution class (the configured
+    canvas is used as it is)."""
+    keyframe = keyframes.any
+    if keyframe is None and isinstance(request.size, Resolution):
+        return None
+    return output_size(request.size, keyframe.size if keyframe else None)
+
+
 def contract_frames(
     clip: npt.NDArray[np.floating[Any]],
-    request: VideoRequest,
+    request: JobRequest,
+    keyframes: Keyframes,
     spec: ModelSpec,
     count: int,
     *,
     keep_last: bool = False,
 ) -> tuple[tuple[int, int], Iterator[Frame]]:
-    """``count`` frames of ``clip`` (F, H, W, 3 floats in 0..1) scaled to the contract's size
-    for ``request`` (or kept native); returns (width, height) and frames. The first ``count``
-    frames, or with ``keep_last`` (the clip ends on a given last frame) frames picked evenly
-    from first to last."""
+    """``count`` frames of ``clip`` (F, H, W, 3 floats in 0..1) at the request's size (or
+    kept native), scaled to cover it and centre-cropped, never stretched; returns (width,
+    height) and frames. The first ``count`` frames, or with ``keep_last`` (the clip ends on
+    a given last frame) frames picked evenly from first to last."""
     if keep_last:
         clip = clip[np.linspace(0, len(clip) - 1, count).round().astype(int)]
     height, width = clip.shape[1:3]
     if spec.keep_native_size:
         size = (width, height)
     else:
-        keyframe = request.first_frame or request.last_frame
-        size = output_size(request.resolution, keyframe.size if keyframe else None)
+        keyframe = keyframes.any
+        size = output_size(request.size, keyframe.size if keyframe else None)
 
     def frames() -> Iterator[Frame]:
         for frame in clip[:count]:
             pixels = (np.clip(frame, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
-            if (pixels.shape[1], pixels.shape[0]) == size:
-                yield pixels
-                continue
-            shrinking = size[0] < pixels.shape[1]
-            interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LANCZOS4
-            yield cv2.resize(pixels, size, interpolation=interpolation)
+            yield pixels if (width, height) == size else _cover_frame(pixels, size)
 
     return size, frames()
 
 
-CACHES: Final = ("first_block", "taylorseer", "pab")
-OPTIONS: Final[dict[str, tuple[Callable[[Any], bool], str]]] = {
-    "cpu_offload": (lambda v: v in ("model", "sequential", "group"), "model, sequential or group"),
-    "vae_tiling": (lambda v: isinstance(v, bool), "true or false"),
-    "attention_backend": (lambda v: isinstance(v, str), "a diffusers attention backend name"),
-    "cache": (lambda v: v in CACHES, " or ".join(CACHES)),
-    "compile": (lambda v: isinstance(v, bool), "true or false"),
-    "fps": (lambda v: type(v) is int and v > 0, "a positive whole number of frames per second"),
-    "guidance_scale": (lambda v: type(v) in (int, float) and v >= 0, "a number >= 0"),
-    "negative_prompt": (lambda v: isinstance(v, str), "text"),
-}
-"""Registry options the Wan and LTX engines apply: name → (check, what the check wants)."""
+def _cover_frame(pixels: Frame, size: tuple[int, int]) -> Frame:
+    """``pixels`` scaled to cover ``size`` (width, height) and centre-cropped to it."""
+    height, width = pixels.shape[:2]
+    scale = max(size[0] / width, size[1] / height)
+    scaled = (max(size[0], round(width * scale)), max(size[1], round(height * scale)))
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LANCZOS4
+    resized: Frame = cv2.resize(pixels, scaled, interpolation=interpolation)
+    left, top = (scaled[0] - size[0]) // 2, (scaled[1] - size[1]) // 2
+    return np.ascontiguousarray(resized[top : top + size[1], left : left + size[0]])
 
 
-def check_options(spec: ModelSpec) -> None:
-    """Refuse unknown options, bad values and offloading without an accelerator, before any
-    weights are read."""
-    where = f"model {spec.id!r}: options"
-    unknown = sorted(set(spec.options) - set(OPTIONS))
-    if unknown:
-        raise ValueError(
-            f"{where} {unknown} are unknown to the {spec.engine} engine; known: {list(OPTIONS)}"
-        )
-    for option, value in spec.options.items():
-        check, wanted = OPTIONS[option]
-        if not check(value):
-            raise ValueError(f"{where}.{option} = {value!r}: expected {wanted}")
-    if "cpu_offload" in spec.options:
+def check_offload(spec: ModelSpec, options: DiffusersOptions) -> None:
+    """Refuse offloading without an accelerator, before any weights are read."""
+    if options.cpu_offload is not None:
         require_accelerator(spec, "cpu_offload")
 
 
@@ -158,11 +188,11 @@ def checked_canvas(spec: ModelSpec, canvas: tuple[int, int], multiple: int) -> t
     return height, width
 
 
-def place(spec: ModelSpec, pipeline: Any) -> None:
+def place(spec: ModelSpec, options: DiffusersOptions, pipeline: Any) -> None:
     """Move the pipeline to the device, or let an offload mode move each part as it runs."""
     import torch
 
-    offload = spec.options.get("cpu_offload")
+    offload = options.cpu_offload
     if offload == "model":
         pipeline.enable_model_cpu_offload(device=spec.device)
     elif offload == "sequential":
@@ -177,23 +207,24 @@ def place(spec: ModelSpec, pipeline: Any) -> None:
         pipeline.to(spec.device)
 
 
-def speed_up(spec: ModelSpec, pipeline: Any, *, timestep: Callable[[], Any]) -> None:
+def speed_up(
+    spec: ModelSpec, options: DiffusersOptions, pipeline: Any, *, timestep: Callable[[], Any]
+) -> None:
     """Apply the registry's VAE tiling, attention backend (process-wide), cache and compile
     options to the VAE and each transformer."""
-    options = spec.options
     transformers = [pipeline.transformer, getattr(pipeline, "transformer_2", None)]
     transformers = [transformer for transformer in transformers if transformer is not None]
-    if options.get("vae_tiling"):
+    if options.vae_tiling:
         pipeline.vae.enable_tiling()
     for transformer in transformers:
-        if "attention_backend" in options:
+        if options.attention_backend is not None:
             try:
-                transformer.set_attention_backend(options["attention_backend"])
+                transformer.set_attention_backend(options.attention_backend)
             except (ValueError, RuntimeError, ImportError) as exc:
                 raise ValueError(f"model {spec.id!r}: options.attention_backend: {exc}") from exc
-        if "cache" in options:
-            transformer.enable_cache(_cache_config(options["cache"], timestep))
-        if options.get("compile"):
+        if options.cache is not None:
+            transformer.enable_cache(_cache_config(options.cache, timestep))
+        if options.compile:
             transformer.compile_repeated_blocks(fullgraph=True)
 
 
@@ -215,16 +246,16 @@ def _cache_config(name: str, timestep: Callable[[], Any]) -> Any:
     )
 
 
-def keyframe_canvas(
-    canvas: tuple[int, int], keyframe: tuple[int, int] | None, multiple: int
+def aspect_canvas(
+    canvas: tuple[int, int], aspect: tuple[int, int] | None, multiple: int
 ) -> tuple[int, int]:
-    """(height, width) to generate at: ``canvas`` for text; for a keyframe of (width, height),
-    its aspect at the canvas's area, each side the nearest multiple of ``multiple``."""
-    if keyframe is None:
+    """(height, width) to generate at: ``canvas`` without an ``aspect``; else the aspect of
+    (width, height) at the canvas's area, each side the nearest multiple of ``multiple``."""
+    if aspect is None:
         return canvas
-    area, aspect = canvas[0] * canvas[1], keyframe[0] / keyframe[1]
-    height = max(multiple, round(math.sqrt(area / aspect) / multiple) * multiple)
-    width = max(multiple, round(math.sqrt(area * aspect) / multiple) * multiple)
+    area, ratio = canvas[0] * canvas[1], aspect[0] / aspect[1]
+    height = max(multiple, round(math.sqrt(area / ratio) / multiple) * multiple)
+    width = max(multiple, round(math.sqrt(area * ratio) / multiple) * multiple)
     return height, width
 
 

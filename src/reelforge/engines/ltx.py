@@ -25,29 +25,38 @@ from diffusers.pipelines.ltx.pipeline_ltx_condition import (
     linear_quadratic_schedule,
 )
 
-from reelforge.engines.base import OnStep, Video, VideoRequest, request_seed
+from reelforge.engines.base import Keyframes, OnStep, request_seed
 from reelforge.engines.diffusion import (
-    check_options,
+    Sampling,
+    aspect_canvas,
+    canvas_aspect,
+    check_fps,
+    check_offload,
     checked_canvas,
     contract_frames,
     cover,
     frames_for,
-    keyframe_canvas,
     out_of_memory_guard,
     place,
+    sampling,
     speed_up,
     step_callback,
     torch_dtype,
 )
+from reelforge.engines.options import LTXOptions
 from reelforge.engines.registry import ModelSpec
+from reelforge.request import JobRequest
+from reelforge.video import Video
 
 FPS: Final = 24
 CANVAS: Final = (512, 896)
 """Default generation size, (height, width): LTX's 512 rows at close to 16:9 (the
 pipeline's own 512x704 would stretch a text-only video by 29% on its way to 1366x768)."""
-DEFAULT_STEPS: Final = 40
-GUIDANCE_SCALE: Final = 3.0
-NEGATIVE_PROMPT: Final = "worst quality, inconsistent motion, blurry, jittery, distorted"
+DEFAULTS: Final = Sampling(
+    steps=40,
+    guidance_scale=3.0,
+    negative_prompt="worst quality, inconsistent motion, blurry, jittery, distorted",
+)
 DECODE_TIMESTEP: Final = 0.05
 DECODE_NOISE_SCALE: Final = 0.025
 """Noise added before a timestep-conditioned VAE decodes (LTX 0.9.1 and later)."""
@@ -63,6 +72,7 @@ class LTXEngine:
 
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
+        self.options = spec.options_as(LTXOptions)
         self.pipeline: Any = None
         """The loaded ``LTXConditionPipeline`` (None until ``load``)."""
         self.canvas = CANVAS
@@ -77,8 +87,8 @@ class LTXEngine:
         for options the checkpoint (or this machine) cannot give."""
         if self.pipeline is not None:
             return
-        spec = self.spec
-        check_options(spec)
+        spec, options = self.spec, self.options
+        check_offload(spec, options)
         pipeline = LTXConditionPipeline.from_pretrained(spec.weights, dtype=torch_dtype(spec.dtype))
         self.multiple = (
             pipeline.vae_spatial_compression_ratio * pipeline.transformer_spatial_patch_size
@@ -87,30 +97,29 @@ class LTXEngine:
             pipeline.vae_temporal_compression_ratio * pipeline.transformer_temporal_patch_size
         )
         self.canvas = checked_canvas(spec, spec.canvas or CANVAS, self.multiple)
-        self.fps = int(spec.options.get("fps", FPS))
-        place(spec, pipeline)
+        self.fps = options.fps or FPS
+        place(spec, options, pipeline)
         pipeline.set_progress_bar_config(disable=True)
-        speed_up(spec, pipeline, timestep=lambda: pipeline.current_timestep)
+        speed_up(spec, options, pipeline, timestep=lambda: pipeline.current_timestep)
         self.pipeline = pipeline
 
-    def generate(self, request: VideoRequest, on_step: OnStep) -> Video:
-        """The video for ``request`` at the contract's size (or the canvas with
-        ``keep_native_size``), ``duration_s * fps`` frames; ``on_step(step, steps)`` runs
-        after each denoising step, and a raise from it stops the work before the VAE decode."""
+    def generate(self, request: JobRequest, keyframes: Keyframes, on_step: OnStep) -> Video:
+        """The video for ``request`` at its size (or the canvas with ``keep_native_size``),
+        ``duration_s * fps`` frames at the native rate; ``on_step(step, steps)`` runs after
+        each denoising step, and a raise from it stops the work before the VAE decode.
+        ``InvalidRequest`` for a frame rate or options the engine does not take."""
         if self.pipeline is None:
             raise RuntimeError(f"model {self.spec.id!r}: call load() before generate()")
         spec, pipeline = self.spec, self.pipeline
-        first, last = request.first_frame, request.last_frame
+        first, last = keyframes.first, keyframes.last
 
         # 1. Frames: the 8k+1 count covering the duration at the native rate.
+        check_fps(spec, request, self.fps)
         frame_count = request.duration_s * self.fps
         native_frames = frames_for(request.duration_s, self.fps, step=self.frame_step, offset=1)
 
-        # 2. Canvas: as configured for text; a keyframe's aspect at the same area otherwise.
-        keyframe = first or last
-        height, width = keyframe_canvas(
-            self.canvas, keyframe.size if keyframe else None, self.multiple
-        )
+        # 2. Canvas: as configured for text; the output's aspect at the same area otherwise.
+        height, width = aspect_canvas(self.canvas, canvas_aspect(request, keyframes), self.multiple)
 
         # 3. Inputs: keyframes cover-cropped to the canvas, pinned at the first and last frame.
         conditions = []
@@ -122,14 +131,15 @@ class LTXEngine:
             )
 
         # 4. Denoise and decode; a cancel or out-of-memory from a step stops before decoding.
-        steps = spec.steps or DEFAULT_STEPS
+        how = sampling(spec, self.options, request, DEFAULTS)
+        steps = how.steps
         seed = request_seed(request)
         with out_of_memory_guard(spec):
             try:
                 clip = pipeline(
                     conditions=conditions or None,
                     prompt=request.prompt,
-                    negative_prompt=spec.options.get("negative_prompt", NEGATIVE_PROMPT),
+                    negative_prompt=how.negative_prompt,
                     height=height,
                     width=width,
                     num_frames=native_frames,
@@ -138,7 +148,7 @@ class LTXEngine:
                     # LTX's own schedule, as plain numbers: the pipeline's tensor trips a
                     # NumPy 2 DeprecationWarning inside the scheduler.
                     timesteps=(linear_quadratic_schedule(steps) * 1000).tolist(),
-                    guidance_scale=spec.options.get("guidance_scale", GUIDANCE_SCALE),
+                    guidance_scale=how.guidance_scale,
                     decode_timestep=DECODE_TIMESTEP,
                     decode_noise_scale=DECODE_NOISE_SCALE,
                     generator=torch.Generator().manual_seed(seed),
@@ -152,7 +162,7 @@ class LTXEngine:
 
         # 5. Exactly duration x fps frames, keeping the last one when it is the last keyframe.
         (out_width, out_height), frames = contract_frames(
-            clip, request, spec, frame_count, keep_last=last is not None
+            clip, request, keyframes, spec, frame_count, keep_last=last is not None
         )
 
         # 6. The video, with what was generated in its meta.

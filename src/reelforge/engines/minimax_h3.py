@@ -27,18 +27,24 @@ from diffusers.modular_pipelines import (
     LoopSequentialPipelineBlocks,
     ModularPipelineBlocks,
 )
+from PIL import Image
 from transformers import Qwen2VLImageProcessorPil
 
-from reelforge.engines.base import Audio, OnStep, Video, VideoRequest, request_seed
+from reelforge.engines.base import Keyframes, OnStep, request_seed
 from reelforge.engines.diffusion import (
+    canvas_aspect,
+    check_fps,
     contract_frames,
     frames_for,
     out_of_memory_guard,
     require_accelerator,
     torch_dtype,
 )
-from reelforge.engines.registry import ModelSpec
+from reelforge.engines.options import MiniMaxH3Options, request_options
+from reelforge.engines.registry import ENGINES, ModelSpec
 from reelforge.errors import EngineFailed, InvalidRequest
+from reelforge.request import JobRequest
+from reelforge.video import Audio, Video
 
 FPS: Final = 24
 CLIP_STEP: Final = 17
@@ -60,7 +66,6 @@ WORKFLOW: Final = "fl2va"
 """Loads ``transformer/`` (text-only and keyframe requests), not ``transformer_ref/``."""
 OFFLOAD_RESERVE: Final = "12GB"
 """Accelerator memory the auto offload keeps free (diffusers' recipe for one 80 GB card)."""
-OPTIONS: Final = ("cpu_offload", "vae_tiling", "attention_backend")
 
 
 def generation_frames(duration_s: int) -> int:
@@ -104,6 +109,7 @@ class MiniMaxH3Engine:
         """Check ``spec`` (weights, canvas, steps, options); ``ValueError`` naming the fault."""
         _check_spec(spec)
         self.spec = spec
+        self.options = spec.options_as(MiniMaxH3Options)
         self.pipeline: Any = None
         """The loaded ``MiniMaxH3ModularPipeline``; its components are attributes set at load."""
 
@@ -113,7 +119,7 @@ class MiniMaxH3Engine:
         if self.pipeline is not None:
             return
         blocks = _blocks_reporting_steps()
-        offload = self.spec.options.get("cpu_offload") == "model"
+        offload = self.options.cpu_offload == "model"
         manager = ComponentsManager() if offload else None
         pipeline: Any = blocks.init_pipeline(self.spec.weights, components_manager=manager)
         # A component that fails to load is only logged; the check below refuses to start.
@@ -134,35 +140,36 @@ class MiniMaxH3Engine:
             )
         else:
             pipeline.to(self.spec.device)
-        if "vae_tiling" in self.spec.options:
-            if self.spec.options["vae_tiling"]:
-                pipeline.vae.enable_tiling()
-            else:
-                pipeline.vae.disable_tiling()
-        if "attention_backend" in self.spec.options:
-            pipeline.transformer.set_attention_backend(self.spec.options["attention_backend"])
+        if self.options.vae_tiling is True:
+            pipeline.vae.enable_tiling()
+        elif self.options.vae_tiling is False:
+            pipeline.vae.disable_tiling()
+        if self.options.attention_backend is not None:
+            pipeline.transformer.set_attention_backend(self.options.attention_backend)
         self.pipeline = pipeline
 
-    def generate(self, request: VideoRequest, on_step: OnStep) -> Video:
-        """The video and soundtrack for ``request``; ``on_step(evaluations_done, evaluations)``
-        runs after each denoising step, and a raise from it stops the work before the decode."""
+    def generate(self, request: JobRequest, keyframes: Keyframes, on_step: OnStep) -> Video:
+        """The video and soundtrack for ``request``, ``duration_s * 24`` frames at its size
+        (or the canvas with ``keep_native_size``); ``on_step(evaluations_done, evaluations)``
+        runs after each denoising step, and a raise from it stops the work before the decode.
+        ``InvalidRequest`` for a duration, frame rate or option the model cannot take."""
         if self.pipeline is None:
             raise RuntimeError(f"model {self.spec.id!r}: generate() before load()")
-        # 1. Frames: the contract's count, and the 17n+5 the model makes to cover it.
+        # 1. Frames: the request's count, and the 17n+5 the model makes to cover it.
+        check_fps(self.spec, request, FPS)
         frame_count = request.duration_s * FPS
         native_frames = generation_frames(request.duration_s)
 
-        # 2. Canvas: the registry's, or 768 px on the short edge in the keyframe's aspect.
-        keyframe = request.first_frame or request.last_frame
-        aspect = keyframe.size if keyframe is not None else (16, 9)
+        # 2. Canvas: the registry's, or 768 px on the short edge in the output's aspect.
+        aspect = canvas_aspect(request, keyframes) or (16, 9)
         height, width = self.spec.canvas or default_canvas(*aspect)
 
-        # 3. Keyframes: the first is stretched onto the canvas, the last cover-cropped.
-        first = request.first_frame.convert("RGB") if request.first_frame else None
-        last = request.last_frame.convert("RGB") if request.last_frame else None
+        # 3. Keyframes: centre-cropped to the canvas's aspect (the pipeline would stretch them).
+        first = _crop_to_aspect(keyframes.first, width, height) if keyframes.first else None
+        last = _crop_to_aspect(keyframes.last, width, height) if keyframes.last else None
 
         # 4. Denoise and decode, video and audio together. The prompt goes in as written.
-        steps = self.spec.steps or DEFAULT_STEPS
+        steps = _steps(self.spec, request)
         seed = request_seed(request)
 
         def report(index: int, evaluations: int) -> None:
@@ -198,7 +205,9 @@ class MiniMaxH3Engine:
                 f"MiniMax-H3 made {clip.shape[0]} frames and {sound.shape[1]} samples; "
                 f"{frame_count} frames and {sample_count} samples were needed"
             )
-        (out_width, out_height), frames = contract_frames(clip, request, self.spec, frame_count)
+        (out_width, out_height), frames = contract_frames(
+            clip, request, keyframes, self.spec, frame_count
+        )
         samples = np.ascontiguousarray(sound[:, :sample_count], dtype=np.float32)
 
         # 6. The video, with what was made natively.
@@ -225,11 +234,30 @@ class MiniMaxH3Engine:
         )
 
 
+def _steps(spec: ModelSpec, request: JobRequest) -> int:
+    """Inference steps: the request's, else the registry's, else 50; ``InvalidRequest`` below 2."""
+    asked = request_options(request.options, ENGINES["minimax_h3"].request_options)
+    steps = asked.num_inference_steps or spec.steps or DEFAULT_STEPS
+    if steps < 2:
+        raise InvalidRequest(
+            "options.num_inference_steps", f"{steps}: N steps are N-1 evaluations, use >= 2"
+        )
+    return steps
+
+
+def _crop_to_aspect(image: Image.Image, width: int, height: int) -> Image.Image:
+    """The largest centred part of ``image`` with the aspect of ``width`` x ``height``, RGB,
+    at the image's own resolution."""
+    scale = min(image.width / width, image.height / height)
+    crop = (max(1, round(width * scale)), max(1, round(height * scale)))
+    left, top = (image.width - crop[0]) // 2, (image.height - crop[1]) // 2
+    return image.convert("RGB").crop((left, top, left + crop[0], top + crop[1]))
+
+
 def _check_spec(spec: ModelSpec) -> None:
-    """Refuse, before anything loads, a spec this engine cannot honour."""
+    """Refuse, before anything loads, a spec this engine cannot honour (pydantic has checked
+    the names and types)."""
     where = f"model {spec.id!r}"
-    if not spec.weights:
-        raise ValueError(f"{where}: MiniMax-H3 needs weights (a directory or a hub repo id)")
     if spec.steps is not None and spec.steps < 2:
         raise ValueError(f"{where}: steps = {spec.steps}; N steps are N-1 evaluations, use >= 2")
     if spec.canvas is not None:
@@ -245,18 +273,8 @@ def _check_spec(spec: ModelSpec) -> None:
             )
         if not MIN_ASPECT <= width / height <= MAX_ASPECT:
             raise ValueError(f"{where}: canvas {list(spec.canvas)} is not within 1:4 to 4:1")
-    unknown = sorted(set(spec.options) - set(OPTIONS))
-    if unknown:
-        raise ValueError(f"{where}: unknown options {unknown}; MiniMax-H3 knows {list(OPTIONS)}")
-    offload = spec.options.get("cpu_offload", False)
-    if offload not in (False, "model"):
-        raise ValueError(f'{where}: cpu_offload = {offload!r}; MiniMax-H3 offers "model" or false')
-    if offload:
+    if spec.options_as(MiniMaxH3Options).cpu_offload:
         require_accelerator(spec, "cpu_offload")
-    if not isinstance(spec.options.get("vae_tiling", False), bool):
-        raise ValueError(f"{where}: vae_tiling must be true or false")
-    if not isinstance(spec.options.get("attention_backend", ""), str):
-        raise ValueError(f"{where}: attention_backend must be a backend name (a string)")
 
 
 class _Stop(BaseException):

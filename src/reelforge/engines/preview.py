@@ -14,15 +14,19 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
-from reelforge.engines.base import Frame, OnStep, Video, VideoRequest, request_seed
+from reelforge.engines.base import Keyframes, OnStep, request_seed
+from reelforge.engines.registry import ENGINES, MAX_LONG_SIDE, MIN_SHORT_SIDE
+from reelforge.errors import InvalidRequest
 from reelforge.media.camera import CameraPath, CameraScript, parse_camera, plan_path
 from reelforge.media.morph import Morph
 from reelforge.media.sizing import output_size
 from reelforge.media.surround import Surround
 from reelforge.media.title import title_card
+from reelforge.request import JobRequest, Resolution
+from reelforge.video import Frame, Video
 
-FPS = 25
-"""The reference's frame rate."""
+FPS = ENGINES["preview"].fps
+"""The reference's frame rate, for a request without ``fps``."""
 
 
 class PreviewEngine:
@@ -40,33 +44,43 @@ class PreviewEngine:
     def load(self) -> None:
         """Nothing to load: the engine needs no weights."""
 
-    def generate(self, request: VideoRequest, on_step: OnStep) -> Video:
-        """The video for ``request``; ``on_step(frames_done, frame_count)`` runs per frame."""
+    def generate(self, request: JobRequest, keyframes: Keyframes, on_step: OnStep) -> Video:
+        """The video for ``request``: ``duration_s * fps`` frames (``fps``: the request's, else
+        25) at its size; ``on_step(frames_done, frame_count)`` runs per frame as the frames
+        are iterated. ``InvalidRequest`` for a size, duration or rate outside the capabilities
+        (even sides from 256 px short to 2700 px long, 1 to 20 s, 8 to 60 fps)."""
         # 1. Read the camera commands (the API already refused bad ones).
         script = parse_camera(request.prompt)
         seed = request_seed(request)
-        frame_count = request.duration_s * FPS
+        fps = request.fps or FPS
+        frame_count = request.duration_s * fps
 
-        # 2. The size: the first keyframe's aspect, or 16:9 for text alone.
-        keyframe = request.first_frame or request.last_frame
-        width, height = output_size(request.resolution, keyframe.size if keyframe else None)
+        # 2. The size: the request's; a resolution class takes the keyframe's aspect (16:9
+        #    for text alone).
+        keyframe = keyframes.any
+        width, height = output_size(request.size, keyframe.size if keyframe else None)
+        _check(request, width, height, fps)
         if self.scale != 1:
             width, height = (max(16, 2 * round(side * self.scale / 2)) for side in (width, height))
 
-        # 3. The two ends: the given pictures, or a title card for a missing first frame.
-        if request.first_frame is not None:
-            first = _fit(request.first_frame, width, height)
-        else:
+        # 3. The two ends: the given pictures, or a title card for a missing first frame. A
+        #    resolution class has the first frame's aspect: scaled; explicit dimensions may
+        #    not: cover-cropped, as the last frame always is.
+        if keyframes.first is None:
             first = np.asarray(title_card(script.text or request.prompt, width, height))
-        last = _cover(request.last_frame, width, height) if request.last_frame else None
+        elif isinstance(request.size, Resolution):
+            first = _fit(keyframes.first, width, height)
+        else:
+            first = _cover(keyframes.first, width, height)
+        last = _cover(keyframes.last, width, height) if keyframes.last else None
 
         # 4. The camera path: pinned to the whole picture where a frame is given.
         path = plan_path(
             script,
             frame_count,
-            FPS,
+            fps,
             seed=seed,
-            pinned_start=request.first_frame is not None,
+            pinned_start=keyframes.first is not None,
             pinned_end=last is not None,
         )
 
@@ -82,10 +96,31 @@ class PreviewEngine:
         return Video(
             width=width,
             height=height,
-            fps=FPS,
+            fps=fps,
             frame_count=frame_count,
             frames=_render(content, path, frame_count, on_step, pad),
-            meta=_meta(script, width, height, seed),
+            meta=_meta(script, width, height, fps, seed),
+        )
+
+
+def _check(request: JobRequest, width: int, height: int, fps: int) -> None:
+    """Refuse what the preview's capabilities do not offer (the API refuses it at submit)."""
+    low, high = ENGINES["preview"].seconds
+    if not low <= request.duration_s <= high:
+        raise InvalidRequest("duration", f"{request.duration_s} s is not within {low} to {high} s")
+    slowest, fastest = ENGINES["preview"].fps_choices or (FPS, FPS)
+    if not slowest <= fps <= fastest:
+        raise InvalidRequest("fps", f"{fps} is not within {slowest} to {fastest} fps")
+    if (
+        width % 2
+        or height % 2
+        or min(width, height) < MIN_SHORT_SIDE
+        or max(width, height) > MAX_LONG_SIDE
+    ):
+        raise InvalidRequest(
+            "size",
+            f"{width}x{height}: sides must be even, the short one at least {MIN_SHORT_SIDE} px, "
+            f"the long one at most {MAX_LONG_SIDE} px",
         )
 
 
@@ -149,10 +184,10 @@ def _cover(image: Image.Image, width: int, height: int) -> Frame:
     return np.asarray(ImageOps.fit(image.convert("RGB"), (width, height), Image.Resampling.LANCZOS))
 
 
-def _meta(script: CameraScript, width: int, height: int, seed: int) -> dict[str, object]:
+def _meta(script: CameraScript, width: int, height: int, fps: int, seed: int) -> dict[str, object]:
     return {
         "engine": "preview",
-        "fps": FPS,
+        "fps": fps,
         "width": width,
         "height": height,
         "seed": seed,

@@ -1,4 +1,5 @@
-"""The model registry: which model ids a deployment serves, with which engine and weights.
+"""The model registry: which model ids a deployment serves, with which engine and weights;
+and the table of engines, the one place an engine kind is declared.
 
 Without a file, reelforge serves ``minimax/hailuo-02`` and ``preview`` with the preview
 engine. ``REELFORGE_MODELS=path.toml`` replaces that:
@@ -18,76 +19,190 @@ last_frame = true
 last_frame_required = false            # true: a first frame needs a last one (Wan FLF2V)
 canvas = [768, 1344]                   # generation size (height, width); default: the model's
 keep_native_size = false               # true: the MP4 keeps the generated size
-options = { cpu_offload = "model", vae_tiling = true }
+options = { cpu_offload = "model", vae_tiling = true }   # the engine's options model
 ```
+
+Each entry is validated by ``ModelSpec`` (pydantic; ``options`` by the engine's own model
+in ``engines.options``); a bad entry stops the start with a ``ValueError`` naming the file
+and the key path.
 """
 
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal, Self, TypeVar
 
-from reelforge.contract import DEFAULT_MODEL
-
-ENGINES: Final = ("preview", "wan", "ltx", "minimax_h3")
-_KNOWN_KEYS: Final = frozenset(
-    {
-        "engine",
-        "weights",
-        "dtype",
-        "device",
-        "steps",
-        "text",
-        "first_frame",
-        "last_frame",
-        "last_frame_required",
-        "canvas",
-        "keep_native_size",
-        "options",
-    }
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
 )
 
-_KEY_TYPES: Final[dict[str, type]] = {
-    "weights": str,
-    "dtype": str,
-    "device": str,
-    "steps": int,
-    "text": bool,
-    "first_frame": bool,
-    "last_frame": bool,
-    "last_frame_required": bool,
-    "keep_native_size": bool,
-    "options": dict,
-}
+from reelforge.contract import DEFAULT_MODEL
+from reelforge.engines.options import (
+    EngineOptions,
+    LTXOptions,
+    MiniMaxH3Options,
+    PositiveWhole,
+    PreviewOptions,
+    WanOptions,
+)
+
+if TYPE_CHECKING:
+    from reelforge.engines.base import Engine
+
+MIN_SHORT_SIDE: Final = 256
+MAX_LONG_SIDE: Final = 2700
+"""Output sizes every engine makes, in pixels (even sides; the engines scale their canvas)."""
+Options = TypeVar("Options", bound=EngineOptions)
+DIFFUSERS_REQUEST_OPTIONS: Final = ("negative_prompt", "num_inference_steps", "guidance_scale")
+
+
+class ModelSpec(BaseModel):
+    """One served model: its engine, weights and what it can be asked."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: StrictStr
+    engine: StrictStr
+    """A name in ``ENGINES``."""
+    weights: StrictStr | None = None
+    """A local directory or a hub repo id; every engine but the preview needs one."""
+    dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    device: StrictStr = "cuda"
+    steps: PositiveWhole | None = None
+    """Denoising steps; None: the engine's default (a request may ask for others)."""
+    text: StrictBool = True
+    """Starts from the prompt alone; False: every request needs a first frame image."""
+    first_frame: StrictBool = True
+    last_frame: StrictBool = True
+    last_frame_required: StrictBool = False
+    """Every request that starts from an image must end on one too (Wan 2.1 FLF2V)."""
+    canvas: tuple[PositiveWhole, PositiveWhole] | None = None
+    """Generation size, (height, width) in pixels; None: the model family's default."""
+    keep_native_size: StrictBool = False
+    options: EngineOptions = Field(default_factory=PreviewOptions)
+    """The engine's options model (``ENGINES[engine].options``); a mapping validates into it."""
+
+    def options_as(self, kind: type[Options]) -> Options:
+        """``options`` as the engine's own model ``kind``; ``TypeError`` if it is another's."""
+        if not isinstance(self.options, kind):
+            raise TypeError(f"model {self.id!r}: options are {type(self.options).__name__}")
+        return self.options
+
+    @field_validator("engine")
+    @classmethod
+    def _known_engine(cls, engine: str) -> str:
+        if engine not in ENGINES:
+            raise ValueError(f"engine {engine!r} is not one of {', '.join(ENGINES)}")
+        return engine
+
+    @field_validator("canvas", mode="before")
+    @classmethod
+    def _two_sides(cls, canvas: Any) -> Any:
+        if isinstance(canvas, list | tuple) and len(canvas) != 2:
+            raise ValueError("must be [height, width] in pixels")
+        return canvas
+
+    @field_validator("options", mode="before")
+    @classmethod
+    def _engine_options(cls, options: Any, info: ValidationInfo) -> Any:
+        kind = ENGINES.get(info.data.get("engine", ""))
+        if kind is None:
+            return PreviewOptions()  # the engine's own error says what is wrong
+        if isinstance(options, kind.options):
+            return options
+        if not isinstance(options, Mapping):
+            raise ValueError("must be a table of options")
+        return kind.options.model_validate(dict(options))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_options(cls, data: Any) -> Any:
+        """Options left out are the engine's defaults, not the preview's."""
+        if isinstance(data, dict) and "options" not in data:
+            return {**data, "options": {}}
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.engine != "preview" and not self.weights:
+            raise ValueError(f"engine {self.engine!r} needs weights (a directory or repo id)")
+        if self.last_frame_required and not self.last_frame:
+            raise ValueError("last_frame_required = true needs last_frame = true")
+        return self
 
 
 @dataclass(frozen=True)
-class ModelSpec:
-    """One served model: its engine, weights and what it can be asked."""
+class EngineKind:
+    """What reelforge knows about an engine before loading it."""
 
-    id: str
-    engine: str
-    weights: str | None = None
-    dtype: str = "bfloat16"
-    device: str = "cuda"
-    steps: int | None = None
-    text: bool = True
-    """Starts from the prompt alone; False: every request needs a first frame image."""
-    first_frame: bool = True
-    last_frame: bool = True
-    last_frame_required: bool = False
-    """Every request that starts from an image must end on one too (Wan 2.1 FLF2V)."""
-    canvas: tuple[int, int] | None = None
-    """Generation size, (height, width) in pixels; None: the model family's default."""
-    keep_native_size: bool = False
-    options: dict[str, Any] = field(default_factory=dict)
+    options: type[EngineOptions]
+    """The model its registry ``options`` table validates into."""
+    fps: int
+    """Native frame rate (a registry entry's ``options.fps`` may set another)."""
+    audio: bool
+    seconds: tuple[int, int]
+    """Shortest and longest clip it makes, in seconds."""
+    request_options: tuple[str, ...]
+    """Per-request options it honours (``JobRequest.options`` keys)."""
+    build: Callable[[ModelSpec, float], Engine]
+    """``build(spec, preview_scale)``: the engine, not loaded; imports its module."""
+    fps_choices: tuple[int, int] | None = None
+    """Lowest and highest frame rate a request may ask; None: the native rate only."""
+
+
+def _preview(spec: ModelSpec, scale: float) -> Engine:
+    from reelforge.engines.preview import PreviewEngine
+
+    return PreviewEngine(scale=scale)
+
+
+def _wan(spec: ModelSpec, scale: float) -> Engine:
+    from reelforge.engines.wan import WanEngine
+
+    return WanEngine(spec)
+
+
+def _ltx(spec: ModelSpec, scale: float) -> Engine:
+    from reelforge.engines.ltx import LTXEngine
+
+    return LTXEngine(spec)
+
+
+def _minimax_h3(spec: ModelSpec, scale: float) -> Engine:
+    from reelforge.engines.minimax_h3 import MiniMaxH3Engine
+
+    return MiniMaxH3Engine(spec)
+
+
+ENGINES: Final[Mapping[str, EngineKind]] = {
+    "preview": EngineKind(PreviewOptions, 25, False, (1, 20), (), _preview, fps_choices=(8, 60)),
+    "wan": EngineKind(WanOptions, 16, False, (1, 20), DIFFUSERS_REQUEST_OPTIONS, _wan),
+    "ltx": EngineKind(LTXOptions, 24, False, (1, 20), DIFFUSERS_REQUEST_OPTIONS, _ltx),
+    # 17n+5 frames at 24 fps within 5..15 s: 15 s would need 362 frames (15.08 s).
+    "minimax_h3": EngineKind(
+        MiniMaxH3Options, 24, True, (5, 14), ("num_inference_steps",), _minimax_h3
+    ),
+}
+"""Engine name → its kind. Adding an engine: its module, its options model, a row here."""
 
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What a served model can be asked, and what it makes (the API checks at submit)."""
+    """What a served model can be asked, and what it makes (the API checks at submit).
+
+    Sizes are output pixels (even sides), durations whole seconds, rates frames per second.
+    """
 
     text: bool
     first_frame: bool
@@ -95,33 +210,39 @@ class Capabilities:
     last_frame_required: bool
     audio: bool
     fps: int
-    durations: tuple[int, ...] = (6, 10)
-    resolutions: tuple[str, ...] = ("768P", "1080P")
+    """The rate a request without ``fps`` gets."""
+    fps_choices: tuple[int, int]
+    """Lowest and highest ``fps`` a request may ask."""
+    min_seconds: int
+    max_seconds: int
+    min_short_side: int
+    max_long_side: int
+    request_options: tuple[str, ...]
+    """The ``JobRequest.options`` keys the model takes."""
 
 
-# Native frame rate and audio of each engine; a registry entry may set ``options.fps``.
-_ENGINE_FACTS: Final = {
-    "preview": (25, False),
-    "wan": (16, False),
-    "ltx": (24, False),
-    "minimax_h3": (24, True),
-}
-
-
-def native_fps(engine: str) -> int:
-    """The frame rate ``engine`` is listed with unless its entry sets ``options.fps``."""
-    return _ENGINE_FACTS[engine][0]
+def native_fps(spec: ModelSpec) -> int:
+    """The frame rate ``spec`` makes: its ``options.fps``, else its engine's native rate."""
+    fps = getattr(spec.options, "fps", None)
+    return ENGINES[spec.engine].fps if fps is None else int(fps)
 
 
 def capabilities(spec: ModelSpec) -> Capabilities:
-    fps, audio = _ENGINE_FACTS[spec.engine]
+    kind = ENGINES[spec.engine]
+    fps = native_fps(spec)
     return Capabilities(
         text=spec.text,
         first_frame=spec.first_frame,
         last_frame=spec.last_frame,
         last_frame_required=spec.last_frame_required,
-        audio=audio,
-        fps=int(spec.options.get("fps", fps)),
+        audio=kind.audio,
+        fps=fps,
+        fps_choices=kind.fps_choices or (fps, fps),
+        min_seconds=kind.seconds[0],
+        max_seconds=kind.seconds[1],
+        min_short_side=MIN_SHORT_SIDE,
+        max_long_side=MAX_LONG_SIDE,
+        request_options=kind.request_options,
     )
 
 
@@ -134,7 +255,8 @@ def default_registry() -> dict[str, ModelSpec]:
 
 
 def load_registry(path: Path) -> dict[str, ModelSpec]:
-    """Served model id → spec, read from ``path``; ``ValueError`` naming the bad entry."""
+    """Served model id → spec, read from ``path``; ``ValueError`` naming the file and the key
+    path of the first bad value (``models.'wan'.options.fps``)."""
     try:
         document = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
@@ -155,26 +277,23 @@ def _spec(model_id: str, entry: object, path: Path) -> ModelSpec:
     where = f"model registry {path}: models.{model_id!r}"
     if not isinstance(entry, dict):
         raise ValueError(f"{where} must be a table")
-    unknown = sorted(set(entry) - _KNOWN_KEYS)
-    if unknown:
-        raise ValueError(f"{where}: unknown keys {unknown}; known: {sorted(_KNOWN_KEYS)}")
-    engine = entry.get("engine")
-    if engine not in ENGINES:
-        raise ValueError(f"{where}: engine {engine!r} is not one of {', '.join(ENGINES)}")
-    if engine != "preview" and not entry.get("weights"):
-        raise ValueError(f"{where}: engine {engine!r} needs weights (a directory or repo id)")
-    canvas = entry.get("canvas")
-    if canvas is not None and not (
-        isinstance(canvas, list) and len(canvas) == 2 and all(isinstance(v, int) for v in canvas)
-    ):
-        raise ValueError(f"{where}: canvas must be [height, width] in pixels")
-    for key, kind in _KEY_TYPES.items():
-        value = entry.get(key)
-        wrong = type(value) is not kind or (kind is int and isinstance(value, int) and value < 1)
-        if value is not None and wrong:
-            wanted = {bool: "true or false", int: "a positive integer", str: "a string"}
-            raise ValueError(f"{where}: {key} = {value!r} must be {wanted.get(kind, 'a table')}")
-    if entry.get("last_frame_required") and entry.get("last_frame") is False:
-        raise ValueError(f"{where}: last_frame_required = true needs last_frame = true")
-    values = {key: value for key, value in entry.items() if key != "canvas"}
-    return ModelSpec(id=model_id, canvas=tuple(canvas) if canvas else None, **values)
+    if "id" in entry:
+        raise ValueError(f"{where}.id: unknown key (the table's name is the model id)")
+    try:
+        return ModelSpec.model_validate({"id": model_id, **entry})
+    except ValidationError as exc:
+        errors = (_describe(f"models.{model_id!r}", error) for error in exc.errors())
+        raise ValueError(f"model registry {path}: {'; '.join(errors)}") from None
+
+
+def _describe(where: str, error: Any) -> str:
+    """One pydantic error as ``where.key.path: what is wrong (got value)``."""
+    parts = error["loc"]
+    location = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in parts)
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        return f"{where}{location}: unknown key"
+    if error["type"] == "missing":
+        return f"{where}{location}: required"
+    shown = "" if not location or isinstance(error["input"], dict) else f" (got {error['input']!r})"
+    return f"{where}{location}: {message}{shown}"

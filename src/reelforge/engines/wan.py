@@ -13,7 +13,7 @@ What a checkpoint can be asked follows from its layout, read at load:
 
 Frames come in counts of 4k+1 (the VAE's temporal compression), sides in multiples of the
 VAE's spatial compression times the patch size: 16, or 32 for TI2V-5B. ``load`` refuses a
-registry entry promising more than its checkpoint can do, and options it does not know.
+registry entry promising more than its checkpoint can do (``WanOptions`` checks the options).
 """
 
 from __future__ import annotations
@@ -29,26 +29,30 @@ from diffusers import (
 )
 from PIL import Image
 
-from reelforge.engines.base import OnStep, Video, VideoRequest, request_seed
+from reelforge.engines.base import Keyframes, OnStep, request_seed
 from reelforge.engines.diffusion import (
-    CACHES,
-    check_options,
+    Sampling,
+    aspect_canvas,
+    canvas_aspect,
+    check_fps,
+    check_offload,
     checked_canvas,
     contract_frames,
     cover,
     frames_for,
-    keyframe_canvas,
     out_of_memory_guard,
     place,
+    sampling,
     speed_up,
     step_callback,
     torch_dtype,
 )
-from reelforge.engines.registry import ModelSpec, native_fps
+from reelforge.engines.options import WanOptions
+from reelforge.engines.registry import ENGINES, ModelSpec
 from reelforge.errors import InvalidRequest
+from reelforge.request import JobRequest
+from reelforge.video import Video
 
-DEFAULT_STEPS: Final = 50
-GUIDANCE_SCALE: Final = 5.0
 NEGATIVE_PROMPT: Final = (
     "Bright tones, overexposed, static, blurred details, subtitles, style, works, paintings, "
     "images, static, overall gray, worst quality, low quality, JPEG compression residue, ugly, "
@@ -57,6 +61,7 @@ NEGATIVE_PROMPT: Final = (
     "in the background, walking backwards"
 )
 """The negative prompt of Wan's own examples (English translation)."""
+DEFAULTS: Final = Sampling(steps=50, guidance_scale=5.0, negative_prompt=NEGATIVE_PROMPT)
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,7 @@ class WanEngine:
 
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
+        self.options = spec.options_as(WanOptions)
         self.pipeline: Any = None
         """The loaded diffusers pipeline (None until ``load``)."""
         self.checkpoint: Checkpoint | None = None
@@ -103,8 +109,8 @@ class WanEngine:
         for options or abilities the checkpoint (or this machine) cannot give."""
         if self.pipeline is not None:
             return
-        spec = self.spec
-        _check_options(spec)
+        spec, options = self.spec, self.options
+        check_offload(spec, options)
         pipeline = DiffusionPipeline.from_pretrained(spec.weights, dtype=torch_dtype(spec.dtype))
         checkpoint = _checkpoint(spec, pipeline)
         _check_promises(spec, checkpoint)
@@ -113,7 +119,7 @@ class WanEngine:
         )
         self.frame_step = pipeline.vae_scale_factor_temporal
         self.canvas = checked_canvas(spec, spec.canvas or checkpoint.canvas, self.multiple)
-        self.fps = int(spec.options.get("fps", checkpoint.fps))
+        self.fps = options.fps or checkpoint.fps
         if isinstance(pipeline, WanPipeline) and checkpoint.first_frame:
             # TI2V-5B: the same weights start from an image through the image pipeline.
             self._image_pipeline = WanImageToVideoPipeline(
@@ -122,32 +128,31 @@ class WanEngine:
                 expand_timesteps=True,
             )
             self._image_pipeline.set_progress_bar_config(disable=True)
-        place(spec, pipeline)
+        place(spec, options, pipeline)
         pipeline.set_progress_bar_config(disable=True)
-        speed_up(spec, pipeline, timestep=lambda: self._running.current_timestep)
+        speed_up(spec, options, pipeline, timestep=lambda: self._running.current_timestep)
         self.pipeline, self.checkpoint = pipeline, checkpoint
 
-    def generate(self, request: VideoRequest, on_step: OnStep) -> Video:
-        """The video for ``request`` at the contract's size (or the canvas with
-        ``keep_native_size``), ``duration_s * fps`` frames; ``on_step(step, steps)`` runs
-        after each denoising step, and a raise from it stops the work before the VAE decode."""
+    def generate(self, request: JobRequest, keyframes: Keyframes, on_step: OnStep) -> Video:
+        """The video for ``request`` at its size (or the canvas with ``keep_native_size``),
+        ``duration_s * fps`` frames at the native rate; ``on_step(step, steps)`` runs after
+        each denoising step, and a raise from it stops the work before the VAE decode.
+        ``InvalidRequest`` for inputs, a frame rate or options the checkpoint cannot take."""
         if self.checkpoint is None:
             raise RuntimeError(f"model {self.spec.id!r}: call load() before generate()")
         spec, checkpoint = self.spec, self.checkpoint
-        first, last = request.first_frame, request.last_frame
+        first, last = keyframes.first, keyframes.last
 
         # 1. Frames: the 4k+1 count covering the duration at the native rate.
+        check_fps(spec, request, self.fps)
         frame_count = request.duration_s * self.fps
         native_frames = frames_for(request.duration_s, self.fps, step=self.frame_step, offset=1)
 
-        # 2. Canvas: as configured for text; a keyframe's aspect at the same area otherwise.
-        keyframe = first or last
-        height, width = keyframe_canvas(
-            self.canvas, keyframe.size if keyframe else None, self.multiple
-        )
+        # 2. Canvas: as configured for text; the output's aspect at the same area otherwise.
+        height, width = aspect_canvas(self.canvas, canvas_aspect(request, keyframes), self.multiple)
 
         # 3. Inputs: which pipeline, and the keyframes cover-cropped to the canvas.
-        _check_inputs(spec, checkpoint, request)
+        _check_inputs(spec, checkpoint, keyframes)
         pipeline = self.pipeline
         images: dict[str, Image.Image] = {}
         if first is not None:
@@ -157,19 +162,20 @@ class WanEngine:
             images["last_image"] = cover(last, width, height)
 
         # 4. Denoise and decode; a cancel or out-of-memory from a step stops before decoding.
-        steps = spec.steps or DEFAULT_STEPS
+        how = sampling(spec, self.options, request, DEFAULTS)
+        steps = how.steps
         seed = request_seed(request)
         self._running = pipeline
         with out_of_memory_guard(spec):
             try:
                 clip = pipeline(
                     prompt=request.prompt,
-                    negative_prompt=spec.options.get("negative_prompt", NEGATIVE_PROMPT),
+                    negative_prompt=how.negative_prompt,
                     height=height,
                     width=width,
                     num_frames=native_frames,
                     num_inference_steps=steps,
-                    guidance_scale=spec.options.get("guidance_scale", GUIDANCE_SCALE),
+                    guidance_scale=how.guidance_scale,
                     generator=torch.Generator().manual_seed(seed),
                     output_type="np",
                     callback_on_step_end=step_callback(on_step, steps),
@@ -182,7 +188,7 @@ class WanEngine:
 
         # 5. Exactly duration x fps frames, keeping the last one when it is the last keyframe.
         (out_width, out_height), frames = contract_frames(
-            clip, request, spec, frame_count, keep_last=last is not None
+            clip, request, keyframes, spec, frame_count, keep_last=last is not None
         )
 
         # 6. The video, with what was generated in its meta.
@@ -215,17 +221,6 @@ _SHARED_COMPONENTS: Final = (
     "transformer",
     "transformer_2",
 )
-
-
-def _check_options(spec: ModelSpec) -> None:
-    """The shared option checks, after refusing FasterCache by name (it breaks Wan)."""
-    cache = spec.options.get("cache")
-    if isinstance(cache, str) and "faster" in cache.lower():
-        raise ValueError(
-            f"model {spec.id!r}: options.cache = {cache!r}: FasterCache fails on Wan's "
-            f"transformer; use {' or '.join(CACHES)}"
-        )
-    check_options(spec)
 
 
 def _checkpoint(spec: ModelSpec, pipeline: Any) -> Checkpoint:
@@ -269,25 +264,21 @@ def _check_promises(spec: ModelSpec, checkpoint: Checkpoint) -> None:
         )
     if spec.text and not checkpoint.text:
         raise ValueError(f"{where}, which needs a first frame image: set text = false")
-    if "fps" not in spec.options and checkpoint.fps != native_fps(spec.engine):
+    if spec.options_as(WanOptions).fps is None and checkpoint.fps != ENGINES["wan"].fps:
         raise ValueError(
             f"{where}, which makes {checkpoint.fps} fps: set options.fps = {checkpoint.fps} "
             "(GET /v2/models lists the registry's frame rate)"
         )
 
 
-def _check_inputs(spec: ModelSpec, checkpoint: Checkpoint, request: VideoRequest) -> None:
-    """Refuse a request the checkpoint cannot serve though the API let it through."""
+def _check_inputs(spec: ModelSpec, checkpoint: Checkpoint, keyframes: Keyframes) -> None:
+    """Refuse keyframes the checkpoint cannot serve though the API let them through."""
     where = f"model {spec.id!r} (a Wan {checkpoint.kind} checkpoint)"
-    if request.first_frame is None and not checkpoint.text:
+    if keyframes.first is None and not checkpoint.text:
         raise InvalidRequest("first_frame_image", f"{where} needs a first frame image")
-    if request.last_frame is not None and request.first_frame is None:
+    if keyframes.last is not None and keyframes.first is None:
         raise InvalidRequest(
             "first_frame_image", f"{where} ends on an image only after a first one"
         )
-    if (
-        request.first_frame is not None
-        and request.last_frame is None
-        and not checkpoint.first_frame
-    ):
+    if keyframes.first is not None and keyframes.last is None and not checkpoint.first_frame:
         raise InvalidRequest("last_image_url", f"{where} needs a last frame image too")
