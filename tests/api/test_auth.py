@@ -4,6 +4,7 @@ revoked keys stop working, and no plaintext key ever reaches the data directory.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from reelforge.api.auth import hash_key, new_key, register
+from reelforge.api.auth import KEY_CACHE_SECONDS, hash_key, new_key, register
 from reelforge.cli import app
 from tests.service import LEGACY, TEST_KEY, UNIFIED, Api, running_api, service_settings
 
@@ -112,11 +113,15 @@ def test_another_key_sees_a_generation_as_missing(api: Api, route: str) -> None:
     assert fetch(api, TEST_KEY, theirs, route).status_code == 404
 
 
-def test_a_revoked_key_is_refused(api: Api) -> None:
+def test_a_revoked_key_is_refused_within_the_cache_window(api: Api) -> None:
     key_b = new_key()
     record = register(api.store, key_b, name="tenant B")
-    generation_id = create(api, key_b)
+    generation_id = create(api, key_b)  # the API process now caches key B
     assert api.store.revoke_key(record.id)
+    revoked = time.monotonic()
+    while fetch(api, key_b, generation_id).status_code == 200:
+        assert time.monotonic() - revoked < KEY_CACHE_SECONDS + 1, "still accepted"
+        time.sleep(0.05)
     for response in (
         fetch(api, key_b, generation_id),
         call(api, "POST", UNIFIED, f"Bearer {key_b}", json=BODY),
@@ -168,6 +173,10 @@ def test_keys_made_listed_and_revoked_with_the_cli(tmp_path: Path) -> None:
         revoked, _ = keys_command(tmp_path, "revoke", key[:8])
         assert revoked.strip() == f"revoked {key[:8]}"
         assert api.store.key_for_hash(hash_key(key)) is None
+        deadline = time.monotonic() + KEY_CACHE_SECONDS + 1  # the API's cache forgets it
+        while fetch(api, key, generation_id).status_code == 200:
+            assert time.monotonic() < deadline, "the revoked key is still accepted"
+            time.sleep(0.05)
         assert fetch(api, key, generation_id).status_code == 401
 
     listing, _ = keys_command(tmp_path, "list")

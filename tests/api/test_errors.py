@@ -4,10 +4,11 @@ failure is a 500 in that envelope, logged with its traceback, and the service go
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
+from starlette.testclient import TestClient
 
 from reelforge.api.app import Services, create_app
 from reelforge.jobs.model import Job
@@ -28,18 +29,20 @@ class BrokenStore(SQLiteJobStore):
 
 
 @pytest.fixture
-def client(tmp_path: Path) -> httpx.Client:
+def client(tmp_path: Path) -> Iterator[TestClient]:
+    """The app in-process (no socket), on a store with a bug."""
     settings = service_settings(tmp_path)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = BrokenStore(settings.database_path)
     ensure_key(settings, store)
     app = create_app(Services(settings, store, open_storage(settings), load_models(settings)))
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    return httpx.Client(transport=transport, base_url="http://reelforge.test", headers=AUTH)
+    with TestClient(app, raise_server_exceptions=False, headers=AUTH) as client:
+        yield client
+    store.close()
 
 
 def test_an_unexpected_failure_is_a_logged_500_in_the_dialects_envelope(
-    client: httpx.Client, caplog: pytest.LogCaptureFixture
+    client: TestClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.ERROR, logger="reelforge.api"):
         answer = client.get(LEGACY, params={"generation_id": "boom"})
@@ -54,7 +57,7 @@ def test_an_unexpected_failure_is_a_logged_500_in_the_dialects_envelope(
 
 
 def test_routes_outside_every_dialect_answer_in_the_default_envelope(
-    client: httpx.Client,
+    client: TestClient,
 ) -> None:
     answer = client.get("/files/videos/x.mp4", params={"expires": "1", "signature": "0" * 64})
     assert answer.status_code in (403, 404, 410)
@@ -64,7 +67,7 @@ def test_routes_outside_every_dialect_answer_in_the_default_envelope(
     assert missing.json()["error"]["name"] == "HTTPError"
 
 
-def test_refusals_name_the_field_in_the_routes_own_words(client: httpx.Client) -> None:
+def test_refusals_name_the_field_in_the_routes_own_words(client: TestClient) -> None:
     unified = client.post(
         "/v2/video/generations",
         json={"model": "preview", "prompt": "x", "image_url": "data:image/png;base64,@@"},

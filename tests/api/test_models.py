@@ -39,6 +39,12 @@ def test_models_lists_what_each_served_model_can_do(api: Api) -> None:
         "last_frame_required": False,
         "audio": False,
         "fps": 25,
+        "fps_choices": [8, 60],
+        "min_seconds": 1,
+        "max_seconds": 20,
+        "min_short_side": 256,
+        "max_long_side": 2700,
+        "request_options": [],
         "durations": [6, 10],
         "resolutions": ["768P", "1080P"],
     }

@@ -22,8 +22,11 @@ def create_app(services: Services) -> FastAPI:
     app.state.services = services
     errors.install(app)
     app.add_middleware(BodyLimit, limit=services.settings.max_body_bytes)
-    for dialect in DIALECTS:  # the Hailuo poll first: the most requested route
+    for dialect in DIALECTS:
         app.include_router(dialect.router)
+    # The hot routes first: matched before FastAPI's, whose matching costs ~25 µs a request.
+    fast = [route for dialect in DIALECTS for route in dialect.fast_routes]
+    app.router.routes[:0] = fast
     app.include_router(files.router)
     app.include_router(health.router)
     return app

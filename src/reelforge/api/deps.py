@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
-from reelforge.api.auth import authenticate
+from reelforge.api.auth import KeyCache, authenticate
 from reelforge.engines.registry import ModelSpec
 from reelforge.jobs.model import ApiKey, Store
 from reelforge.settings import Settings
@@ -23,10 +23,15 @@ class Services:
     storage: Storage
     models: dict[str, ModelSpec]
     """Served model id → its registry entry."""
+    keys: KeyCache = field(init=False)
+    """Keys found lately (a revoked key keeps working here for up to 2 s)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "keys", KeyCache(self.store))
 
     def caller(self, authorization: str | None) -> ApiKey:
         """The key behind an ``Authorization`` header: the one check every route makes."""
-        return authenticate(self.store, authorization)
+        return authenticate(self.keys, authorization)
 
 
 def services_of(request: Request) -> Services:

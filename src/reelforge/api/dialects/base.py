@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from fastapi import APIRouter
 from starlette.responses import Response
+from starlette.routing import BaseRoute
 
 ErrorRenderer = Callable[[int, str, str], Response]
 """``render(status, name, message)``: an error in the dialect's envelope."""
@@ -22,3 +23,6 @@ class Dialect:
     prefixes: tuple[str, ...]
     router: APIRouter
     render_error: ErrorRenderer
+    fast_routes: tuple[BaseRoute, ...] = ()
+    """Plain Starlette routes matched before every FastAPI route (the hot poll), each also
+    declared on ``router`` for the OpenAPI document."""
