@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+
 from reelforge.jobs.sqlite import SQLiteJobStore
 from reelforge.request import ImageRef, JobRequest
 from reelforge.retention import Retention

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from reelforge.jobs.model import JobArchive, Coordination
+from reelforge.jobs.model import Coordination, JobArchive
 from reelforge.storage.base import Storage
 
 log = logging.getLogger("reelforge.retention")
@@ -24,6 +24,7 @@ CHORE = "retention"
 
 class _RetentionStore(JobArchive, Coordination, Protocol):
     """What a sweep needs of the store: ended jobs, and a named lease to run alone."""
+
 
 BATCH = 200
 """Jobs purged per batch."""

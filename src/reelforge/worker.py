@@ -167,7 +167,9 @@ class Worker:
         if now < self._next_prune:
             return
         self._next_prune = now + PRUNE_EVERY_SECONDS
-        if self.store.take_chore("prune-events", holder=self.worker_id, seconds=PRUNE_EVERY_SECONDS):
+        if self.store.take_chore(
+            "prune-events", holder=self.worker_id, seconds=PRUNE_EVERY_SECONDS
+        ):
             self.store.prune_events()
 
     def process(self, lease: Lease, halt: threading.Event) -> None:
@@ -197,7 +199,9 @@ class Worker:
 
     def _keyframes(self, lease: Lease) -> Keyframes:
         request = lease.job.request
-        return Keyframes(first=self._image(request.first_frame), last=self._image(request.last_frame))
+        return Keyframes(
+            first=self._image(request.first_frame), last=self._image(request.last_frame)
+        )
 
     def _image(self, ref: ImageRef | None) -> Image.Image | None:
         if ref is None:
@@ -229,7 +233,7 @@ class Worker:
         lost); the attempt's scratch file is removed first."""
         try:
             return work()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (every failure ends in a state, never the worker)
             run.target.unlink(missing_ok=True)
             self._after(run, beat, exc)
             return None
@@ -274,7 +278,9 @@ class Worker:
             return
         delay = min(self.settings.storage_retry_seconds * 2**job.retries, MAX_RETRY_DELAY_SECONDS)
         beat.stop()
-        log.warning("job %s meets a storage blip (%s); queued again in %.1f s", job.id, cause, delay)
+        log.warning(
+            "job %s meets a storage blip (%s); queued again in %.1f s", job.id, cause, delay
+        )
         self.store.requeue(run.lease, delay_seconds=delay, reason=f"storage: {cause}")
 
     def _give_back(self, run: _Run, beat: _Heartbeat) -> None:
@@ -309,7 +315,9 @@ def _retrying(record: Callable[[], T], settings: Settings) -> T:
         except Exception:
             if time.monotonic() + pause > deadline:
                 raise
-            log.warning("recording a job's end failed; trying again in %.2f s", pause, exc_info=True)
+            log.warning(
+                "recording a job's end failed; trying again in %.2f s", pause, exc_info=True
+            )
         time.sleep(pause)
         pause = min(pause * 2, 1.0)
 
@@ -396,7 +404,10 @@ class _Heartbeat:
                 continue
             try:
                 kept = self._store.heartbeat(
-                    self._lease, lease_seconds=self._lease_seconds, progress=state[0], phase=state[1]
+                    self._lease,
+                    lease_seconds=self._lease_seconds,
+                    progress=state[0],
+                    phase=state[1],
                 )
             except Exception:  # a busy database: the next beat tries again
                 log.exception("heartbeat failed on job %s", self._lease.job.id)

@@ -48,7 +48,10 @@ def test_an_unexpected_failure_is_a_logged_500_in_the_dialects_envelope(
         answer = client.get(LEGACY, params={"generation_id": "boom"})
     assert answer.status_code == 500
     assert answer.json() == {
-        "error": {"name": "InternalError", "message": "the server failed; the error has been logged"}
+        "error": {
+            "name": "InternalError",
+            "message": "the server failed; the error has been logged",
+        }
     }
     assert "a bug in the store" not in answer.text  # internals stay in the log
     assert any("a bug in the store" in (record.exc_text or "") for record in caplog.records)
@@ -78,4 +81,6 @@ def test_refusals_name_the_field_in_the_routes_own_words(client: TestClient) -> 
         LEGACY, json={"model": "preview", "prompt": "x", "duration": 10, "resolution": "1080P"}
     )
     assert legacy.status_code == 400
-    assert legacy.json()["error"]["message"] == "duration: 10 s is available only at 768P, not 1080P"
+    assert (
+        legacy.json()["error"]["message"] == "duration: 10 s is available only at 768P, not 1080P"
+    )

@@ -14,8 +14,7 @@ HEAVY = ("fastapi", "starlette", "cv2", "av", "reelforge.worker", "reelforge.eng
 @pytest.mark.parametrize("module", ["reelforge.client", "reelforge.cli", "reelforge.settings"])
 def test_importing_loads_nothing_heavy(module: str) -> None:
     probe = (
-        f"import sys, {module}; "
-        f"print(','.join(name for name in {HEAVY!r} if name in sys.modules))"
+        f"import sys, {module}; print(','.join(name for name in {HEAVY!r} if name in sys.modules))"
     )
     done = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60

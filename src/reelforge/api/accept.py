@@ -144,7 +144,9 @@ def _check_request(submission: Submission, can: Capabilities) -> None:
     parse_camera(request.prompt)
 
 
-def _check_size(submission: Submission, can: Capabilities, keyframe: tuple[int, int] | None) -> None:
+def _check_size(
+    submission: Submission, can: Capabilities, keyframe: tuple[int, int] | None
+) -> None:
     """An explicit size, or the size a resolution class gives this keyframe, is one the model
     can make: even sides, the short one at least ``min_short_side``, the long one at most
     ``max_long_side``."""
@@ -160,8 +162,8 @@ def _check_size(submission: Submission, can: Capabilities, keyframe: tuple[int, 
     if problem is not None:
         shown = str(size) if isinstance(size, Dimensions) else f"{size.value} ({width}x{height})"
         raise InvalidRequest(
-            submission.name("size"), f"{shown} is not a size model {submission.model!r} makes; "
-            + problem,
+            submission.name("size"),
+            f"{shown} is not a size model {submission.model!r} makes; " + problem,
         )
 
 

@@ -14,8 +14,8 @@ from typing import Annotated, Any, ClassVar, Final, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
-from starlette.routing import Route
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.routing import Route
 
 from reelforge.api.accept import Submission, accept, image_input
 from reelforge.api.deps import CallerDep, Services, ServicesDep, services_of
@@ -240,7 +240,9 @@ def cancel(
 @router.get("/v2/models")
 async def list_models(_: CallerDep, services: ServicesDep) -> dict[str, Any]:
     """The served models and what each can be asked (reelforge's extension)."""
-    return {"models": [_listed(model_id, spec) for model_id, spec in sorted(services.models.items())]}
+    return {
+        "models": [_listed(model_id, spec) for model_id, spec in sorted(services.models.items())]
+    }
 
 
 def _listed(model_id: str, spec: ModelSpec) -> dict[str, Any]:
