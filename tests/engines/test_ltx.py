@@ -97,8 +97,8 @@ def test_a_first_frame_conditions_frame_zero_and_sets_the_aspect(
     engine = loaded(checkpoint)
     encoded = record_encodes(engine.pipeline.vae, monkeypatch)
     steps = StepLog()
-    video = engine.generate(*job(first_frame=PORTRAIT), steps)
-    assert (video.width, video.height, video.fps, video.frame_count) == (768, 1152, 24, 144)
+    video = engine.generate(*job(first_frame=PORTRAIT, duration_s=1), steps)
+    assert (video.width, video.height, video.fps, video.frame_count) == (768, 1152, 24, 24)
     # The canvas's area (64 x 96) at the keyframe's 2:3, in multiples of 32.
     assert (video.meta["native_width"], video.meta["native_height"]) == (64, 96)
     assert [tuple(pixels.shape[2:]) for pixels in encoded] == [(1, 96, 64)]
@@ -113,14 +113,14 @@ def test_a_last_frame_conditions_the_last_generated_frame_which_ends_the_video(
     engine = loaded(checkpoint, keep_native_size=True)
     encoded = record_encodes(engine.pipeline.vae, monkeypatch)
     decoded = record_decodes(engine.pipeline.vae, monkeypatch)
-    video = engine.generate(*job(first_frame=first, last_frame=LANDSCAPE), StepLog())
+    video = engine.generate(*job(first_frame=first, last_frame=LANDSCAPE, duration_s=1), StepLog())
     frames = list(video.frames)
     size = (64, 96) if first is not None else (96, 64)  # the first keyframe's aspect
-    assert ((video.width, video.height), video.fps, len(frames)) == (size, 24, 144)
+    assert ((video.width, video.height), video.fps, len(frames)) == (size, 24, 24)
     assert len(encoded) == (1 if first is None else 2)
-    # 145 generated frames become 144: one dropped inside, both ends kept.
+    # 25 generated frames become 24: one dropped inside, both ends kept.
     assert np.abs(frames[0].astype(int) - decoded_frame(decoded[0], 0)).max() <= 1
-    assert np.abs(frames[-1].astype(int) - decoded_frame(decoded[0], 144)).max() <= 1
+    assert np.abs(frames[-1].astype(int) - decoded_frame(decoded[0], 24)).max() <= 1
 
 
 def test_a_checkpoint_published_as_ltx_pipeline_loads_too(checkpoint: Path, tmp_path: Path) -> None:
