@@ -22,10 +22,10 @@ import av
 import numpy as np
 from PIL import Image
 
-from reelforge.contract import Resolution
-from reelforge.engines.base import VideoRequest
+from reelforge.engines.base import Keyframes
 from reelforge.engines.preview import PreviewEngine
 from reelforge.media.encoder import EncoderOptions, encode_mp4
+from reelforge.request import JobRequest, Resolution
 
 
 @dataclass(frozen=True)
@@ -67,8 +67,8 @@ def render_once(index: int, output: Path) -> None:
     first = Image.open(io.BytesIO(buffer.getvalue())) if case.with_image else None
     last = picture(*size, seed=2) if case.with_last else None
     started = time.perf_counter()
-    request = VideoRequest(case.prompt, case.duration_s, case.resolution, None, first, last)
-    video = PreviewEngine().generate(request, lambda done, total: None)
+    request = JobRequest(case.prompt, case.duration_s, case.resolution)
+    video = PreviewEngine().generate(request, Keyframes(first, last), lambda done, total: None)
     encode_mp4(video, output, EncoderOptions())
     seconds = time.perf_counter() - started
     peak_mb = peak_rss_mb()

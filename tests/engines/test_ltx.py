@@ -14,11 +14,12 @@ import pytest
 pytest.importorskip("diffusers", reason="the ltx engine needs: pip install 'reelforge[diffusers]'")
 
 import torch
+from PIL import Image, ImageOps
 
 from reelforge.engines.base import Keyframes
-from reelforge.engines.ltx import LTXEngine
+from reelforge.engines.ltx import DEFAULTS, LTXEngine
 from reelforge.engines.registry import ModelSpec
-from reelforge.errors import Cancelled, OutOfMemory
+from reelforge.errors import Cancelled, InvalidRequest, OutOfMemory
 from reelforge.media.encoder import encode_mp4
 from reelforge.request import JobRequest
 from reelforge.video import Frame
@@ -29,6 +30,7 @@ from tests.tiny_models import (
     StepLog,
     decoded_frame,
     offline_hub,
+    record_calls,
     record_decodes,
     record_encodes,
 )
@@ -95,8 +97,8 @@ def test_a_first_frame_conditions_frame_zero_and_sets_the_aspect(
     engine = loaded(checkpoint)
     encoded = record_encodes(engine.pipeline.vae, monkeypatch)
     steps = StepLog()
-    video = engine.generate(*job(first_frame=PORTRAIT), steps)
-    assert (video.width, video.height, video.fps, video.frame_count) == (768, 1152, 24, 144)
+    video = engine.generate(*job(first_frame=PORTRAIT, duration_s=1), steps)
+    assert (video.width, video.height, video.fps, video.frame_count) == (768, 1152, 24, 24)
     # The canvas's area (64 x 96) at the keyframe's 2:3, in multiples of 32.
     assert (video.meta["native_width"], video.meta["native_height"]) == (64, 96)
     assert [tuple(pixels.shape[2:]) for pixels in encoded] == [(1, 96, 64)]
@@ -111,14 +113,14 @@ def test_a_last_frame_conditions_the_last_generated_frame_which_ends_the_video(
     engine = loaded(checkpoint, keep_native_size=True)
     encoded = record_encodes(engine.pipeline.vae, monkeypatch)
     decoded = record_decodes(engine.pipeline.vae, monkeypatch)
-    video = engine.generate(*job(first_frame=first, last_frame=LANDSCAPE), StepLog())
+    video = engine.generate(*job(first_frame=first, last_frame=LANDSCAPE, duration_s=1), StepLog())
     frames = list(video.frames)
     size = (64, 96) if first is not None else (96, 64)  # the first keyframe's aspect
-    assert ((video.width, video.height), video.fps, len(frames)) == (size, 24, 144)
+    assert ((video.width, video.height), video.fps, len(frames)) == (size, 24, 24)
     assert len(encoded) == (1 if first is None else 2)
-    # 145 generated frames become 144: one dropped inside, both ends kept.
+    # 25 generated frames become 24: one dropped inside, both ends kept.
     assert np.abs(frames[0].astype(int) - decoded_frame(decoded[0], 0)).max() <= 1
-    assert np.abs(frames[-1].astype(int) - decoded_frame(decoded[0], 144)).max() <= 1
+    assert np.abs(frames[-1].astype(int) - decoded_frame(decoded[0], 24)).max() <= 1
 
 
 def test_a_checkpoint_published_as_ltx_pipeline_loads_too(checkpoint: Path, tmp_path: Path) -> None:
@@ -161,11 +163,8 @@ def test_out_of_memory_in_a_step_names_the_registry_options(checkpoint: Path) ->
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        ({"options": {"turbo": True}}, r"options \['turbo'\] are unknown to the ltx engine"),
-        ({"options": {"cache": "faster"}}, "expected first_block or taylorseer or pab"),
         ({"options": {"cpu_offload": "model"}}, "needs an accelerator"),
-        ({"options": {"vae_tiling": "yes"}}, "options.vae_tiling = 'yes': expected true or false"),
-        ({"options": {"guidance_scale": -1}}, "options.guidance_scale = -1"),
+        ({"options": {"cpu_offload": "sequential"}}, "needs an accelerator"),
         ({"options": {"attention_backend": "warp"}}, "options.attention_backend"),
         ({"canvas": (48, 64)}, "canvas 48x64 .* multiples of 32"),
     ],
@@ -197,9 +196,69 @@ def test_registry_options_apply_and_the_clip_still_comes_out(
     assert steps.calls == [(step, 5) for step in range(1, 6)]
 
 
-def test_compile_is_accepted_at_load(checkpoint: Path) -> None:
-    engine = loaded(checkpoint, options={"compile": True})
-    assert engine.pipeline is not None  # compiling happens at the first call: not run here
+def test_compile_wraps_each_transformer_block_in_torch_compile(checkpoint: Path) -> None:
+    transformer = loaded(checkpoint, options={"compile": True}).pipeline.transformer
+    assert len(transformer.transformer_blocks) == 2
+    # nn.Module.compile: the block's call goes through torch.compile (traced at the first
+    # call, not run here: inductor needs minutes on this CPU); the rest stays eager.
+    assert all(block._compiled_call_impl is not None for block in transformer.transformer_blocks)
+    assert transformer._compiled_call_impl is None
+    plain = loaded(checkpoint).pipeline.transformer
+    assert all(block._compiled_call_impl is None for block in plain.transformer_blocks)
+
+
+def test_request_options_override_the_registrys_and_ltxs_defaults(
+    checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = loaded(checkpoint, steps=None, options={"guidance_scale": 1.0})
+    calls = record_calls(engine, monkeypatch)
+    asked = {"num_inference_steps": 3, "guidance_scale": 4.5, "negative_prompt": "rain"}
+    steps = StepLog()
+    engine.generate(*job(duration_s=1, options=asked, size=Dimensions(320, 256)), steps)
+    assert {name: calls[0][name] for name in asked} == asked
+    assert len(calls[0]["timesteps"]) == 3
+    assert steps.calls == [(1, 3), (2, 3), (3, 3)]
+    with pytest.raises(Cancelled):
+        engine.generate(*job(duration_s=1), cancel)
+    assert (calls[1]["num_inference_steps"], calls[1]["guidance_scale"]) == (40, 1.0)
+    assert calls[1]["negative_prompt"] == DEFAULTS.negative_prompt
+
+
+def cancel(done: int, total: int) -> None:
+    raise Cancelled
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"fps": 25}, "fps"),
+        ({"options": {"negative_prompt": 3}}, "options.negative_prompt"),
+        ({"options": {"strength": 0.5}}, "options.strength"),
+    ],
+)
+def test_a_frame_rate_or_option_the_engine_cannot_take_is_refused(
+    checkpoint: Path, fields: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(InvalidRequest) as raised:
+        loaded(checkpoint).generate(*job(**fields), StepLog())
+    assert raised.value.field == field
+
+
+def test_explicit_dimensions_set_the_canvas_aspect_and_keyframes_are_cover_cropped(
+    checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = loaded(checkpoint, canvas=(32, 64))
+    calls = record_calls(engine, monkeypatch)
+    video = engine.generate(
+        *job(first_frame=PORTRAIT, size=Dimensions(512, 256), duration_s=1), StepLog()
+    )
+    assert (video.width, video.height) == (512, 256)
+    assert next(video.frames).shape == (256, 512, 3)
+    # A 2:1 canvas at the configured area, in multiples of 32; the 2:3 keyframe cropped onto it.
+    assert (calls[0]["width"], calls[0]["height"]) == (64, 32)
+    given = np.asarray(calls[0]["conditions"][0].image, dtype=float)
+    covered = np.asarray(ImageOps.fit(PORTRAIT, (64, 32), Image.Resampling.LANCZOS), dtype=float)
+    assert np.abs(given - covered).mean() < 1
 
 
 def test_load_is_idempotent(checkpoint: Path) -> None:

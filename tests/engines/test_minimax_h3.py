@@ -20,21 +20,23 @@ import av
 import huggingface_hub.constants
 import numpy as np
 import torch
+from PIL import Image
 
-from reelforge.contract import Resolution
-from reelforge.engines.base import VideoRequest
+from reelforge.engines.base import Keyframes
 from reelforge.engines.minimax_h3 import (
     KeyframeProcessor,
     MiniMaxH3Engine,
     default_canvas,
     generation_frames,
 )
-from reelforge.engines.registry import ModelSpec
+from reelforge.engines.registry import ENGINES, ModelSpec
 from reelforge.errors import Cancelled, InvalidRequest, OutOfMemory
 from reelforge.media.encoder import encode_mp4
+from reelforge.request import Dimensions, JobRequest
 from tests.conftest import FAST
 from tests.pictures import textured
 from tests.tiny_h3 import WEIGHT_NORM_WARNING, build_tiny_h3
+from tests.tiny_models import record_calls
 
 pytestmark = pytest.mark.filterwarnings(WEIGHT_NORM_WARNING)
 
@@ -101,14 +103,36 @@ def counted(function: Callable[..., Any], name: str, calls: list[str]) -> Callab
     return wrapper
 
 
-def ask(prompt: str = "A lighthouse at dusk", **fields: Any) -> VideoRequest:
-    return VideoRequest(prompt=prompt, duration_s=6, resolution=Resolution.P768, **fields)
+def ask(
+    prompt: str = "A lighthouse at dusk",
+    first_frame: Image.Image | None = None,
+    last_frame: Image.Image | None = None,
+    **fields: Any,
+) -> tuple[JobRequest, Keyframes]:
+    """A 6 s 768P request (unless ``fields`` say otherwise) and its decoded keyframes."""
+    request = JobRequest(prompt=prompt, **({"duration_s": 6} | fields))
+    return request, Keyframes(first_frame, last_frame)
+
+
+def nothing(done: int, total: int) -> None:
+    """An ``on_step`` that ignores progress."""
 
 
 def test_loads_the_fl2va_components_and_never_transformer_ref(engine: MiniMaxH3Engine) -> None:
     pipeline = engine.pipeline
-    assert pipeline.transformer is not None
-    assert pipeline.audio_vae is not None
+    loaded = {
+        name: type(getattr(pipeline, name)).__name__
+        for name in ("transformer", "vae", "audio_vae", "scheduler", "audio_scheduler")
+    }
+    assert loaded == {
+        "transformer": "MiniMaxH3Transformer3DModel",
+        "vae": "AutoencoderKLMiniMaxH3",
+        "audio_vae": "AutoencoderKLMiniMaxH3Audio",
+        "scheduler": "MiniMaxH3Scheduler",
+        "audio_scheduler": "MiniMaxH3Scheduler",
+    }
+    weights = next(pipeline.transformer.parameters())
+    assert (weights.device.type, weights.dtype) == ("cpu", torch.float32)
     assert pipeline.transformer_ref is None
     if importlib.util.find_spec("torchvision") is None:
         assert isinstance(pipeline.processor, KeyframeProcessor)
@@ -118,7 +142,7 @@ def test_text_only_is_1366x768_144_frames_at_24_fps_with_stereo_32_khz_audio(
     engine: MiniMaxH3Engine, decodes: list[str]
 ) -> None:
     steps: list[tuple[int, int]] = []
-    video = engine.generate(ask(), lambda done, total: steps.append((done, total)))
+    video = engine.generate(*ask(), lambda done, total: steps.append((done, total)))
     assert (video.width, video.height, video.fps, video.frame_count) == (1366, 768, 24, 144)
     assert next(video.frames).shape == (768, 1366, 3)  # the count: see the MP4 test
     assert video.audio is not None
@@ -149,18 +173,17 @@ def test_keyframes_give_the_video_their_aspect(
     images: dict[str, Any] = {
         name: textured(*PORTRAIT, seed=index) for index, name in enumerate(keyframes)
     }
-    video = engine.generate(ask(**images), lambda done, total: None)
+    video = engine.generate(*ask(**images), nothing)
     assert (video.width, video.height, video.frame_count) == (768, 1152, 144)
     assert next(video.frames).shape == (1152, 768, 3)
     assert video.audio is not None
-    assert video.audio.samples.shape == (2, 192_000)
+    assert (video.audio.samples.shape, video.audio.sample_rate) == ((2, 192_000), 32_000)
 
 
 def test_native_size_encodes_to_an_mp4_with_stereo_aac_as_long_as_the_picture(
     native: MiniMaxH3Engine, tmp_path: Path
 ) -> None:
-    request = ask(first_frame=textured(*PORTRAIT), prompt_optimizer=False)
-    video = native.generate(request, lambda done, total: None)
+    video = native.generate(*ask(first_frame=textured(*PORTRAIT), prompt_optimizer=False), nothing)
     assert (video.width, video.height, video.meta["prompt_optimizer"]) == (64, 64, "off")
     path = tmp_path / "clip.mp4"
     encode_mp4(video, path, FAST)
@@ -185,7 +208,7 @@ def test_a_cancel_from_on_step_stops_at_once_without_decoding(
         raise Cancelled
 
     with pytest.raises(Cancelled), caplog.at_level(logging.ERROR):
-        engine.generate(ask(), on_step)
+        engine.generate(*ask(), on_step)
     assert steps == [1]
     assert decodes == []
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # a cancel is no error
@@ -199,7 +222,7 @@ def test_out_of_memory_in_a_step_names_the_registry_options(
 
     monkeypatch.setattr(engine.pipeline.transformer, "forward", exhausted)
     with pytest.raises(OutOfMemory) as raised:
-        engine.generate(ask(), lambda done, total: None)
+        engine.generate(*ask(), nothing)
     assert all(word in raised.value.message for word in ("canvas", "cpu_offload", "vae_tiling"))
 
 
@@ -219,7 +242,7 @@ def test_a_missing_component_refuses_to_start_naming_it(
         ({"canvas": (60, 64)}, "multiples of 32"),
         ({"canvas": (32, 160)}, "1:4 to 4:1"),
         ({"steps": 1}, "steps"),
-        ({"options": {"fps": 30}}, "unknown options"),
+        ({"options": {"fps": 30}}, r"options\.fps"),
         ({"options": {"cpu_offload": "model"}}, "needs an accelerator"),
         ({"options": {"cpu_offload": "sequential"}}, "cpu_offload"),
         ({"options": {"vae_tiling": "yes"}}, "vae_tiling"),
@@ -228,6 +251,58 @@ def test_a_missing_component_refuses_to_start_naming_it(
 def test_a_bad_spec_is_refused(tmp_path: Path, fields: dict[str, Any], fault: str) -> None:
     with pytest.raises(ValueError, match=fault):
         MiniMaxH3Engine(tiny_spec(tmp_path, **fields))
+
+
+def test_request_steps_override_the_registrys(
+    engine: MiniMaxH3Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = record_calls(engine, monkeypatch)
+    steps: list[tuple[int, int]] = []
+    request = ask(duration_s=5, options={"num_inference_steps": 4})
+    engine.generate(*request, lambda done, total: steps.append((done, total)))
+    assert calls[0]["num_inference_steps"] == 4
+    assert steps == [(1, 3), (2, 3), (3, 3)]  # 4 steps are 3 transformer evaluations
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"fps": 25}, "fps"),
+        ({"options": {"num_inference_steps": 1}}, "options.num_inference_steps"),
+        ({"options": {"guidance_scale": 5.0}}, "options.guidance_scale"),
+        ({"options": {"negative_prompt": "fog"}}, "options.negative_prompt"),
+        ({"duration_s": 15}, "duration"),
+    ],
+)
+def test_what_the_model_cannot_take_is_refused_before_generating(
+    engine: MiniMaxH3Engine, fields: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(InvalidRequest) as raised:
+        engine.generate(*ask(**fields), nothing)
+    assert raised.value.field == field
+
+
+def test_explicit_dimensions_crop_the_keyframe_to_the_canvas_and_cover_the_output(
+    engine: MiniMaxH3Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = record_calls(engine, monkeypatch)
+    portrait = textured(*PORTRAIT)
+    request = ask(first_frame=portrait, size=Dimensions(640, 320), duration_s=5)
+    video = engine.generate(*request, nothing)
+    assert (video.width, video.height, video.frame_count) == (640, 320, 120)
+    assert next(video.frames).shape == (320, 640, 3)
+    given = calls[0]["image"]
+    assert given.size == (600, 600)  # the square canvas's aspect, at the image's resolution
+    assert np.array_equal(np.asarray(given), np.asarray(portrait.crop((0, 150, 600, 750))))
+
+
+def test_the_listed_durations_are_the_ones_the_model_makes() -> None:
+    shortest, longest = ENGINES["minimax_h3"].seconds
+    for seconds in range(shortest, longest + 1):
+        generation_frames(seconds)
+    for seconds in (shortest - 1, longest + 1):
+        with pytest.raises(InvalidRequest):
+            generation_frames(seconds)
 
 
 @pytest.mark.parametrize(("seconds", "frames"), [(5, 124), (6, 158), (10, 243)])

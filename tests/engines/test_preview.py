@@ -88,7 +88,7 @@ def test_1280x720_for_4_seconds_is_an_mp4_of_that_size_and_100_frames(tmp_path: 
     encode_mp4(video, tmp_path / "clip.mp4", FAST)
     with av.open(str(tmp_path / "clip.mp4")) as container:
         stream = container.streams.video[0]
-        assert (stream.width, stream.height, stream.average_rate) == (1280, 720, 25)
+        assert (stream.width, stream.height, stream.average_rate) == (1280, 720, Fraction(25))
         assert sum(1 for _ in container.decode(stream)) == 100
         seconds = float((stream.duration or 0) * Fraction(stream.time_base or 0))
     assert seconds == pytest.approx(4.0)

@@ -117,8 +117,8 @@ def test_text_is_1366x768_96_frames_at_16_fps_in_the_mp4(
 def test_a_first_frame_sets_the_aspect_of_canvas_and_video(checkpoints: dict[str, Path]) -> None:
     steps = StepLog()
     engine = loaded(checkpoints, "i2v", canvas=(32, 64))
-    video = engine.generate(*job(first_frame=PORTRAIT), steps)
-    assert (video.width, video.height, video.frame_count) == (768, 1152, 96)
+    video = engine.generate(*job(first_frame=PORTRAIT, duration_s=1), steps)
+    assert (video.width, video.height, video.frame_count) == (768, 1152, 16)
     # The canvas's area (32 x 64) at the keyframe's 2:3, in multiples of 16.
     assert (video.meta["native_width"], video.meta["native_height"]) == (32, 48)
     assert steps.calls == [(1, 2), (2, 2)]
@@ -131,21 +131,21 @@ def test_first_and_last_frame_the_video_ends_on_the_last_generated_frame(
     engine = loaded(checkpoints, "flf2v", keep_native_size=True)
     decoded = record_decodes(engine.pipeline.vae, monkeypatch)
     last = textured(900, 600, seed=2)
-    video = engine.generate(*job(first_frame=PORTRAIT, last_frame=last), StepLog())
+    video = engine.generate(*job(first_frame=PORTRAIT, last_frame=last, duration_s=1), StepLog())
     frames = list(video.frames)
-    assert (video.width, video.height, video.fps, len(frames)) == (32, 32, 16, 96)
-    assert video.meta["native_frames"] == 97
-    # 97 generated frames become 96: one dropped inside, both pinned ends kept.
+    assert (video.width, video.height, video.fps, len(frames)) == (32, 32, 16, 16)
+    assert video.meta["native_frames"] == 17
+    # 17 generated frames become 16: one dropped inside, both pinned ends kept.
     assert np.abs(frames[0].astype(int) - decoded_frame(decoded[0], 0)).max() <= 1
-    assert np.abs(frames[-1].astype(int) - decoded_frame(decoded[0], 96)).max() <= 1
+    assert np.abs(frames[-1].astype(int) - decoded_frame(decoded[0], 16)).max() <= 1
 
 
 def test_ti2v_5b_runs_at_24_fps_on_multiples_of_32(checkpoints: dict[str, Path]) -> None:
     engine = loaded(checkpoints, "ti2v", keep_native_size=True)
-    video = engine.generate(*job(), StepLog())
-    assert (video.width, video.height, video.fps, video.frame_count) == (32, 32, 24, 144)
-    assert (video.meta["checkpoint"], video.meta["native_frames"]) == ("TI2V-5B", 145)
-    assert len(list(video.frames)) == 144
+    video = engine.generate(*job(duration_s=2), StepLog())
+    assert (video.width, video.height, video.fps, video.frame_count) == (32, 32, 24, 48)
+    assert (video.meta["checkpoint"], video.meta["native_frames"]) == ("TI2V-5B", 49)
+    assert len(list(video.frames)) == 48
 
 
 def test_ti2v_5b_starts_from_an_image_with_the_same_weights(
@@ -154,8 +154,8 @@ def test_ti2v_5b_starts_from_an_image_with_the_same_weights(
     engine = loaded(checkpoints, "ti2v", canvas=(32, 64))
     encoded = record_encodes(engine.pipeline.vae, monkeypatch)
     steps = StepLog()
-    video = engine.generate(*job(first_frame=PORTRAIT), steps)
-    assert (video.width, video.height, video.fps, video.frame_count) == (768, 1152, 24, 144)
+    video = engine.generate(*job(first_frame=PORTRAIT, duration_s=1), steps)
+    assert (video.width, video.height, video.fps, video.frame_count) == (768, 1152, 24, 24)
     assert [tuple(pixels.shape[2:]) for pixels in encoded] == [(1, 64, 32)]  # the first frame
     assert steps.calls == [(1, 2), (2, 2)]
 
