@@ -106,6 +106,25 @@ def worker_models(settings: Settings, registry: dict[str, ModelSpec]) -> list[st
     return models
 
 
+def build_workers(
+    settings: Settings, store: Store, storage: Storage, *, prefix: str
+) -> list[Worker]:
+    """``worker_concurrency`` workers, each with engines of its own: two jobs running at once
+    never share one pipeline (a diffusers pipeline is not safe to call from two threads)."""
+    registry = load_models(settings)
+    models = worker_models(settings, registry)
+    return [
+        Worker(
+            settings,
+            store,
+            storage,
+            load_engines(registry, models, preview_scale=settings.preview_scale),
+            worker_id=f"{prefix}:{n}",
+        )
+        for n in range(settings.worker_concurrency)
+    ]
+
+
 def run_worker(settings: Settings, *, child: bool = False) -> None:
     """A worker process's main: SIGTERM (and SIGINT, unless ``child`` of a parent that
     forwards it) drains it: the running job gets ``drain_seconds`` to finish, then is given
@@ -130,26 +149,15 @@ def run_worker(settings: Settings, *, child: bool = False) -> None:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, signal.SIG_IGN if child else on_signal)
     store = open_store(settings)
-    storage, registry = open_storage(settings), load_models(settings)
-    models = worker_models(settings, registry)
     store.on_new_work(signals.wake.set)
     prefix = f"{socket.gethostname()}:{os.getpid()}"
-    # One set of engines per thread: two jobs never share one pipeline.
-    workers = [
-        Worker(
-            settings,
-            store,
-            storage,
-            load_engines(registry, models, preview_scale=settings.preview_scale),
-            worker_id=f"{prefix}:{n}",
-        )
-        for n in range(settings.worker_concurrency)
-    ]
+    workers = build_workers(settings, store, open_storage(settings), prefix=prefix)
     threads = [
         threading.Thread(target=worker.run, args=(signals,), name=f"reelforge-worker-{n}")
         for n, worker in enumerate(workers)
     ]
-    log.info("worker %s (%d threads) ready for %s", prefix, len(threads), ", ".join(models))
+    models = ", ".join(workers[0].engines)
+    log.info("worker %s (%d threads) ready for %s", prefix, len(threads), models)
     for thread in threads:
         thread.start()
     try:
