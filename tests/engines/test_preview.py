@@ -138,6 +138,7 @@ def test_a_first_frame_of_another_aspect_is_cover_cropped_to_explicit_dimensions
         ({"duration_s": 0}, "duration"),
         ({"fps": 61}, "fps"),
         ({"fps": 7}, "fps"),
+        ({"fps": 0}, "fps"),
     ],
 )
 def test_what_the_capabilities_do_not_offer_is_refused(fields: dict[str, Any], field: str) -> None:

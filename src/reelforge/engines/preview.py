@@ -52,7 +52,7 @@ class PreviewEngine:
         # 1. Read the camera commands (the API already refused bad ones).
         script = parse_camera(request.prompt)
         seed = request_seed(request)
-        fps = request.fps or FPS
+        fps = FPS if request.fps is None else request.fps
         frame_count = request.duration_s * fps
 
         # 2. The size: the request's; a resolution class takes the keyframe's aspect (16:9
