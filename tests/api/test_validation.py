@@ -13,6 +13,7 @@ import pytest
 
 from reelforge.api.auth import hash_key
 from reelforge.contract import Status
+from reelforge.request import ImageRef, JobRequest, Resolution
 from tests.pictures import encoded, textured
 from tests.service import LEGACY, TEST_KEY, UNIFIED, Api, running_api, service_settings
 
@@ -40,7 +41,7 @@ def refused(api: Api, body: dict[str, Any], route: str = LEGACY) -> dict[str, st
     return error
 
 
-def accepted(api: Api, body: dict[str, Any], route: str = LEGACY) -> dict[str, Any]:
+def accepted(api: Api, body: dict[str, Any], route: str = LEGACY) -> JobRequest:
     """The stored request of a create that must be accepted."""
     response = api.create(body, route=route)
     assert response.status_code == 200, response.text
@@ -61,15 +62,14 @@ def test_a_valid_request_is_queued_and_stored(api: Api) -> None:
     owner = api.store.key_for_hash(hash_key(TEST_KEY))
     assert owner is not None
     assert (job.owner, job.model, job.status) == (owner.id, MODEL, Status.QUEUED)
-    assert job.request == {
-        "prompt": "A lighthouse at dusk [Zoom in]",
-        "duration": 6,
-        "resolution": "768P",
-        "prompt_optimizer": True,
-        "seed": None,
-        "first_frame": None,
-        "last_frame": None,
-    }
+    assert job.request == JobRequest(
+        prompt="A lighthouse at dusk [Zoom in]",
+        duration_s=6,
+        size=Resolution.P768,
+        prompt_optimizer=True,
+        seed=None,
+    )
+    assert (job.dialect, job.callback_url, job.lora) == ("hailuo", None, None)
 
 
 # --- model -------------------------------------------------------------------------------
@@ -111,7 +111,7 @@ def test_a_bad_prompt_is_refused(api: Api, prompt: object, expected: str) -> Non
 
 
 def test_a_prompt_of_2000_characters_is_accepted(api: Api) -> None:
-    assert accepted(api, {"model": MODEL, "prompt": "a" * 2000})["prompt"] == "a" * 2000
+    assert accepted(api, {"model": MODEL, "prompt": "a" * 2000}).prompt == "a" * 2000
 
 
 @pytest.mark.parametrize(
@@ -126,12 +126,12 @@ def test_a_bad_camera_bracket_is_refused_naming_prompt(api: Api, prompt: str) ->
 
 
 def test_a_bracket_naming_no_movement_is_plain_text(api: Api) -> None:
-    assert accepted(api, {"model": MODEL, "prompt": "A sign reading [Fly up]"})["prompt"]
+    assert accepted(api, {"model": MODEL, "prompt": "A sign reading [Fly up]"}).prompt
 
 
 def test_three_movements_in_a_bracket_are_accepted(api: Api) -> None:
     prompt = "A lighthouse at dusk [Truck left, Pan right, Zoom in]"
-    assert accepted(api, {"model": MODEL, "prompt": prompt})["prompt"] == prompt
+    assert accepted(api, {"model": MODEL, "prompt": prompt}).prompt == prompt
 
 
 # --- duration, resolution, prompt_optimizer ----------------------------------------------
@@ -151,8 +151,8 @@ def test_a_duration_of_6_point_0_is_the_integer_6(api: Api) -> None:
     """Strict pydantic matches a literal by value: JSON ``6.0`` is the number 6, accepted and
     stored as the integer 6 (``6.5`` is refused above; nothing is rounded)."""
     request = accepted(api, {"model": MODEL, "prompt": "x", "duration": 6.0})
-    assert request["duration"] == 6
-    assert type(request["duration"]) is int
+    assert request.duration_s == 6
+    assert type(request.duration_s) is int
 
 
 def test_10_seconds_at_1080p_is_refused_naming_duration_and_768p(api: Api) -> None:
@@ -167,7 +167,7 @@ def test_10_seconds_at_1080p_is_refused_naming_duration_and_768p(api: Api) -> No
 def test_offered_lengths_are_accepted(api: Api, duration: int, resolution: str) -> None:
     body = {"model": MODEL, "prompt": "x", "duration": duration, "resolution": resolution}
     request = accepted(api, body)
-    assert (request["duration"], request["resolution"]) == (duration, resolution)
+    assert (request.duration_s, request.size) == (duration, Resolution(resolution))
 
 
 @pytest.mark.parametrize("resolution", ["720P", "768p", "1080", 768])
@@ -193,7 +193,7 @@ def test_a_non_boolean_optimizer_flag_is_refused(
 )
 def test_the_optimizer_flag_is_read_in_each_dialect(api: Api, route: str, field: str) -> None:
     request = accepted(api, {"model": MODEL, "prompt": "x", field: False}, route)
-    assert request["prompt_optimizer"] is False
+    assert request.prompt_optimizer is False
 
 
 # --- images ------------------------------------------------------------------------------
@@ -216,8 +216,9 @@ def test_a_base64_png_is_accepted_and_kept(
     data = png_base64()
     value = data if form == "bare" else f"data:image/png;base64,{data}"
     request = accepted(api, {"model": MODEL, "prompt": "x", field: value}, route)
-    assert request[stored]["field"] == field
-    kept = api.settings.data_dir / request[stored]["key"]
+    ref = getattr(request, stored)
+    assert ref.field == field
+    kept = api.settings.data_dir / ref.key
     assert kept.read_bytes() == base64.b64decode(data)
 
 
@@ -227,7 +228,7 @@ def test_an_image_url_is_accepted_for_the_worker_to_fetch(
 ) -> None:
     url = "https://images.example/mona-lisa.jpeg"
     request = accepted(api, {"model": MODEL, "prompt": "x", field: url}, route)
-    assert request[stored] == {"url": url, "field": field}
+    assert getattr(request, stored) == ImageRef(field=field, url=url)
 
 
 @image_fields
@@ -269,8 +270,8 @@ def test_a_bad_image_is_refused_naming_its_field(
 
 def test_ratios_just_inside_the_bounds_are_accepted(api: Api) -> None:
     body = {"model": MODEL, "prompt": "x"}
-    assert accepted(api, {**body, "first_frame_image": png_base64(999, 400)})["first_frame"]
-    assert accepted(api, {**body, "last_image_url": png_base64(321, 802)})["last_frame"]
+    assert accepted(api, {**body, "first_frame_image": png_base64(999, 400)}).first_frame
+    assert accepted(api, {**body, "last_image_url": png_base64(321, 802)}).last_frame
 
 
 def test_a_too_long_image_url_is_refused(api: Api) -> None:
@@ -283,7 +284,7 @@ def test_the_unified_route_ignores_the_legacy_image_field(api: Api) -> None:
     """Unknown fields are ignored (clients may send extras), so ``first_frame_image`` on the
     unified route is not read: its rules are those of ``image_url``."""
     body = {"model": MODEL, "prompt": "x", "first_frame_image": "not base64!"}
-    assert accepted(api, body, UNIFIED)["first_frame"] is None
+    assert accepted(api, body, UNIFIED).first_frame is None
     body = {"model": MODEL, "prompt": "x", "image_url": "not base64!"}
     assert refused(api, body, UNIFIED)["message"].startswith("image_url: ")
 

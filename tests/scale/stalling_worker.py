@@ -26,7 +26,7 @@ from typing import Any, Final
 
 import pytest
 
-from reelforge.jobs.model import Lease
+from reelforge.jobs.model import Completed, Lease, Outcome
 from reelforge.jobs.postgres import PgConnection, PostgresJobStore
 from reelforge.runtime import run_worker
 from reelforge.settings import Settings
@@ -45,17 +45,19 @@ CONDITIONS: Final = {
 
 log = logging.getLogger("reelforge.stalling_worker")
 
-Finish = Callable[[Worker, Any, dict[str, Any]], None]
-"""``Worker._finish(run, meta)``; ``run.lease`` is the attempt's lease."""
+End = Callable[[Worker, Any, Any, Outcome], None]
+"""``Worker._end(run, beat, outcome)``; ``run.lease`` is the attempt's lease."""
 UpdateLeased = Callable[[PostgresJobStore, PgConnection, str, Lease, Mapping[str, Any]], Any]
 
 
-def pausing(finish: Finish) -> Finish:
-    """``Worker._finish`` stopping the process first, for a marked job's early attempts."""
+def pausing(end: End) -> End:
+    """``Worker._end`` stopping the process before it records a completion, for a marked
+    job's early attempts."""
 
-    def paused_finish(worker: Worker, run: Any, meta: dict[str, Any]) -> None:
+    def paused_end(worker: Worker, run: Any, beat: Any, outcome: Outcome) -> None:
         lease: Lease = run.lease
-        if PAUSE in lease.job.request.prompt and lease.job.attempts <= PAUSED_ATTEMPTS:
+        marked = PAUSE in lease.job.request.prompt and lease.job.attempts <= PAUSED_ATTEMPTS
+        if marked and isinstance(outcome, Completed):
             log.info(
                 "pausing before recording job %s, attempt %d", lease.job.id, lease.job.attempts
             )
@@ -64,9 +66,9 @@ def pausing(finish: Finish) -> Finish:
             # to begin recording the job and hold its row locked while stopped.
             signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
             log.info("resumed; recording job %s", lease.job.id)
-        finish(worker, run, meta)
+        end(worker, run, beat, outcome)
 
-    return paused_finish
+    return paused_end
 
 
 def loosened(update_leased: UpdateLeased, condition: str) -> UpdateLeased:
@@ -94,7 +96,7 @@ def main() -> None:
         sys.exit("PostgresJobStore.finish's SQL changed: this patch would prove nothing")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(Worker, "_finish", pausing(Worker._finish))
+        patch.setattr(Worker, "_end", pausing(Worker._end))
         patch.setattr(
             PostgresJobStore,
             "_update_leased",
