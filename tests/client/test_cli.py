@@ -17,7 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 from PIL import Image
+from typer.testing import CliRunner
 
+from reelforge.cli import app
 from tests.client.inputs import PORTRAIT
 from tests.service import free_port
 from tests.videos import probe
@@ -145,13 +147,19 @@ def test_a_refused_input_exits_2_with_the_message(
     assert not (served.cwd / "refused.mp4").exists()
 
 
-def test_an_unreachable_server_exits_4(served: Served) -> None:
-    """Slow on purpose: the CLI retries 5 times, backing off 0.5 x 2^n s x jitter (0.5..1),
-    so it gives up after 7.75..15.5 s."""
+def test_an_unreachable_server_exits_4_after_backing_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In-process with the client's sleeps recorded instead of slept: the CLI tries 6 times,
+    backing off 0.5 x 2^n s x jitter (0.5..1) in between, then exits 4."""
+    slept: list[float] = []
+    monkeypatch.setattr("reelforge.client.api.time.sleep", slept.append)
+    monkeypatch.chdir(tmp_path)
     closed = f"http://127.0.0.1:{free_port()}/v2"
-    started = time.monotonic()
-    done = served.reelforge("status", "some-id", "--base-url", closed)
-    assert done.returncode == 4, done.stderr
+    done = CliRunner().invoke(app, ["status", "some-id", "--base-url", closed, "--api-key", "k"])
+    assert done.exit_code == 4, done.output
     assert f"cannot reach {closed}" in one_line(done.stderr)
     assert "failed 6 times" in one_line(done.stderr)
-    assert time.monotonic() - started < 25
+    assert len(slept) == 5
+    for attempt, pause in enumerate(slept):
+        assert 0.5 * 2**attempt * 0.5 <= pause <= 0.5 * 2**attempt

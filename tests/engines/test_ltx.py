@@ -21,7 +21,7 @@ from reelforge.engines.ltx import DEFAULTS, LTXEngine
 from reelforge.engines.registry import ModelSpec
 from reelforge.errors import Cancelled, InvalidRequest, OutOfMemory
 from reelforge.media.encoder import encode_mp4
-from reelforge.request import JobRequest
+from reelforge.request import Dimensions, JobRequest
 from reelforge.video import Frame
 from tests import tiny_models
 from tests.conftest import FAST
