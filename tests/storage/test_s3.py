@@ -27,10 +27,10 @@ from botocore.config import Config
 from moto.server import ThreadedMotoServer
 from mypy_boto3_s3 import S3Client
 
-from reelforge.engines.base import Video
 from reelforge.media.encoder import EncoderOptions, encode_mp4
 from reelforge.storage.base import Storage
 from reelforge.storage.s3 import S3Storage
+from reelforge.video import Video
 from tests.videos import probe
 
 PREFIX = "reelforge/"
