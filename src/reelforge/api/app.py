@@ -8,6 +8,7 @@ from reelforge import __version__
 from reelforge.api import errors, files, health
 from reelforge.api.deps import Services
 from reelforge.api.dialects import DIALECTS
+from reelforge.api.hot import HotRoutes
 from reelforge.api.limits import BodyLimit
 
 __all__ = ["Services", "create_app"]
@@ -18,15 +19,17 @@ def create_app(services: Services) -> FastAPI:
         title="reelforge",
         version=__version__,
         description="Video generation speaking the MiniMax Hailuo-02 contract of the AI/ML API.",
+        # FastAPI's native OpenTelemetry is asked on every request whether it is configured;
+        # reelforge exports its own metrics, so it is off.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.services = services
     errors.install(app)
     app.add_middleware(BodyLimit, limit=services.settings.max_body_bytes)
     for dialect in DIALECTS:
         app.include_router(dialect.router)
-    # The hot routes first: matched before FastAPI's, whose matching costs ~25 µs a request.
-    fast = [route for dialect in DIALECTS for route in dialect.fast_routes]
-    app.router.routes[:0] = fast
+    hot = {path: route for dialect in DIALECTS for path, route in dialect.hot_routes.items()}
+    app.add_middleware(HotRoutes, routes=hot)  # added last: the outermost of ours
     app.include_router(files.router)
     app.include_router(health.router)
     return app

@@ -30,8 +30,13 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(Exception, _unexpected)
 
 
+def reelforge_error_response(path: str, exc: ReelforgeError) -> Response:
+    """A reelforge error raised by a handler for ``path``, in that route's dialect."""
+    return error_response(path, exc.status_code, exc.name, exc.message)
+
+
 async def _reelforge_error(request: Request, exc: ReelforgeError) -> Response:
-    return error_response(request.url.path, exc.status_code, exc.name, exc.message)
+    return reelforge_error_response(request.url.path, exc)
 
 
 async def _invalid_body(request: Request, exc: RequestValidationError) -> Response:

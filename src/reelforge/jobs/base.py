@@ -3,6 +3,7 @@ terminal transitions. The SQL stays in each backend (``sqlite.py``, ``postgres.p
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from abc import ABC, abstractmethod
@@ -100,13 +101,27 @@ def _loaded(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str | bytes) else value
 
 
+@functools.lru_cache(maxsize=4096)
+def _request_from_text(text: str) -> JobRequest:
+    """A stored request read from its JSON text; remembered, as a job is read on every poll
+    and its request never changes (a ``JobRequest`` is immutable)."""
+    return JobRequest.from_json(json.loads(text))
+
+
+def _request(value: Any) -> JobRequest:
+    """The ``request`` column: JSON text (SQLite) or data (PostgreSQL's jsonb)."""
+    if isinstance(value, str):
+        return _request_from_text(value)
+    return JobRequest.from_json(_loaded(value))
+
+
 def job_from_row(row: Mapping[str, Any]) -> Job:
     """A ``jobs`` row (keyed by column name; the columns match the record's fields) as a
     ``Job``."""
     fields = dict(row)
     fields["status"] = Status(fields["status"])
     fields["phase"] = None if fields["phase"] is None else Phase(fields["phase"])
-    fields["request"] = JobRequest.from_json(_loaded(fields["request"]))
+    fields["request"] = _request(fields["request"])
     fields["meta"] = _loaded(fields["meta"])
     return Job(**fields)
 

@@ -3,12 +3,12 @@ them alike."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 from fastapi import APIRouter
 from starlette.responses import Response
-from starlette.routing import BaseRoute
+from starlette.types import ASGIApp
 
 ErrorRenderer = Callable[[int, str, str], Response]
 """``render(status, name, message)``: an error in the dialect's envelope."""
@@ -23,6 +23,6 @@ class Dialect:
     prefixes: tuple[str, ...]
     router: APIRouter
     render_error: ErrorRenderer
-    fast_routes: tuple[BaseRoute, ...] = ()
-    """Plain Starlette routes matched before every FastAPI route (the hot poll), each also
-    declared on ``router`` for the OpenAPI document."""
+    hot_routes: Mapping[str, ASGIApp] = field(default_factory=dict)
+    """GET paths answered by bare ASGI apps before FastAPI's stack (the polls); each is also
+    declared on ``router``, for the OpenAPI document."""

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from typing import Annotated, Any, ClassVar, Final, Literal
+from urllib.parse import unquote_plus
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from reelforge.api.accept import Submission, accept, image_input
 from reelforge.api.deps import CallerDep, Services, ServicesDep, services_of
@@ -158,36 +159,74 @@ class Generation(BaseModel):
 # --- routes ------------------------------------------------------------------------------
 
 
-async def fetch(request: Request) -> Response:
-    """Poll a generation, on the event loop: one indexed read under WAL, never waiting.
+class Poll:
+    """The poll as a bare ASGI app: one indexed read under WAL, on the event loop, never
+    waiting.
 
-    The most requested route, served by a plain Starlette ``Route`` first in the routing table
-    (``FAST_ROUTES``): it reads its key and query itself, as FastAPI's route matching,
-    dependency solving and validation would double its cost per request
-    (``bench/service.py``). The answer is serialised here, once.
+    The most requested route, answered before FastAPI's middleware and routing
+    (``HOT_ROUTES``, ``api.hot.HotRoutes``). It reads its key, query and host from the ASGI
+    scope itself: FastAPI's route matching, dependency solving and validation, and
+    Starlette's request objects, would more than double its cost per request
+    (``bench/service.py``). Errors it raises are rendered like every other one.
     """
-    services = services_of(request)
-    caller = services.caller(request.headers.get("authorization"))
-    generation_id = _generation_id(request.query_params.get("generation_id"))
-    job = services.store.get(generation_id, owner=caller.id)
-    if job is None:
-        raise NotFound(f"no generation {generation_id!r}")
-    generation = view(job, services, base_url=str(request.base_url))
-    return Response(generation.model_dump_json(), media_type="application/json")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        services: Services = scope["app"].state.services
+        authorization, host = _headers(scope)
+        caller = services.caller(authorization)
+        generation_id = _generation_id(_query_value(scope, "generation_id"))
+        job = services.store.get(generation_id, owner=caller.id)
+        if job is None:
+            raise NotFound(f"no generation {generation_id!r}")
+        body = view(job, services, base_url=_base_url(scope, host)).model_dump_json().encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _headers(scope: Scope) -> tuple[str | None, str | None]:
+    """The ``Authorization`` and ``Host`` headers of the request, if sent."""
+    authorization = host = None
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            authorization = value.decode("latin-1")
+        elif name == b"host":
+            host = value.decode("latin-1")
+    return authorization, host
+
+
+def _query_value(scope: Scope, name: str) -> str | None:
+    """The last value of query parameter ``name`` (as Starlette's ``query_params`` gives)."""
+    found = None
+    for pair in scope["query_string"].decode("latin-1").split("&"):
+        key, _, value = pair.partition("=")
+        if "%" in pair or "+" in pair:
+            key, value = unquote_plus(key), unquote_plus(value)
+        if key == name:
+            found = value
+    return found
+
+
+def _base_url(scope: Scope, host: str | None) -> str:
+    """The URL the app is served at, as Starlette's ``Request.base_url`` makes it."""
+    scheme = scope.get("scheme", "http")
+    if host is None:
+        server_host, port = scope["server"]
+        default = {"http": 80, "https": 443}.get(scheme)
+        host = server_host if port == default else f"{server_host}:{port}"
+    return f"{scheme}://{host}{scope.get('root_path', '')}/"
 
 
 @router.get(LEGACY, response_model=Generation, openapi_extra=POLL_QUERY)
 @router.get(UNIFIED, response_model=Generation, openapi_extra=POLL_QUERY)
-async def poll(request: Request) -> Response:
-    """Poll a generation. (Documents the route in the OpenAPI schema; requests are answered
-    by ``fetch``, which is matched first.)"""
-    return await fetch(request)
+async def poll(request: Request) -> Generation:
+    """Poll a generation. (Declared for the OpenAPI document; requests are answered by
+    ``Poll`` before they reach FastAPI.)"""
+    raise NotImplementedError("answered by Poll, matched before this route")
 
 
-FAST_ROUTES: Final = (
-    Route(LEGACY, fetch, methods=["GET"], include_in_schema=False),
-    Route(UNIFIED, fetch, methods=["GET"], include_in_schema=False),
-)
+HOT_ROUTES: Final = {LEGACY: Poll(), UNIFIED: Poll()}
+"""GET paths answered before FastAPI's stack (``api.hot.HotRoutes``)."""
 
 
 def _generation_id(value: str | None) -> str:
@@ -261,19 +300,25 @@ def _listed(model_id: str, spec: ModelSpec) -> dict[str, Any]:
 
 
 def view(job: Job, services: Services, *, base_url: str) -> Generation:
-    """The wire form of ``job``: video only when completed, error only when in error."""
+    """The wire form of ``job``: video only when completed, error only when in error.
+
+    Built without validation (``model_construct``): every value comes from a stored job of
+    the right types, and this runs on every poll."""
     video = None
     if job.status is Status.COMPLETED and job.video_key and job.purged_at is None:
-        video = VideoLink(url=services.storage.video_url(job.video_key, base_url=base_url))
+        url = services.storage.video_url(job.video_key, base_url=base_url)
+        video = VideoLink.model_construct(url=url)
     error = None
     if job.status is Status.ERROR:
-        error = ErrorInfo(name=job.error_name or "Error", message=job.error_message or "")
+        error = ErrorInfo.model_construct(
+            name=job.error_name or "Error", message=job.error_message or ""
+        )
     meta = None
     if job.status.is_terminal:
         meta = {"usage": {"credits_used": job.credits_used or 0.0}, **job.meta}
         if job.purged_at is not None:
             meta["purged_at"] = job.purged_at  # retention deleted the video
-    return Generation(
+    return Generation.model_construct(
         id=job.id,
         status=job.status,
         video=video,
@@ -296,5 +341,5 @@ DIALECT: Final = Dialect(
     prefixes=("/v2/",),
     router=router,
     render_error=render_error,
-    fast_routes=FAST_ROUTES,
+    hot_routes=HOT_ROUTES,
 )
