@@ -15,7 +15,7 @@ import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 from reelforge.errors import Forbidden, Gone, NotFound
 from reelforge.storage.base import sweep_directory
@@ -86,8 +86,9 @@ class LocalStorage:
     def video_url(self, key: str, *, base_url: str) -> str:
         """A signed link to ``key`` under ``base_url``, valid for the configured lifetime."""
         expires = int(self._clock()) + self._ttl
-        query = urlencode({"expires": expires, "signature": self._sign(key, expires)})
-        return f"{base_url.rstrip('/')}/files/{quote(key)}?{query}"
+        # Both values are URL-safe as they are (an integer, hex digits): no encoding needed.
+        signed = f"expires={expires}&signature={self._sign(key, expires)}"
+        return f"{base_url.rstrip('/')}/files/{quote(key)}?{signed}"
 
     def open_signed(self, key: str, expires: int, signature: str) -> Path:
         """The file behind a signed link; ``Forbidden`` if tampered, ``Gone`` if expired."""

@@ -9,6 +9,7 @@ are ``{"error": {"name", "message"}}``.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from typing import Annotated, Any, ClassVar, Final, Literal
 from urllib.parse import unquote_plus
@@ -19,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import Receive, Scope, Send
 
 from reelforge.api.accept import Submission, accept, image_input
-from reelforge.api.deps import CallerDep, Services, ServicesDep, services_of
+from reelforge.api.deps import CallerDep, Services, ServicesDep
 from reelforge.api.dialects.base import Dialect
 from reelforge.contract import MAX_PROMPT_CHARS, Status
 from reelforge.engines.registry import ModelSpec, capabilities
@@ -178,7 +179,8 @@ class Poll:
         job = services.store.get(generation_id, owner=caller.id)
         if job is None:
             raise NotFound(f"no generation {generation_id!r}")
-        body = view(job, services, base_url=_base_url(scope, host)).model_dump_json().encode()
+        answer = view(job, services, base_url=_base_url(scope, host))
+        body = json.dumps(answer, separators=(",", ":")).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
@@ -267,7 +269,7 @@ def _accept(submission: Submission, owner: str, services: Services) -> Job:
 @router.delete(UNIFIED, response_model=Generation)
 def cancel(
     generation_id: GenerationId, caller: CallerDep, services: ServicesDep, request: Request
-) -> Generation:
+) -> dict[str, Any]:
     """Cancel a generation (reelforge's extension): a queued one ends at once in ``error``
     (``Cancelled``); a running one stops at its next step; an ended one is unchanged."""
     job = services.store.cancel(generation_id, owner=caller.id)
@@ -299,36 +301,31 @@ def _listed(model_id: str, spec: ModelSpec) -> dict[str, Any]:
 # --- answers -----------------------------------------------------------------------------
 
 
-def view(job: Job, services: Services, *, base_url: str) -> Generation:
-    """The wire form of ``job``: video only when completed, error only when in error.
-
-    Built without validation (``model_construct``): every value comes from a stored job of
-    the right types, and this runs on every poll."""
+def view(job: Job, services: Services, *, base_url: str) -> dict[str, Any]:
+    """The wire form of ``job`` (a ``Generation``): video only when completed, error only
+    when in error. Plain data, serialised as it is on every poll."""
     video = None
     if job.status is Status.COMPLETED and job.video_key and job.purged_at is None:
-        url = services.storage.video_url(job.video_key, base_url=base_url)
-        video = VideoLink.model_construct(url=url)
+        video = {"url": services.storage.video_url(job.video_key, base_url=base_url)}
     error = None
     if job.status is Status.ERROR:
-        error = ErrorInfo.model_construct(
-            name=job.error_name or "Error", message=job.error_message or ""
-        )
+        error = {"name": job.error_name or "Error", "message": job.error_message or ""}
     meta = None
     if job.status.is_terminal:
         meta = {"usage": {"credits_used": job.credits_used or 0.0}, **job.meta}
         if job.purged_at is not None:
             meta["purged_at"] = job.purged_at  # retention deleted the video
-    return Generation.model_construct(
-        id=job.id,
-        status=job.status,
-        video=video,
-        error=error,
-        meta=meta,
-        progress=job.progress,
-        model=job.model,
-        created_at=job.created_at,
-        finished_at=job.finished_at,
-    )
+    return {
+        "id": job.id,
+        "status": job.status.value,
+        "video": video,
+        "error": error,
+        "meta": meta,
+        "progress": job.progress,
+        "model": job.model,
+        "created_at": job.created_at,
+        "finished_at": job.finished_at,
+    }
 
 
 def render_error(status: int, name: str, message: str) -> Response:
