@@ -33,6 +33,17 @@ UNIFIED = "/v2/video/generations"
 TEST_KEY = "rf_test-key-for-the-suite-0123456789"
 
 
+def spawned_children(pid: int) -> list[int]:
+    """The processes ``pid`` started through ``multiprocessing`` (workers, uvicorn's API
+    processes), not its resource tracker."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [
+        int(child)
+        for child in children
+        if b"--multiprocessing-fork" in Path(f"/proc/{child}/cmdline").read_bytes()
+    ]
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

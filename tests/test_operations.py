@@ -13,7 +13,7 @@ import httpx
 import psycopg
 
 from tests.postgres import throwaway_schema
-from tests.service import LEGACY, TEST_KEY, free_port
+from tests.service import LEGACY, TEST_KEY, free_port, spawned_children
 
 START_S = 30.0
 
@@ -60,16 +60,6 @@ def test_db_upgrade_without_a_database_url_says_what_to_set(tmp_path: Path) -> N
     assert "REELFORGE_DATABASE_URL" in done.stderr
 
 
-def api_pids(pid: int) -> list[int]:
-    """The API processes uvicorn started under ``serve`` (``pid``)."""
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return [
-        int(child)
-        for child in children
-        if b"--multiprocessing-fork" in Path(f"/proc/{child}/cmdline").read_bytes()
-    ]
-
-
 def test_two_api_processes_share_the_port_and_the_store(tmp_path: Path) -> None:
     port = free_port()
     env = environment(
@@ -91,7 +81,7 @@ def test_two_api_processes_share_the_port_and_the_store(tmp_path: Path) -> None:
             assert process.poll() is None, log.read_text()
             assert time.monotonic() < deadline, f"serve did not start:\n{log.read_text()}"
             time.sleep(0.05)
-        assert len(api_pids(process.pid)) == 2
+        assert len(spawned_children(process.pid)) == 2
         base = f"http://127.0.0.1:{port}"
         headers = {"Authorization": f"Bearer {TEST_KEY}"}
         ids = []

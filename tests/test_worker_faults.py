@@ -8,18 +8,17 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from reelforge.contract import Status
-from reelforge.engines.base import Keyframes, OnStep
 from reelforge.jobs.model import STORAGE_FAILED, EventKind, Job
 from reelforge.jobs.sqlite import SQLiteJobStore
 from reelforge.request import ImageRef, JobRequest
 from reelforge.settings import Settings
 from reelforge.storage.local import LocalStorage
-from reelforge.video import Frame, Video
+from reelforge.video import Video
 from reelforge.worker import Worker
+from tests.still_engine import StillEngine
 
 T0 = 1_700_000_000.0
 
@@ -30,21 +29,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-class TinyEngine:
-    """Eight grey 64x64 frames: the worker's handling is under test, not the picture."""
-
-    def load(self) -> None:
-        """Nothing to load."""
-
-    def generate(self, request: JobRequest, keyframes: Keyframes, on_step: OnStep) -> Video:
-        def frames() -> Iterator[Frame]:
-            for index in range(8):
-                on_step(index + 1, 8)
-                yield np.full((64, 64, 3), 128, np.uint8)
-
-        return Video(width=64, height=64, fps=8, frame_count=8, frames=frames())
 
 
 class FlakyStorage(LocalStorage):
@@ -79,7 +63,7 @@ class Rig:
         )
         self.store = SQLiteJobStore(self.settings.database_path, clock=self.clock)
         self.storage = FlakyStorage(tmp_path, failures=failures)
-        self.worker = Worker(self.settings, self.store, self.storage, {"preview": TinyEngine()})
+        self.worker = Worker(self.settings, self.store, self.storage, {"preview": StillEngine()})
 
     def create(self, request: JobRequest | None = None) -> str:
         request = request or JobRequest(prompt="x")

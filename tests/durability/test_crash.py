@@ -17,7 +17,7 @@ import signal
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -25,18 +25,16 @@ from typing import Any, TypeVar
 
 import av
 import httpx
-import numpy as np
 import pytest
 
 from reelforge.contract import Status
-from reelforge.engines.base import Keyframes, OnStep
 from reelforge.jobs.model import WORKER_LOST, Completed, Job, Lease, Outcome
 from reelforge.jobs.sqlite import SQLiteJobStore
 from reelforge.request import JobRequest
 from reelforge.storage.local import LocalStorage
-from reelforge.video import Frame, Video
 from reelforge.worker import Worker
 from tests.service import LEGACY, TEST_KEY, Api, running_api, running_workers, service_settings
+from tests.still_engine import StillEngine
 
 T = TypeVar("T")
 
@@ -253,22 +251,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-class StillEngine:
-    """A tiny real engine (8 grey 64x64 frames, each reported): the lease logic under test
-    does not depend on what is rendered, so the renders here take milliseconds."""
-
-    def load(self) -> None:
-        """Nothing to load."""
-
-    def generate(self, request: JobRequest, keyframes: Keyframes, on_step: OnStep) -> Video:
-        def frames() -> Iterator[Frame]:
-            for index in range(8):
-                on_step(index + 1, 8)
-                yield np.full((64, 64, 3), 128, np.uint8)
-
-        return Video(width=64, height=64, fps=25, frame_count=8, frames=frames())
 
 
 class RecordingStore(SQLiteJobStore):

@@ -15,19 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.service import free_port
+from tests.service import free_port, spawned_children
 
 START_S = 30.0
-
-
-def worker_pids(pid: int) -> list[int]:
-    """The worker processes ``serve`` (``pid``) started (not multiprocessing's tracker)."""
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return [
-        int(child)
-        for child in children
-        if b"--multiprocessing-fork" in Path(f"/proc/{child}/cmdline").read_bytes()
-    ]
 
 
 def alive(pid: int) -> bool:
@@ -77,7 +67,7 @@ def serve(
         while log.read_text().count("ready for") < 2 or len(workers) < 2:
             assert process.poll() is None, log.read_text()
             assert time.monotonic() < deadline, f"serve did not start:\n{log.read_text()}"
-            workers = worker_pids(process.pid)
+            workers = spawned_children(process.pid)
             time.sleep(0.05)
         if request.param == "serve":
             assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200

@@ -161,6 +161,23 @@ class StoreBase(ABC):
     def finish(self, lease: Lease, outcome: Outcome) -> bool:
         """See ``JobQueue.finish``."""
 
+    @abstractmethod
+    def _back_to_queue(
+        self, lease: Lease, *, delay_seconds: float, retried: bool, reason: str
+    ) -> bool:
+        """Queue the leased job again, the attempt not charged (``retries`` one higher if
+        ``retried``), not claimable for ``delay_seconds``, with a ``requeued`` event of
+        ``reason``; a job its client asked to cancel ends ``Cancelled`` instead."""
+
+    def release(self, lease: Lease) -> bool:
+        """See ``JobQueue.release``."""
+        return self._back_to_queue(lease, delay_seconds=0, retried=False, reason="released")
+
+    def requeue(self, lease: Lease, *, delay_seconds: float, reason: str) -> bool:
+        """See ``JobQueue.requeue``."""
+        self._check_delay(delay_seconds)
+        return self._back_to_queue(lease, delay_seconds=delay_seconds, retried=True, reason=reason)
+
     def complete(
         self, lease: Lease, *, video_key: str, credits_used: float, meta: dict[str, Any]
     ) -> bool:

@@ -301,13 +301,6 @@ class PostgresJobStore(StoreBase):
             )
         return bool(ended)
 
-    def release(self, lease: Lease) -> bool:
-        return self._back_to_queue(lease, delay_seconds=0, retried=False, reason="released")
-
-    def requeue(self, lease: Lease, *, delay_seconds: float, reason: str) -> bool:
-        self._check_delay(delay_seconds)
-        return self._back_to_queue(lease, delay_seconds=delay_seconds, retried=True, reason=reason)
-
     def _back_to_queue(
         self, lease: Lease, *, delay_seconds: float, retried: bool, reason: str
     ) -> bool:
