@@ -4,6 +4,7 @@ when retries run out; the scratch files of a failed attempt are removed at once.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from reelforge.contract import Status
-from reelforge.jobs.model import STORAGE_FAILED, EventKind, Job
+from reelforge.jobs.model import STORAGE_FAILED, EventKind, Job, Lease, Outcome
 from reelforge.jobs.sqlite import SQLiteJobStore
 from reelforge.request import ImageRef, JobRequest
 from reelforge.settings import Settings
@@ -175,3 +176,31 @@ def test_a_jobs_life_is_in_its_events_in_order(rig: Rig) -> None:
     assert kinds[:2] == [EventKind.QUEUED, EventKind.STARTED]
     assert kinds[-1] is EventKind.COMPLETED
     assert [event.id for event in events] == sorted(event.id for event in events)
+
+
+class DroppedAfterCommit(SQLiteJobStore):
+    """A store whose first ``finish`` commits, then loses its answer (the connection dropped
+    after the commit): the worker sees an error for a change that happened."""
+
+    dropped = False
+
+    def finish(self, lease: Lease, outcome: Outcome) -> bool:
+        recorded = super().finish(lease, outcome)
+        if not self.dropped:
+            self.dropped = True
+            raise sqlite3.OperationalError("the connection dropped after the commit")
+        return recorded
+
+
+def test_a_completion_whose_answer_was_lost_keeps_its_video(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, failures=0)
+    rig.store.close()
+    rig.store = DroppedAfterCommit(rig.settings.database_path, clock=rig.clock)
+    rig.worker = Worker(rig.settings, rig.store, rig.storage, {"preview": StillEngine()})
+    job_id = rig.create()
+    assert rig.run_once()
+    job = rig.job(job_id)
+    assert job.status is Status.COMPLETED
+    assert job.video_key is not None
+    assert (tmp_path / job.video_key).is_file()
+    rig.store.close()

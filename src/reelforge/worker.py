@@ -253,20 +253,23 @@ class Worker:
 
     def _end(self, run: _Run, beat: _Heartbeat, outcome: Outcome) -> None:
         """Record how the job ended, trying again while the database is away (the heartbeat
-        keeps the lease meanwhile); a video whose completion was refused is discarded."""
+        keeps the lease meanwhile); a video whose completion was refused is discarded.
+
+        A try that failed may still have committed (the connection dropped after the commit),
+        so a refusal after a retry is checked against the job before the video goes; if the
+        database stays away the video is kept (the lease lapses and the job is retried, and
+        retention removes what nobody recorded)."""
         try:
             recorded = _retrying(lambda: self.store.finish(run.lease, outcome), self.settings)
-        except Exception:
-            if isinstance(outcome, Completed):
-                self.storage.discard(outcome.video_key)
-            raise
         finally:
             beat.stop()
-        if recorded:
+        if recorded or not isinstance(outcome, Completed):
             return
-        log.warning("lease on job %s was lost; its outcome is discarded", run.lease.job.id)
-        if isinstance(outcome, Completed):
-            self.storage.discard(outcome.video_key)
+        job = self.store.get(run.lease.job.id)
+        if job is not None and job.video_key == outcome.video_key:
+            return  # an earlier try committed it
+        log.warning("lease on job %s was lost; its video is discarded", run.lease.job.id)
+        self.storage.discard(outcome.video_key)
 
     def _retry_later(self, run: _Run, beat: _Heartbeat, blip: StorageBlip) -> None:
         """Queue the job again with backoff, or end it ``StorageFailed`` when retries ran out."""
