@@ -84,3 +84,24 @@ def test_refusals_name_the_field_in_the_routes_own_words(client: TestClient) -> 
     assert (
         legacy.json()["error"]["message"] == "duration: 10 s is available only at 768P, not 1080P"
     )
+
+
+def test_the_poll_is_answered_the_same_behind_a_proxys_root_path(tmp_path: Path) -> None:
+    """Under a ``root_path`` the hot route's path does not match; FastAPI's route answers."""
+    settings = service_settings(tmp_path)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = BrokenStore(settings.database_path)
+    ensure_key(settings, store)
+    app = create_app(Services(settings, store, open_storage(settings), load_models(settings)))
+    with TestClient(app, headers=AUTH) as direct:
+        created = direct.post(LEGACY, json={"model": "preview", "prompt": "x"}).json()
+        params = {"generation_id": created["generation_id"]}
+        hot = direct.get(LEGACY, params=params)
+    with TestClient(app, headers=AUTH, root_path="/proxied") as proxied:
+        routed = proxied.get(f"/proxied{LEGACY}", params=params)
+        missing = proxied.get(f"/proxied{LEGACY}", params={"generation_id": "nope"})
+    assert (hot.status_code, routed.status_code) == (200, 200)
+    assert routed.json() == hot.json()
+    assert missing.status_code == 404
+    assert missing.json()["error"]["name"] == "NotFound"
+    store.close()

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import Receive, Scope, Send
 
 from reelforge.api.accept import Submission, accept, image_input
-from reelforge.api.deps import CallerDep, Services, ServicesDep
+from reelforge.api.deps import CallerDep, Services, ServicesDep, services_of
 from reelforge.api.dialects.base import Dialect
 from reelforge.contract import MAX_PROMPT_CHARS, Status
 from reelforge.engines.registry import ModelSpec, capabilities
@@ -172,18 +172,22 @@ class Poll:
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        services: Services = scope["app"].state.services
-        authorization, host = _headers(scope)
-        caller = services.caller(authorization)
-        generation_id = _generation_id(_query_value(scope, "generation_id"))
-        job = services.store.get(generation_id, owner=caller.id)
-        if job is None:
-            raise NotFound(f"no generation {generation_id!r}")
-        answer = view(job, services, base_url=_base_url(scope, host))
-        body = json.dumps(answer, separators=(",", ":")).encode()
+        body = _poll_answer(scope["app"].state.services, scope)
         headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+def _poll_answer(services: Services, scope: Scope) -> bytes:
+    """The JSON answer to the poll in ``scope``; reelforge errors for a refusal."""
+    authorization, host = _headers(scope)
+    caller = services.caller(authorization)
+    generation_id = _generation_id(_query_value(scope, "generation_id"))
+    job = services.store.get(generation_id, owner=caller.id)
+    if job is None:
+        raise NotFound(f"no generation {generation_id!r}")
+    answer = view(job, services, base_url=_base_url(scope, host))
+    return json.dumps(answer, separators=(",", ":")).encode()
 
 
 def _headers(scope: Scope) -> tuple[str | None, str | None]:
@@ -213,7 +217,7 @@ def _base_url(scope: Scope, host: str | None) -> str:
     """The URL the app is served at, as Starlette's ``Request.base_url`` makes it."""
     scheme = scope.get("scheme", "http")
     if host is None:
-        server_host, port = scope["server"]
+        server_host, port = scope.get("server") or ("localhost", None)
         default = {"http": 80, "https": 443}.get(scheme)
         host = server_host if port == default else f"{server_host}:{port}"
     return f"{scheme}://{host}{scope.get('root_path', '')}/"
@@ -221,10 +225,11 @@ def _base_url(scope: Scope, host: str | None) -> str:
 
 @router.get(LEGACY, response_model=Generation, openapi_extra=POLL_QUERY)
 @router.get(UNIFIED, response_model=Generation, openapi_extra=POLL_QUERY)
-async def poll(request: Request) -> Generation:
-    """Poll a generation. (Declared for the OpenAPI document; requests are answered by
-    ``Poll`` before they reach FastAPI.)"""
-    raise NotImplementedError("answered by Poll, matched before this route")
+async def poll(request: Request) -> Response:
+    """Poll a generation. (Requests usually reach ``Poll`` first; this route answers the same
+    where they do not, e.g. under a proxy's ``root_path``, and documents the route.)"""
+    body = _poll_answer(services_of(request), request.scope)
+    return Response(body, media_type="application/json")
 
 
 HOT_ROUTES: Final = {LEGACY: Poll(), UNIFIED: Poll()}
