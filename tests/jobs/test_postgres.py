@@ -25,6 +25,8 @@ from reelforge.jobs.postgres import PostgresJobStore
 from reelforge.request import JobRequest
 from tests.jobs.contract import REQUEST, FakeClock
 from tests.postgres import throwaway_schema, with_options
+from tests.scale.faults import upstream_of, via
+from tests.scale.proxy import Proxy
 
 T = TypeVar("T")
 
@@ -425,3 +427,15 @@ def test_upgrade_fills_job_inputs_from_old_requests(
         assert (job.request.duration_s, job.dialect) == (6, "hailuo")
     finally:
         opened.close()
+
+
+def test_a_store_starting_during_a_blip_tries_again(pg_url: str) -> None:
+    """A worker restarted while the network drops connections starts once they get through
+    (its first two connections are closed as soon as they are made)."""
+    with Proxy(upstream_of(pg_url), drop_first=2) as proxy:
+        opened = PostgresJobStore(via(proxy, pg_url))
+        try:
+            assert opened.counts()[Status.QUEUED] == 0
+        finally:
+            opened.close()
+        assert proxy.drop_first == 0

@@ -24,8 +24,10 @@ CUT_WAIT_S: Final = 5.0
 class Proxy:
     """Forwards ``127.0.0.1:<port>`` to ``upstream`` until closed; usable as a context."""
 
-    def __init__(self, upstream: tuple[str, int]) -> None:
+    def __init__(self, upstream: tuple[str, int], *, drop_first: int = 0) -> None:
+        """``drop_first``: close that many new connections at once, as a blip would."""
         self.upstream = upstream
+        self.drop_first = drop_first
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._listener.setblocking(False)
         self.port: int = self._listener.getsockname()[1]
@@ -75,6 +77,10 @@ class Proxy:
         try:
             client, _ = self._listener.accept()
         except BlockingIOError:
+            return
+        if self.drop_first > 0:
+            self.drop_first -= 1
+            client.close()
             return
         try:
             upstream = socket.create_connection(self.upstream, timeout=CONNECT_TIMEOUT_S)

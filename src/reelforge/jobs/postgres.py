@@ -31,6 +31,7 @@ import json
 import os
 import secrets
 import threading
+import time
 import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
@@ -69,6 +70,24 @@ EVENTS_LOCK_KEY: Final = 0x7266_6576_656E_7473
 PgConnection = psycopg.Connection[DictRow]
 
 
+def _checked_schema(url: str) -> str:
+    """The schema ``url``'s connections use, once ``migrate.require_current`` accepts it;
+    connection failures are tried again with backoff for up to ``POOL_TIMEOUT_S``."""
+    deadline = time.monotonic() + POOL_TIMEOUT_S
+    pause = 0.05
+    while True:
+        try:
+            with psycopg.connect(url, connect_timeout=int(POOL_TIMEOUT_S)) as conn:
+                migrate.require_current(conn)
+                row = conn.execute("SELECT current_schema()").fetchone()
+            return "public" if row is None or row[0] is None else str(row[0])
+        except psycopg.OperationalError:
+            if time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 1.0)
+
+
 class PostgresJobStore(StoreBase):
     """A ``Store`` on PostgreSQL (see the module docstring for threads, time and events)."""
 
@@ -85,12 +104,10 @@ class PostgresJobStore(StoreBase):
 
         Raises ``RuntimeError`` if the schema is missing, older than this code's (run
         ``reelforge db upgrade``) or newer; ``psycopg.OperationalError`` if the database
-        cannot be reached.
+        cannot be reached for ``POOL_TIMEOUT_S`` (a connection lost while starting is tried
+        again, as the pool would: a worker restarted during a blip starts).
         """
-        with psycopg.connect(url, connect_timeout=int(POOL_TIMEOUT_S)) as conn:
-            migrate.require_current(conn)
-            row = conn.execute("SELECT current_schema()").fetchone()
-        schema = "public" if row is None or row[0] is None else str(row[0])
+        schema = _checked_schema(url)
         self._jobs_channel = channel(JOBS_CHANNEL, schema)
         self._events_channel = channel(EVENTS_CHANNEL, schema)
         self._url = url
