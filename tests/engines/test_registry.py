@@ -18,6 +18,7 @@ from reelforge.engines.registry import (
     default_registry,
     load_registry,
 )
+from reelforge.request import JobRequest
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -230,3 +231,20 @@ def test_each_engines_options_validate_into_its_model(engine: str, options: dict
     spec = ModelSpec(id="m", engine=engine, weights="/w", options=options)
     assert isinstance(spec.options, ENGINES[engine].options)
     assert spec.options.model_dump(exclude_unset=True) == options
+
+
+def test_capabilities_say_why_a_length_rate_or_size_is_not_made() -> None:
+    can = capabilities(PREVIEW)
+    assert can.timing_refusal(JobRequest(prompt="x", duration_s=20, fps=60), "it") is None
+    assert can.timing_refusal(JobRequest(prompt="x", duration_s=21), "model 'p'") == (
+        "duration_s",
+        "21 s is not a length model 'p' can make; it makes 1 to 20 s",
+    )
+    assert can.timing_refusal(JobRequest(prompt="x", fps=7), "it") == (
+        "fps",
+        "7 fps is not a rate it can make; it makes 8 to 60",
+    )
+    assert can.size_refusal(256, 2700) is None
+    assert can.size_refusal(1281, 720) == "both sides must be even"
+    assert can.size_refusal(320, 254) == "the shorter side must be at least 256 px"
+    assert can.size_refusal(2702, 1520) == "the longer side must be at most 2700 px"

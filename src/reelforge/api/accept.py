@@ -123,19 +123,9 @@ def _check_request(submission: Submission, can: Capabilities) -> None:
     request, model = submission.request, submission.model
     if not request.prompt.strip():
         raise InvalidRequest(submission.name("prompt"), "must not be blank")
-    if not can.min_seconds <= request.duration_s <= can.max_seconds:
-        raise InvalidRequest(
-            submission.name("duration_s"),
-            f"{request.duration_s} s is not a length model {model!r} can make; it makes "
-            f"{can.min_seconds} to {can.max_seconds} s",
-        )
-    low, high = can.fps_choices
-    if request.fps is not None and not low <= request.fps <= high:
-        choices = f"{low}" if low == high else f"{low} to {high}"
-        raise InvalidRequest(
-            submission.name("fps"),
-            f"{request.fps} fps is not a rate model {model!r} can make; it makes {choices}",
-        )
+    refused = can.timing_refusal(request, f"model {model!r}")
+    if refused is not None:
+        raise InvalidRequest(submission.name(refused[0]), refused[1])
     for option in request.options:
         if option not in can.request_options:
             raise InvalidRequest(
@@ -152,13 +142,7 @@ def _check_size(
     ``max_long_side``."""
     size = submission.request.size
     width, height = output_size(size, keyframe)
-    problem = None
-    if width % 2 or height % 2:
-        problem = "both sides must be even"
-    elif min(width, height) < can.min_short_side:
-        problem = f"the shorter side must be at least {can.min_short_side} px"
-    elif max(width, height) > can.max_long_side:
-        problem = f"the longer side must be at most {can.max_long_side} px"
+    problem = can.size_refusal(width, height)
     if problem is not None:
         shown = str(size) if isinstance(size, Dimensions) else f"{size.value} ({width}x{height})"
         raise InvalidRequest(

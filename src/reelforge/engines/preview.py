@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from reelforge.engines.base import Keyframes, OnStep, request_seed
-from reelforge.engines.registry import ENGINES, MAX_LONG_SIDE, MIN_SHORT_SIDE
+from reelforge.engines.registry import ENGINES, PREVIEW, capabilities
 from reelforge.errors import InvalidRequest
 from reelforge.media.camera import CameraPath, CameraScript, parse_camera, plan_path
 from reelforge.media.morph import Morph
@@ -59,7 +59,7 @@ class PreviewEngine:
         #    for text alone).
         keyframe = keyframes.any
         width, height = output_size(request.size, keyframe.size if keyframe else None)
-        _check(request, width, height, fps)
+        _check(request, width, height)
         if self.scale != 1:
             width, height = (max(16, 2 * round(side * self.scale / 2)) for side in (width, height))
 
@@ -103,25 +103,17 @@ class PreviewEngine:
         )
 
 
-def _check(request: JobRequest, width: int, height: int, fps: int) -> None:
-    """Refuse what the preview's capabilities do not offer (the API refuses it at submit)."""
-    low, high = ENGINES["preview"].seconds
-    if not low <= request.duration_s <= high:
-        raise InvalidRequest("duration", f"{request.duration_s} s is not within {low} to {high} s")
-    slowest, fastest = ENGINES["preview"].fps_choices or (FPS, FPS)
-    if not slowest <= fps <= fastest:
-        raise InvalidRequest("fps", f"{fps} is not within {slowest} to {fastest} fps")
-    if (
-        width % 2
-        or height % 2
-        or min(width, height) < MIN_SHORT_SIDE
-        or max(width, height) > MAX_LONG_SIDE
-    ):
-        raise InvalidRequest(
-            "size",
-            f"{width}x{height}: sides must be even, the short one at least {MIN_SHORT_SIDE} px, "
-            f"the long one at most {MAX_LONG_SIDE} px",
-        )
+def _check(request: JobRequest, width: int, height: int) -> None:
+    """Refuse what the preview's capabilities do not offer (the API refuses it at submit,
+    from the same capabilities)."""
+    can = capabilities(PREVIEW)
+    refused = can.timing_refusal(request, "the preview engine")
+    if refused is not None:
+        field, reason = refused
+        raise InvalidRequest("duration" if field == "duration_s" else field, reason)
+    problem = can.size_refusal(width, height)
+    if problem is not None:
+        raise InvalidRequest("size", f"{width}x{height}: {problem}")
 
 
 def _render(

@@ -59,6 +59,7 @@ from reelforge.engines.options import (
 
 if TYPE_CHECKING:
     from reelforge.engines.base import Engine
+    from reelforge.request import JobRequest
 
 MIN_SHORT_SIDE: Final = 256
 MAX_LONG_SIDE: Final = 2700
@@ -219,6 +220,30 @@ class Capabilities:
     max_long_side: int
     request_options: tuple[str, ...]
     """The ``JobRequest.options`` keys the model takes."""
+
+    def timing_refusal(self, request: JobRequest, who: str) -> tuple[str, str] | None:
+        """Why ``who`` (the model, as a message names it) cannot make ``request``'s length or
+        frame rate, as (the ``JobRequest`` field, the reason); None if it can."""
+        if not self.min_seconds <= request.duration_s <= self.max_seconds:
+            return "duration_s", (
+                f"{request.duration_s} s is not a length {who} can make; it makes "
+                f"{self.min_seconds} to {self.max_seconds} s"
+            )
+        low, high = self.fps_choices
+        if request.fps is not None and not low <= request.fps <= high:
+            choices = f"{low}" if low == high else f"{low} to {high}"
+            return "fps", f"{request.fps} fps is not a rate {who} can make; it makes {choices}"
+        return None
+
+    def size_refusal(self, width: int, height: int) -> str | None:
+        """Why a ``width`` x ``height`` output is not one the model makes; None if it is."""
+        if width % 2 or height % 2:
+            return "both sides must be even"
+        if min(width, height) < self.min_short_side:
+            return f"the shorter side must be at least {self.min_short_side} px"
+        if max(width, height) > self.max_long_side:
+            return f"the longer side must be at most {self.max_long_side} px"
+        return None
 
 
 def native_fps(spec: ModelSpec) -> int:
