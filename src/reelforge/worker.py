@@ -41,6 +41,7 @@ from reelforge.media.fetch import FetchPolicy, fetch_image
 from reelforge.media.intake import load_image
 from reelforge.request import ImageRef
 from reelforge.retention import Retention
+from reelforge.retry import retrying
 from reelforge.settings import Settings
 from reelforge.storage.base import Storage
 from reelforge.video import Video
@@ -260,7 +261,13 @@ class Worker:
         database stays away the video is kept (the lease lapses and the job is retried, and
         retention removes what nobody recorded)."""
         try:
-            recorded = _retrying(lambda: self.store.finish(run.lease, outcome), self.settings)
+            recorded = retrying(
+                lambda: self.store.finish(run.lease, outcome),
+                retry_on=_database_blip,
+                seconds=self.settings.lease_seconds / 3,  # well inside the lease it keeps
+                pause=0.05,
+                max_pause=1.0,
+            )
         finally:
             beat.stop()
         if recorded or not isinstance(outcome, Completed):
@@ -307,22 +314,10 @@ def _storage(call: Callable[..., T], *args: Any) -> T:
         raise StorageBlip(f"storage {call.__name__} failed") from exc
 
 
-def _retrying(record: Callable[[], T], settings: Settings) -> T:
-    """``record()``, tried again with backoff while it raises (the database is away), for up
-    to a third of a lease; then its last error."""
-    deadline = time.monotonic() + settings.lease_seconds / 3
-    pause = 0.05
-    while True:
-        try:
-            return record()
-        except Exception:
-            if time.monotonic() + pause > deadline:
-                raise
-            log.warning(
-                "recording a job's end failed; trying again in %.2f s", pause, exc_info=True
-            )
-        time.sleep(pause)
-        pause = min(pause * 2, 1.0)
+def _database_blip(exc: Exception) -> bool:
+    """Whether to try recording a job's end again: always, while the deadline allows."""
+    log.warning("recording a job's end failed; trying again", exc_info=exc)
+    return True
 
 
 class _Run:

@@ -31,7 +31,6 @@ import json
 import os
 import secrets
 import threading
-import time
 import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
@@ -61,6 +60,7 @@ from reelforge.jobs.model import (
     Phase,
 )
 from reelforge.request import JobRequest
+from reelforge.retry import retrying
 
 POOL_TIMEOUT_S: Final = 10.0
 """Longest wait for a pooled connection (or a first connection) before failing, seconds."""
@@ -73,19 +73,20 @@ PgConnection = psycopg.Connection[DictRow]
 def _checked_schema(url: str) -> str:
     """The schema ``url``'s connections use, once ``migrate.require_current`` accepts it;
     connection failures are tried again with backoff for up to ``POOL_TIMEOUT_S``."""
-    deadline = time.monotonic() + POOL_TIMEOUT_S
-    pause = 0.05
-    while True:
-        try:
-            with psycopg.connect(url, connect_timeout=int(POOL_TIMEOUT_S)) as conn:
-                migrate.require_current(conn)
-                row = conn.execute("SELECT current_schema()").fetchone()
-            return "public" if row is None or row[0] is None else str(row[0])
-        except psycopg.OperationalError:
-            if time.monotonic() + pause > deadline:
-                raise
-        time.sleep(pause)
-        pause = min(pause * 2, 1.0)
+
+    def check() -> str:
+        with psycopg.connect(url, connect_timeout=int(POOL_TIMEOUT_S)) as conn:
+            migrate.require_current(conn)
+            row = conn.execute("SELECT current_schema()").fetchone()
+        return "public" if row is None or row[0] is None else str(row[0])
+
+    return retrying(
+        check,
+        retry_on=lambda exc: isinstance(exc, psycopg.OperationalError),
+        seconds=POOL_TIMEOUT_S,
+        pause=0.05,
+        max_pause=1.0,
+    )
 
 
 class PostgresJobStore(StoreBase):

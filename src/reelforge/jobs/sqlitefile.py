@@ -19,18 +19,17 @@ import fcntl
 import os
 import sqlite3
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Final
+
+from reelforge.retry import retrying
 
 MIN_SQLITE_VERSION: Final = (3, 35, 0)
 """``UPDATE ... RETURNING`` arrived in SQLite 3.35."""
 BUSY_TIMEOUT_MS: Final = 5000
 MAX_TURN_PAUSE_S: Final = 0.002
-
-T = TypeVar("T")
 
 
 class SQLiteFile:
@@ -71,10 +70,12 @@ class SQLiteFile:
         Several processes opening a new database at once race to convert it, and SQLite
         answers the losers "database is locked" at once, without its busy handler.
         """
-        row = _while_busy(
+        row = retrying(
             lambda: self._conn.execute("PRAGMA journal_mode = WAL").fetchone(),
-            busy=lambda exc: isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc),
+            retry_on=lambda exc: isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc),
+            seconds=BUSY_TIMEOUT_MS / 1000,
             pause=0.01,
+            max_pause=0.01,
         )
         return str(row[0])
 
@@ -100,9 +101,10 @@ class SQLiteFile:
         next turn. After ``busy_timeout`` it gives up as SQLite would.
         """
         try:
-            _while_busy(
+            retrying(
                 lambda: fcntl.flock(self._turns, fcntl.LOCK_EX | fcntl.LOCK_NB),
-                busy=lambda exc: isinstance(exc, BlockingIOError),
+                retry_on=lambda exc: isinstance(exc, BlockingIOError),
+                seconds=BUSY_TIMEOUT_MS / 1000,
                 pause=0.0002,
                 max_pause=MAX_TURN_PAUSE_S,
             )
@@ -145,27 +147,6 @@ class SQLiteFile:
                 reader.close()
             self._conn.close()
             self._turns.close()
-
-
-def _while_busy(
-    attempt: Callable[[], T],
-    *,
-    busy: Callable[[Exception], bool],
-    pause: float,
-    max_pause: float | None = None,
-) -> T:
-    """``attempt()``, tried again while it fails with an error ``busy`` accepts, for as long
-    as ``busy_timeout`` would wait, pausing ``pause`` seconds between tries (doubling up to
-    ``max_pause``); then its last error. For the waits SQLite's busy handler does not make."""
-    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
-    while True:
-        try:
-            return attempt()
-        except Exception as exc:
-            if not busy(exc) or time.monotonic() > deadline:
-                raise
-        time.sleep(pause)
-        pause = min(pause * 2, max_pause or pause)
 
 
 def _require_sqlite_version(version: str) -> None:
