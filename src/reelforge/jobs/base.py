@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -191,12 +192,32 @@ class StoreBase(ABC):
         return self.finish(lease, Failed(error_name, error_message, credits_used))
 
     @staticmethod
-    def _check_create(max_attempts: int, request: JobRequest) -> str:
-        """The request's stored JSON text; ``ValueError`` if ``max_attempts`` < 1 or the
-        request holds NaN or Infinity."""
+    def _new_job(
+        *,
+        owner: str,
+        model: str,
+        request: JobRequest,
+        max_attempts: int,
+        dialect: str,
+        callback_url: str | None,
+        lora: str | None,
+        now: float | None,
+    ) -> dict[str, Any]:
+        """The bound parameters of ``create``'s INSERT: a fresh id and the request as JSON
+        text; ``ValueError`` if ``max_attempts`` < 1 or the request holds NaN or Infinity."""
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
-        return dump_json(request.to_json())
+        return {
+            "id": uuid.uuid4().hex,
+            "owner": owner,
+            "model": model,
+            "request": dump_json(request.to_json()),
+            "max_attempts": max_attempts,
+            "dialect": dialect,
+            "callback_url": callback_url,
+            "lora": lora,
+            "now": now,
+        }
 
     @staticmethod
     def _check_lease(lease_seconds: float) -> None:

@@ -161,17 +161,16 @@ class PostgresJobStore(StoreBase):
         callback_url: str | None = None,
         lora: str | None = None,
     ) -> Job:
-        params = {
-            "id": uuid.uuid4().hex,
-            "owner": owner,
-            "model": model,
-            "request": self._check_create(max_attempts, request),
-            "max_attempts": max_attempts,
-            "dialect": dialect,
-            "callback_url": callback_url,
-            "lora": lora,
-            "now": self._now(),
-        }
+        params = self._new_job(
+            owner=owner,
+            model=model,
+            request=request,
+            max_attempts=max_attempts,
+            dialect=dialect,
+            callback_url=callback_url,
+            lora=lora,
+            now=self._now(),
+        )
         try:
             with self._transaction() as conn:
                 row = _one(

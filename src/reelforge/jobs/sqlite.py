@@ -67,18 +67,16 @@ class SQLiteJobStore(StoreBase):
         callback_url: str | None = None,
         lora: str | None = None,
     ) -> Job:
-        stored = self._check_create(max_attempts, request)
-        params = {
-            "id": uuid.uuid4().hex,
-            "owner": owner,
-            "model": model,
-            "request": stored,
-            "max_attempts": max_attempts,
-            "dialect": dialect,
-            "callback_url": callback_url,
-            "lora": lora,
-            "now": self._clock(),
-        }
+        params = self._new_job(
+            owner=owner,
+            model=model,
+            request=request,
+            max_attempts=max_attempts,
+            dialect=dialect,
+            callback_url=callback_url,
+            lora=lora,
+            now=self._clock(),
+        )
         with self._db.write() as conn:
             row = conn.execute(
                 """
