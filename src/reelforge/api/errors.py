@@ -8,6 +8,8 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
@@ -48,9 +50,23 @@ async def _invalid_body(request: Request, exc: RequestValidationError) -> Respon
     location = [str(part) for part in first.get("loc", ()) if part not in ("body", "query")]
     field = ".".join(location) or "body"
     message = f"{field}: {first.get('msg', 'invalid value')}"
+    if first.get("type") == "extra_forbidden":  # a ``StrictBody`` refusing a field it lacks
+        fields = _body_fields(request)
+        message = f"{field}: unknown field" + (f"; this route takes {fields}" if fields else "")
     if "input" in first and first.get("type") != "missing" and field != "body":
         message += f" (got {_shorten(first['input'])})"
     return error_response(path, 400, "InvalidRequest", message)
+
+
+def _body_fields(request: Request) -> str:
+    """The JSON names of the fields the route's body model defines, comma-separated ("" if
+    the route has no body model)."""
+    route = request.scope.get("route")
+    params = route.dependant.body_params if isinstance(route, APIRoute) else []
+    model = params[0].field_info.annotation if len(params) == 1 else None
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return ""
+    return ", ".join(info.alias or name for name, info in model.model_fields.items())
 
 
 async def _http_error(request: Request, exc: HTTPException) -> Response:

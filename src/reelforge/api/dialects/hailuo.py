@@ -3,8 +3,10 @@ legacy and the unified route, over one store (an id made on one route is answere
 other), plus reelforge's cancel and model list.
 
 Its rules: 6 or 10 s, 768P or 1080P, 10 s only at 768P, the video sized by the first image's
-aspect. Types are strict: a duration of ``"6"`` or ``6.5`` is refused, not converted. Errors
-are ``{"error": {"name", "message"}}``.
+aspect. Types are strict: a duration of ``"6"``, ``6.0`` or ``6.5`` is refused, not converted.
+A field the body does not define is refused, naming it; both routes take both routes' names
+for the first frame (``first_frame_image``, ``image_url``) and the optimizer flag
+(``prompt_optimizer``, ``enhance_prompt``). Errors are ``{"error": {"name", "message"}}``.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ from urllib.parse import unquote_plus
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, Field
+from pydantic_core import PydanticCustomError
 from starlette.types import Receive, Scope, Send
 
 from reelforge.api.accept import Submission, accept, image_input
 from reelforge.api.deps import CallerDep, Services, ServicesDep, services_of
-from reelforge.api.dialects.base import Dialect
+from reelforge.api.dialects.base import Dialect, StrictBody
 from reelforge.contract import MAX_PROMPT_CHARS, Status
 from reelforge.engines.registry import ModelSpec, capabilities
 from reelforge.errors import InvalidRequest, NotFound
@@ -61,20 +64,46 @@ def check_length(duration: int, resolution: Resolution, *, field: str = "duratio
 # --- bodies ------------------------------------------------------------------------------
 
 
-class _Create(BaseModel):
-    model_config = ConfigDict(strict=True, extra="ignore")
-    first_field: ClassVar[str]
+def _exact_int(value: object) -> object:
+    """Let only integers reach a literal: strict pydantic matches ``Literal[6, 10]`` by value,
+    so JSON ``6.0`` would pass as 6."""
+    if isinstance(value, float):
+        raise PydanticCustomError("literal_error", "Input should be 6 or 10")
+    return value
+
+
+Duration = Annotated[Literal[6, 10], BeforeValidator(_exact_int)]
+FIRST_FRAME_NAMES: Final = ("first_frame_image", "image_url")
+OPTIMIZER_NAMES: Final = ("prompt_optimizer", "enhance_prompt")
+"""The two routes' names for one field each (legacy, unified): both routes take both."""
+
+
+class _Create(StrictBody):
+    """A create body. Both routes take both routes' names for the first frame and the
+    optimizer flag; a field given under both names must have one value."""
+
+    own_names: ClassVar[int]
+    """Index into ``FIRST_FRAME_NAMES``/``OPTIMIZER_NAMES`` of this route's own name."""
 
     model: str = Field(description="Model id, e.g. `minimax/hailuo-02`.")
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    first_frame_image: str | None = Field(
+        None, description="First frame: URL or base64 image (the legacy route's name)."
+    )
+    image_url: str | None = Field(
+        None, description="First frame: URL or base64 image (the unified route's name)."
+    )
     last_image_url: str | None = Field(None, description="Last frame: URL or base64 image.")
-    duration: Literal[6, 10] = Field(6, description="Seconds.")
+    duration: Duration = Field(6, description="Seconds.")
     resolution: Literal["768P", "1080P"] = "768P"
+    prompt_optimizer: bool = Field(True, description="Rewrite the prompt (legacy route's name).")
+    enhance_prompt: bool = Field(True, description="Rewrite the prompt (unified route's name).")
     seed: int | None = Field(None, ge=0, lt=2**32, description="reelforge extension.")
 
     def submission(self) -> Submission:
         """The body as a dialect-free submission, the contract's rules checked."""
-        first_image, optimizer = self._dialect_fields()
+        first_field, first_image = self._one_value(FIRST_FRAME_NAMES)
+        _, optimizer = self._one_value(OPTIMIZER_NAMES)
         resolution = Resolution(self.resolution)
         check_length(self.duration, resolution)
         return Submission(
@@ -87,41 +116,42 @@ class _Create(BaseModel):
                 prompt_optimizer=optimizer,
             ),
             dialect=NAME,
-            first=image_input(first_image, self.first_field),
+            first=image_input(first_image, first_field),
             last=image_input(self.last_image_url, "last_image_url"),
             fields={
                 "duration_s": "duration",
                 "size": "resolution",
-                "first_frame": self.first_field,
+                "first_frame": first_field,
                 "last_frame": "last_image_url",
             },
         )
 
-    def _dialect_fields(self) -> tuple[str | None, bool]:
-        """The first frame and the prompt-optimizer flag under this route's names."""
-        raise NotImplementedError
+    def _one_value(self, names: tuple[str, str]) -> tuple[str, Any]:
+        """The value of a field the body may name either way, and the name it came under
+        (this route's own unless only the other was sent). ``InvalidRequest`` when both
+        names were sent with different values (``null`` counts as not sent)."""
+        own, other = names[self.own_names], names[1 - self.own_names]
+        sent = [
+            n for n in (own, other) if n in self.model_fields_set and getattr(self, n) is not None
+        ]
+        if len(sent) == 2 and getattr(self, own) != getattr(self, other):
+            raise InvalidRequest(
+                own, f"given twice with different values, as {own} and as {other}; send one"
+            )
+        name = sent[0] if sent else own
+        return name, getattr(self, name)
 
 
 class LegacyCreate(_Create):
     """Body of ``POST /v2/generate/video/minimax/generation``."""
 
-    first_field = "first_frame_image"
-    first_frame_image: str | None = Field(None, description="First frame: URL or base64 image.")
-    prompt_optimizer: bool = True
-
-    def _dialect_fields(self) -> tuple[str | None, bool]:
-        return self.first_frame_image, self.prompt_optimizer
+    own_names = 0
 
 
 class UnifiedCreate(_Create):
     """Body of ``POST /v2/video/generations``."""
 
-    first_field = "image_url"
-    image_url: str | None = Field(None, description="First frame: URL or base64 image.")
-    enhance_prompt: bool = True
-
-    def _dialect_fields(self) -> tuple[str | None, bool]:
-        return self.image_url, self.enhance_prompt
+    own_names = 1
 
 
 class LegacyCreated(BaseModel):
