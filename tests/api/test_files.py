@@ -115,6 +115,23 @@ def test_a_range_past_the_end_is_416(done: Finished) -> None:
     assert response.status_code == 416
 
 
+@pytest.mark.parametrize(
+    "value", ["items=0-1", "bytes=100-50", "bytes=0-1,9-3", "bytes=abc", "bytes=", "bytes 0-1"]
+)
+def test_an_unknown_unit_or_invalid_range_is_ignored(done: Finished, value: str) -> None:
+    """RFC 9110, 14.2: the whole file, as if no Range had been sent (not 400)."""
+    response = get(done, done.urls[0], Range=value)
+    assert response.status_code == 200, value
+    assert response.content == done.video()
+    assert "content-range" not in response.headers
+
+
+def test_several_valid_ranges_are_206(done: Finished) -> None:
+    response = get(done, done.urls[0], Range="bytes=0-9, 20-29")
+    assert response.status_code == 206
+    assert response.headers["content-type"].startswith("multipart/byteranges")
+
+
 def test_head_answers_the_headers_without_the_body(done: Finished) -> None:
     response = done.api.client.head(done.urls[0])
     assert response.status_code == 200
@@ -131,6 +148,23 @@ def test_a_changed_signature_is_403(done: Finished) -> None:
         response = get(done, url.copy_set_param("signature", changed))
         assert response.status_code == 403, changed
         assert response.json()["error"]["name"] == "Forbidden"
+
+
+@pytest.mark.parametrize(
+    "signature", ["é" * 64, "0" * 63 + "\u00e9", "\U0001f600"], ids=["accents", "last", "emoji"]
+)
+def test_a_non_ascii_signature_is_403(done: Finished, signature: str) -> None:
+    url = httpx.URL(done.urls[0]).copy_set_param("signature", signature)
+    response = get(done, url)
+    assert response.status_code == 403
+    assert response.json()["error"]["name"] == "Forbidden"
+    query = httpx.URL(done.urls[0]).query.decode().split("&signature=")[0]
+    for raw in ("%FF", "%C3%A9", "%ED%A0%80"):  # not UTF-8, é, a lone surrogate's bytes
+        status, _ = raw_get(
+            done,
+            f"{httpx.URL(done.urls[0]).raw_path.decode().split('?')[0]}?{query}&signature={raw}",
+        )
+        assert status == 403, raw
 
 
 def test_a_changed_expiry_is_403(done: Finished) -> None:

@@ -92,7 +92,9 @@ class LocalStorage:
 
     def open_signed(self, key: str, expires: int, signature: str) -> Path:
         """The file behind a signed link; ``Forbidden`` if tampered, ``Gone`` if expired."""
-        if not hmac.compare_digest(self._sign(key, expires), signature):
+        # Compared as bytes: ``compare_digest`` refuses a str with non-ASCII characters.
+        given = signature.encode("utf-8", "replace")
+        if not hmac.compare_digest(self._sign(key, expires).encode(), given):
             raise Forbidden("the link's signature does not match")
         if expires < self._clock():
             raise Gone("the link has expired; fetch the generation again for a fresh one")
