@@ -14,6 +14,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
+from reelforge.api.auth import register
 from reelforge.storage.local import LocalStorage, load_or_create_secret
 from tests.service import LEGACY, UNIFIED, Api, running_api, running_workers, service_settings
 
@@ -239,12 +240,26 @@ def test_a_path_outside_storage_is_never_served(done: Finished, key: str, spelli
         assert b"SQLite format" not in body
 
 
-def test_healthz_answers_the_job_counts(done: Finished) -> None:
+def test_healthz_without_a_key_says_only_ok(done: Finished) -> None:
     response = httpx.get(f"{done.api.base_url}/healthz")
     assert response.status_code == 200
-    answer = response.json()
-    assert answer["status"] == "ok"
-    assert answer["jobs"] == {"queued": 0, "generating": 0, "completed": 2, "error": 0}
+    assert response.json() == {"status": "ok"}
+
+
+def test_healthz_with_a_key_counts_only_that_keys_jobs(done: Finished) -> None:
+    mine = get(done, "/healthz").json()
+    assert mine == {
+        "status": "ok",
+        "jobs": {"queued": 0, "generating": 0, "completed": 2, "error": 0},
+    }
+    other_key = "rf_another-tenant-key-0123456789abc"
+    register(done.api.store, other_key, name="another tenant")
+    theirs = httpx.get(
+        f"{done.api.base_url}/healthz", headers={"Authorization": f"Bearer {other_key}"}
+    )
+    assert theirs.json()["jobs"] == {"queued": 0, "generating": 0, "completed": 0, "error": 0}
+    bad = httpx.get(f"{done.api.base_url}/healthz", headers={"Authorization": "Bearer nope"})
+    assert bad.status_code == 401
 
 
 def test_the_openapi_document_lists_both_routes(done: Finished) -> None:

@@ -243,6 +243,16 @@ def test_counts_every_status(store: Store) -> None:
     assert store.counts() == expected
 
 
+def test_counts_of_one_owner_leave_out_every_other_owners_jobs(store: Store) -> None:
+    create(store, owner="key-a")
+    create(store, owner="key-a")
+    create(store, owner="key-b")
+    assert store.counts(owner="key-a")[Status.QUEUED] == 2
+    assert store.counts(owner="key-b")[Status.QUEUED] == 1
+    assert store.counts(owner="key-c") == dict.fromkeys(Status, 0)
+    assert store.counts()[Status.QUEUED] == 3
+
+
 # --- the schema refuses impossible rows ---------------------------------------------------
 
 VALID_ROW: dict[str, object] = {

@@ -3,9 +3,9 @@ served models loaded)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse
 
 from reelforge.api.deps import ServicesDep
@@ -25,6 +25,14 @@ def readyz(services: ServicesDep) -> JSONResponse:
 
 
 @router.get("/healthz")
-def healthz(services: ServicesDep) -> dict[str, Any]:
-    counts = services.store.counts()
+def healthz(
+    services: ServicesDep, authorization: Annotated[str | None, Header()] = None
+) -> dict[str, Any]:
+    """Liveness: ``{"status": "ok"}`` without a key. With a valid key, also the counts of
+    that key's own jobs by status (never another key's: the counts must not cross tenants);
+    a key that is not valid is 401, as on every other route."""
+    if authorization is None:
+        return {"status": "ok"}
+    caller = services.caller(authorization)
+    counts = services.store.counts(owner=caller.id)
     return {"status": "ok", "jobs": {status.value: count for status, count in counts.items()}}

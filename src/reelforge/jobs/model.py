@@ -313,8 +313,9 @@ class JobQueue(Protocol):
         """
         ...
 
-    def counts(self) -> dict[Status, int]:
-        """How many jobs are in each status; every status is a key, even at 0."""
+    def counts(self, *, owner: str | None = None) -> dict[Status, int]:
+        """How many jobs (of ``owner`` only, if given) are in each status; every status is a
+        key, even at 0."""
         ...
 
     def events_after(

@@ -530,9 +530,17 @@ class PostgresJobStore(StoreBase):
         if appended:
             conn.execute("SELECT pg_notify(%s, '')", (self._events_channel,))
 
-    def counts(self) -> dict[Status, int]:
+    def counts(self, *, owner: str | None = None) -> dict[Status, int]:
         with self._connection() as conn:
-            rows = conn.execute("SELECT status, count(*) AS n FROM jobs GROUP BY status").fetchall()
+            if owner is None:
+                rows = conn.execute(
+                    "SELECT status, count(*) AS n FROM jobs GROUP BY status"
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    "SELECT status, count(*) AS n FROM jobs WHERE owner = %s GROUP BY status",
+                    (owner,),
+                ).fetchall()
         found = {Status(row["status"]): int(row["n"]) for row in rows}
         return {status: found.get(status, 0) for status in Status}
 

@@ -335,10 +335,14 @@ class SQLiteJobStore(StoreBase):
         acts on a lease goes through here); the rows it changed."""
         return conn.execute(sql, {**params, "id": lease.job.id, "token": lease.token}).fetchall()
 
-    def counts(self) -> dict[Status, int]:
-        rows = (
-            self._db.read().execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall()
-        )
+    def counts(self, *, owner: str | None = None) -> dict[Status, int]:
+        reader = self._db.read()
+        if owner is None:
+            rows = reader.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall()
+        else:
+            rows = reader.execute(
+                "SELECT status, COUNT(*) FROM jobs WHERE owner = ? GROUP BY status", (owner,)
+            ).fetchall()
         found = {Status(status): count for status, count in rows}
         return {status: found.get(status, 0) for status in Status}
 
