@@ -17,6 +17,7 @@ import httpx
 import uvicorn
 
 from reelforge.api.app import Services, create_app
+from reelforge.api.serving import uvicorn_options
 from reelforge.jobs.model import Store
 from reelforge.runtime import (
     ensure_key,
@@ -100,9 +101,8 @@ def running_api(settings: Settings) -> Iterator[Api]:
     store = open_store(settings)
     ensure_key(settings, store)
     app = create_app(Services(settings, store, open_storage(settings), load_models(settings)))
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_level="warning")
-    )
+    options = {**uvicorn_options(settings), "host": "127.0.0.1"}
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", **options))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

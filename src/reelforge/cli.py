@@ -115,6 +115,7 @@ def serve(
     """Serve the API (and ``--workers`` worker processes) on one data directory."""
     import uvicorn
 
+    from reelforge.api.serving import uvicorn_options
     from reelforge.runtime import ensure_key, open_store, start_workers, stop_workers
 
     settings = _settings()
@@ -141,10 +142,9 @@ def serve(
             "reelforge.runtime:api_from_environment",
             factory=True,
             workers=api_processes,
-            host=settings.host,
-            port=settings.port,
             log_level="info",
             access_log=access_log,
+            **uvicorn_options(settings),
         )
     finally:
         stop_workers(processes, timeout=settings.drain_seconds + 5)

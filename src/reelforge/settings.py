@@ -63,6 +63,11 @@ class Settings(BaseSettings):
         2.0, ge=0, description="First wait before such a retry; doubles each time, to 5 min."
     )
     max_body_bytes: int = Field(_DEFAULT_BODY_LIMIT, ge=1024, description="Largest request body.")
+    read_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="A request's headers must arrive within it, its body never pause longer.",
+    )
     fetch_allow_private: bool = Field(
         False, description="Let image URLs reach private addresses and any port (tests only)."
     )

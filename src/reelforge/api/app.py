@@ -8,6 +8,7 @@ from reelforge import __version__
 from reelforge.api import errors, files, health
 from reelforge.api.deps import Services
 from reelforge.api.dialects import DIALECTS
+from reelforge.api.headers import SecurityHeaders
 from reelforge.api.hot import HotRoutes
 from reelforge.api.limits import BodyLimit
 
@@ -29,7 +30,8 @@ def create_app(services: Services) -> FastAPI:
     for dialect in DIALECTS:
         app.include_router(dialect.router)
     hot = {path: route for dialect in DIALECTS for path, route in dialect.hot_routes.items()}
-    app.add_middleware(HotRoutes, routes=hot)  # added last: the outermost of ours
+    app.add_middleware(HotRoutes, routes=hot)
+    app.add_middleware(SecurityHeaders, hot_paths=hot)  # added last: the outermost of ours
     app.include_router(files.router)
     app.include_router(health.router)
     return app

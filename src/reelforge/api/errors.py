@@ -14,14 +14,18 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from reelforge.api.dialects import dialect_for
+from reelforge.api.headers import SECURITY_HEADERS
 from reelforge.errors import ReelforgeError
 
 log = logging.getLogger("reelforge.api")
 
 
 def error_response(path: str, status: int, name: str, message: str) -> Response:
-    """An error for a request to ``path``, in that route's dialect."""
-    return dialect_for(path).render_error(status, name, message)
+    """An error for a request to ``path``, in that route's dialect, with the security
+    headers (``api.headers``: some errors are answered outside its middleware)."""
+    response = dialect_for(path).render_error(status, name, message)
+    response.raw_headers.extend(SECURITY_HEADERS)
+    return response
 
 
 def install(app: FastAPI) -> None:

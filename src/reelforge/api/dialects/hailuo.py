@@ -25,6 +25,7 @@ from starlette.types import Receive, Scope, Send
 from reelforge.api.accept import Submission, accept, image_input
 from reelforge.api.deps import CallerDep, Services, ServicesDep, services_of
 from reelforge.api.dialects.base import Dialect, StrictBody
+from reelforge.api.headers import SECURITY_HEADERS
 from reelforge.contract import MAX_PROMPT_CHARS, Status
 from reelforge.engines.registry import ModelSpec, capabilities
 from reelforge.errors import InvalidRequest, NotFound
@@ -190,6 +191,9 @@ class Generation(BaseModel):
 # --- routes ------------------------------------------------------------------------------
 
 
+_POLL_HEADERS: Final = ((b"content-type", b"application/json"), *SECURITY_HEADERS)
+
+
 class Poll:
     """The poll as a bare ASGI app: one indexed read under WAL, on the event loop, never
     waiting.
@@ -198,12 +202,13 @@ class Poll:
     (``HOT_ROUTES``, ``api.hot.HotRoutes``). It reads its key, query and host from the ASGI
     scope itself: FastAPI's route matching, dependency solving and validation, and
     Starlette's request objects, would more than double its cost per request
-    (``bench/service.py``). Errors it raises are rendered like every other one.
+    (``bench/service.py``). Errors it raises are rendered like every other one. It skips
+    ``api.headers.SecurityHeaders`` too, so it sends the security headers itself.
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = _poll_answer(scope["app"].state.services, scope)
-        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        headers = [*_POLL_HEADERS, (b"content-length", b"%d" % len(body))]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
