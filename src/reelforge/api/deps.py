@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials
 
 from reelforge.api.auth import KeyCache, authenticate
+from reelforge.api.openapi import BEARER
 from reelforge.engines.registry import ModelSpec
 from reelforge.jobs.model import ApiKey, Store
 from reelforge.settings import Settings
@@ -49,9 +51,12 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 
 
 async def get_caller(
-    services: ServicesDep, authorization: Annotated[str | None, Header()] = None
+    services: ServicesDep,
+    request: Request,
+    _: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)],
 ) -> ApiKey:
-    return services.caller(authorization)
+    # ``BEARER`` declares the scheme in the OpenAPI document; ``api.auth`` reads the header.
+    return services.caller(request.headers.get("authorization"))
 
 
 CallerDep = Annotated[ApiKey, Depends(get_caller)]

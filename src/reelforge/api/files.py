@@ -13,7 +13,8 @@ from fastapi.responses import FileResponse
 from starlette.types import Receive, Scope, Send
 
 from reelforge.api.deps import ServicesDep
-from reelforge.errors import NotFound
+from reelforge.api.openapi import error_responses
+from reelforge.errors import Forbidden, Gone, InvalidRequest, NotFound
 from reelforge.storage.local import LocalStorage
 
 router = APIRouter()
@@ -47,7 +48,15 @@ class VideoFile(FileResponse):
 
 
 # Two routes, not one with two methods: each OpenAPI operation needs its own id.
-@router.get("/files/{key:path}", response_class=FileResponse)
+@router.get(
+    "/files/{key:path}",
+    response_class=FileResponse,
+    responses={
+        200: {"content": {"video/mp4": {}}, "description": "The video."},
+        206: {"description": "The ranges asked for (``Range: bytes=...``)."},
+        **error_responses(InvalidRequest, Forbidden, NotFound, Gone, 416),
+    },
+)
 @router.head("/files/{key:path}", response_class=FileResponse, include_in_schema=False)
 def signed_file(
     key: str,

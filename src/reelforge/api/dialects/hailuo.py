@@ -16,7 +16,7 @@ from dataclasses import asdict
 from typing import Annotated, Any, ClassVar, Final, Literal
 from urllib.parse import unquote_plus
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response, Security
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, BeforeValidator, Field
 from pydantic_core import PydanticCustomError
@@ -26,9 +26,10 @@ from reelforge.api.accept import Submission, accept, image_input
 from reelforge.api.deps import CallerDep, Services, ServicesDep, services_of
 from reelforge.api.dialects.base import Dialect, StrictBody
 from reelforge.api.headers import SECURITY_HEADERS
+from reelforge.api.openapi import BEARER, ErrorAnswer, ErrorInfo, error_responses
 from reelforge.contract import MAX_PROMPT_CHARS, Status
 from reelforge.engines.registry import ModelSpec, capabilities
-from reelforge.errors import InvalidRequest, NotFound
+from reelforge.errors import InvalidRequest, NotFound, PayloadTooLarge, Unauthorized
 from reelforge.jobs.model import Job
 from reelforge.request import JobRequest, Resolution
 
@@ -52,6 +53,8 @@ POLL_QUERY: Final[dict[str, Any]] = {
 """The poll routes' query, for the OpenAPI document (``fetch`` reads it by hand)."""
 
 router = APIRouter()
+_AUTHENTICATED: Final = (InvalidRequest, Unauthorized)
+"""What every route of this dialect can answer (a malformed query or body; a bad key)."""
 
 
 def check_length(duration: int, resolution: Resolution, *, field: str = "duration") -> None:
@@ -169,11 +172,6 @@ class VideoLink(BaseModel):
     url: str
 
 
-class ErrorInfo(BaseModel):
-    name: str
-    message: str
-
-
 class Generation(BaseModel):
     """What a poll answers. ``progress``, ``model`` and the times are extensions."""
 
@@ -258,8 +256,16 @@ def _base_url(scope: Scope, host: str | None) -> str:
     return f"{scheme}://{host}{scope.get('root_path', '')}/"
 
 
-@router.get(LEGACY, response_model=Generation, openapi_extra=POLL_QUERY)
-@router.get(UNIFIED, response_model=Generation, openapi_extra=POLL_QUERY)
+_POLL_ROUTE: Final[dict[str, Any]] = {
+    "response_model": Generation,
+    "openapi_extra": POLL_QUERY,
+    "dependencies": [Security(BEARER)],
+    "responses": error_responses(*_AUTHENTICATED, NotFound, model=ErrorAnswer),
+}
+
+
+@router.get(LEGACY, **_POLL_ROUTE)
+@router.get(UNIFIED, **_POLL_ROUTE)
 async def poll(request: Request) -> Response:
     """Poll a generation. (Requests usually reach ``Poll`` first; this route answers the same
     where they do not, e.g. under a proxy's ``root_path``, and documents the route.)"""
@@ -282,13 +288,16 @@ def _generation_id(value: str | None) -> str:
     return value
 
 
-@router.post(LEGACY, response_model=LegacyCreated)
+_CREATE_ERRORS: Final = error_responses(*_AUTHENTICATED, PayloadTooLarge, model=ErrorAnswer)
+
+
+@router.post(LEGACY, response_model=LegacyCreated, responses=_CREATE_ERRORS)
 def create_legacy(body: LegacyCreate, caller: CallerDep, services: ServicesDep) -> LegacyCreated:
     job = _accept(body.submission(), caller.id, services)
     return LegacyCreated(generation_id=job.id, status=job.status)
 
 
-@router.post(UNIFIED, response_model=UnifiedCreated)
+@router.post(UNIFIED, response_model=UnifiedCreated, responses=_CREATE_ERRORS)
 def create_unified(body: UnifiedCreate, caller: CallerDep, services: ServicesDep) -> UnifiedCreated:
     job = _accept(body.submission(), caller.id, services)
     return UnifiedCreated(id=job.id, status=job.status)
@@ -305,8 +314,11 @@ def _accept(submission: Submission, owner: str, services: Services) -> Job:
     )
 
 
-@router.delete(LEGACY, response_model=Generation)
-@router.delete(UNIFIED, response_model=Generation)
+_CANCEL_ERRORS: Final = error_responses(*_AUTHENTICATED, NotFound, model=ErrorAnswer)
+
+
+@router.delete(LEGACY, response_model=Generation, responses=_CANCEL_ERRORS)
+@router.delete(UNIFIED, response_model=Generation, responses=_CANCEL_ERRORS)
 def cancel(
     generation_id: GenerationId, caller: CallerDep, services: ServicesDep, request: Request
 ) -> dict[str, Any]:
@@ -318,7 +330,7 @@ def cancel(
     return view(job, services, base_url=str(request.base_url))
 
 
-@router.get("/v2/models")
+@router.get("/v2/models", responses=error_responses(Unauthorized, model=ErrorAnswer))
 async def list_models(_: CallerDep, services: ServicesDep) -> dict[str, Any]:
     """The served models and what each can be asked (reelforge's extension)."""
     return {
