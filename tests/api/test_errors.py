@@ -70,6 +70,13 @@ def test_routes_outside_every_dialect_answer_in_the_default_envelope(
     assert missing.json()["error"]["name"] == "HTTPError"
 
 
+def test_a_method_not_allowed_says_which_are(client: TestClient) -> None:
+    answer = client.put("/healthz")
+    assert answer.status_code == 405
+    assert answer.headers["allow"] == "GET"
+    assert answer.json()["error"]["name"] == "HTTPError"
+
+
 def test_refusals_name_the_field_in_the_routes_own_words(client: TestClient) -> None:
     unified = client.post(
         "/v2/video/generations",

@@ -74,7 +74,9 @@ def _body_fields(request: Request) -> str:
 
 
 async def _http_error(request: Request, exc: HTTPException) -> Response:
-    return error_response(request.url.path, exc.status_code, "HTTPError", str(exc.detail))
+    response = error_response(request.url.path, exc.status_code, "HTTPError", str(exc.detail))
+    response.headers.update(exc.headers or {})  # e.g. a 405's ``Allow``
+    return response
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
