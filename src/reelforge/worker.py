@@ -39,6 +39,7 @@ from reelforge.jobs.model import (
 from reelforge.media.encoder import EncoderOptions, encode_mp4
 from reelforge.media.fetch import FetchPolicy, fetch_image
 from reelforge.media.intake import load_image
+from reelforge.media.watermark import watermarked
 from reelforge.request import ImageRef
 from reelforge.retention import Retention
 from reelforge.retry import retrying
@@ -193,6 +194,8 @@ class Worker:
         )
         if video is None:
             return
+        if lease.job.request.watermark:
+            video = watermarked(video)
         if video.rendered:
             self._finisher.submit(lambda: self._encode(run, beat, video))
         else:

@@ -11,14 +11,19 @@ from pathlib import Path
 from typing import Any
 
 import av
+import numpy as np
 import pytest
 import requests
 
 from reelforge.api.auth import hash_key, new_key, register
 from reelforge.api.dialects.minimax import render_error, task_status
 from reelforge.contract import Status
+from reelforge.engines.base import Keyframes
+from reelforge.engines.preview import PreviewEngine
 from reelforge.jobs.model import Phase
+from reelforge.media.watermark import make_mark
 from reelforge.request import JobRequest, Resolution
+from reelforge.video import Frame
 from tests.service import LEGACY, TEST_KEY, Api, running_api, service_settings
 
 TASKS = ("Queueing", "Preparing", "Processing", "Success", "Fail")
@@ -111,7 +116,7 @@ def refusal(api: Api, method: str, path: str, **kwargs: Any) -> tuple[int, int, 
 def test_a_minimax_client_gets_its_video(service: Api, tmp_path: Path) -> None:
     minimax = client(service)
     task_id = minimax.create(
-        model="MiniMax-Hailuo-02", prompt="A lighthouse at dusk [Push in]", duration=6
+        model="MiniMax-Hailuo-02", prompt=PROMPT, duration=6, aigc_watermark=True
     )
     done = minimax.wait(task_id, timeout=60)
     assert set(minimax.seen) <= set(TASKS) - {"Fail"}
@@ -139,8 +144,29 @@ def test_a_minimax_client_gets_its_video(service: Api, tmp_path: Path) -> None:
         assert stream.duration is not None
         assert stream.time_base is not None
         assert float(stream.duration * stream.time_base) == pytest.approx(6.0, abs=0.05)
+        first = np.asarray(next(container.decode(stream)).to_ndarray(format="rgb24"), np.uint8)
+    assert_marked(first)
     # the same generation on the Hailuo dialect
     assert service.get(task_id)["video"]["url"].startswith(service.base_url)
+
+
+PROMPT = "A lighthouse at dusk [Push in]"
+
+
+def assert_marked(frame: Frame) -> None:
+    """``frame`` is the first of ``PROMPT``'s video with the "AI-generated" mark: the same as
+    without it but in the mark's corner."""
+    request = JobRequest(prompt=PROMPT, duration_s=6, size=Resolution.P768)
+    video = PreviewEngine().generate(request, Keyframes(None, None), lambda done, total: None)
+    plain = next(video.frames).astype(np.float64)
+    mark = make_mark(video.width, video.height)
+    corner = np.zeros(frame.shape[:2], bool)
+    corner[mark.top : mark.top + mark.text.shape[0], mark.left : mark.left + mark.text.shape[1]] = (
+        True
+    )
+    difference = np.abs(frame - plain).mean(axis=2)
+    assert difference[~corner].mean() < 3  # encoding noise
+    assert difference[corner].mean() > 20
 
 
 # --- the request's fields ----------------------------------------------------------------
@@ -170,6 +196,7 @@ def test_the_fields_reach_the_job(shared_api: Api) -> None:
     request = job.request
     assert (request.duration_s, request.size, request.seed) == (10, Resolution.P768, 7)
     assert request.prompt_optimizer is False
+    assert request.watermark is True
     assert request.first_frame is not None
     assert request.last_frame is not None
     assert (request.first_frame.field, request.last_frame.field) == (

@@ -5,6 +5,8 @@ create a task, query it, retrieve its file.
   model that answers ``minimax/hailuo-02``; any other name must be a served model id (a
   registry entry named ``T2V-01`` serves ``T2V-01``). MiniMax's rules: 6 or 10 s at 768P, 6 s
   at 1080P; 512P is refused (reelforge makes 768P and 1080P). Unknown fields are refused.
+  ``aigc_watermark`` stamps a visible "AI-generated" mark (``media.watermark``);
+  ``fast_pretreatment`` changes nothing (no engine here rewrites prompts).
 - ``GET /v1/query/video_generation?task_id=`` → ``{task_id, status, file_id, video_width,
   video_height, base_resp}``; ``file_id`` (the task id) and the size only on ``Success``.
 - ``GET /v1/files/retrieve?file_id=`` → ``{"file": {...}, "base_resp"}``; ``download_url`` is
@@ -79,7 +81,7 @@ class Create(BaseModel):
     first_frame_image: str | None = Field(None, description="URL or base64 image.")
     last_frame_image: str | None = Field(None, description="URL or base64 image.")
     callback_url: str | None = Field(None, description="Kept with the task for its events.")
-    aigc_watermark: bool = Field(False, description="Accepted; no mark is added here.")
+    aigc_watermark: bool = Field(False, description='A visible "AI-generated" mark.')
     seed: int | None = Field(None, ge=0, lt=2**32, description="reelforge extension.")
 
     def submission(self) -> Submission:
@@ -93,6 +95,7 @@ class Create(BaseModel):
                 size=resolution,
                 seed=self.seed,
                 prompt_optimizer=self.prompt_optimizer,
+                watermark=self.aigc_watermark,
             ),
             dialect=NAME,
             first=image_input(self.first_frame_image, "first_frame_image"),
