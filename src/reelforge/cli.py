@@ -28,7 +28,10 @@ MAX_RENDER_SECONDS = 20
 """The longest clip the preview engine makes."""
 
 app = typer.Typer(
-    help="reelforge: video generation speaking the Hailuo-02 API.", no_args_is_help=True
+    help="reelforge: video generation speaking the Hailuo-02 API.",
+    no_args_is_help=True,
+    rich_markup_mode=None,  # help texts are plain text: [brackets] are shown as written
+    context_settings={"max_content_width": 100},
 )
 err = Console(stderr=True)
 out = Console()
@@ -112,7 +115,7 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Listen port [REELFORGE_PORT].")] = None,
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
 ) -> None:
-    """Serve the API (and ``--workers`` worker processes) on one data directory."""
+    """Serve the API (and --workers worker processes) on one data directory."""
     import uvicorn
 
     from reelforge.runtime import ensure_key, open_store, start_workers, stop_workers
@@ -168,7 +171,7 @@ def worker(
         ),
     ] = None,
 ) -> None:
-    """Run workers alone, against the data directory or database of a ``reelforge serve``."""
+    """Run workers alone, against the data directory or database of a 'reelforge serve'."""
     from reelforge.runtime import run_worker, start_workers, stop_workers
 
     settings = _settings()
@@ -194,7 +197,9 @@ def worker(
         stop_workers(children, timeout=settings.drain_seconds + 5)
 
 
-db = typer.Typer(help="The shared PostgreSQL database.", no_args_is_help=True)
+db = typer.Typer(
+    help="The shared PostgreSQL database.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(db, name="db")
 
 
@@ -226,12 +231,14 @@ def generate(
     ),
     as_json: Annotated[bool, typer.Option("--json", help="Print the final generation.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the video.")] = 1200.0,
+    force: client_cli.ForceOption = False,
     base_url: client_cli.BaseUrl = None,
     api_key: client_cli.ApiKeyOption = None,
 ) -> None:
     """Generate a video through a reelforge server (or the reference service) and save it.
 
-    Exit codes: 0 done, 1 generation failed, 2 usage error, 3 timeout, 4 server unreachable.
+    Exit codes: 0 done, 1 generation failed, 2 usage error (or the output file exists),
+    3 timeout, 4 server unreachable.
     """
     client_cli.generate(
         _settings(),
@@ -244,6 +251,7 @@ def generate(
         output,
         as_json,
         timeout,
+        force,
         base_url,
         api_key,
     )
@@ -255,18 +263,25 @@ def status(
     base_url: client_cli.BaseUrl = None,
     api_key: client_cli.ApiKeyOption = None,
 ) -> None:
-    """Print a generation as JSON."""
+    """Print a generation as JSON. Exit code 5: no generation of that id for this key."""
     client_cli.status(_settings(), generation_id, base_url, api_key)
 
 
 @app.command()
 def cancel(
     generation_id: Annotated[str, typer.Argument(help="The generation's id.")],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the generation as the server then has it.")
+    ] = False,
     base_url: client_cli.BaseUrl = None,
     api_key: client_cli.ApiKeyOption = None,
 ) -> None:
-    """Cancel a generation: queued ones end at once, running ones at their next step."""
-    client_cli.cancel(_settings(), generation_id, base_url, api_key)
+    """Cancel a generation: queued ones end at once, running ones at their next step.
+
+    Says which happened, or that it had already ended (exit code 0 in each case);
+    exit code 5: no generation of that id for this key.
+    """
+    client_cli.cancel(_settings(), generation_id, as_json, base_url, api_key)
 
 
 @app.command()
@@ -275,14 +290,21 @@ def download(
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to save the MP4.")] = Path(
         "out.mp4"
     ),
+    force: client_cli.ForceOption = False,
     base_url: client_cli.BaseUrl = None,
     api_key: client_cli.ApiKeyOption = None,
 ) -> None:
-    """Save a completed generation's video."""
-    client_cli.download(_settings(), generation_id, output, base_url, api_key)
+    """Save a completed generation's video.
+
+    Exit codes: 1 the generation failed, 2 no video yet (or the output file exists),
+    5 no generation of that id for this key.
+    """
+    client_cli.download(_settings(), generation_id, output, force, base_url, api_key)
 
 
-keys = typer.Typer(help="Manage API keys (stored hashed).", no_args_is_help=True)
+keys = typer.Typer(
+    help="Manage API keys (stored hashed).", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(keys, name="keys")
 
 

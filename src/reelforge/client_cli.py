@@ -1,7 +1,8 @@
-"""``reelforge generate | status | download``: the SDK from the command line.
+"""``reelforge generate | status | cancel | download``: the SDK from the command line.
 
-Exit codes: 0 done, 1 the generation failed, 2 a usage error (refused input, no key),
-3 timeout, 4 the server could not be reached. Messages go to stderr.
+Exit codes: 0 done, 1 the generation failed, 2 a usage error (refused input, no key, an
+output file that exists), 3 timeout, 4 the server could not be reached, 5 no generation of
+that id for this key. Messages go to stderr.
 """
 
 from __future__ import annotations
@@ -19,17 +20,25 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from reelforge.client import ApiError, Client, Generation, GenerationFailed, Timeout, TransportError
-from reelforge.contract import Resolution
+from reelforge.contract import Resolution, Status
 from reelforge.errors import InvalidRequest
 from reelforge.settings import Settings
 
 err = Console(stderr=True)
 out = Console()
 
+NOT_FOUND = 5
+"""The exit code for an id the server does not know for this key."""
+CANCELLED = "Cancelled"
+"""``error.name`` of a generation its client cancelled."""
+
 BaseUrl = Annotated[
     str | None, typer.Option("--base-url", help="API root with /v2 [REELFORGE_BASE_URL].")
 ]
-ApiKeyOption = Annotated[str | None, typer.Option("--api-key", help="[REELFORGE_API_KEY]")]
+ApiKeyOption = Annotated[
+    str | None, typer.Option("--api-key", help="The API key [REELFORGE_API_KEY].")
+]
+ForceOption = Annotated[bool, typer.Option("--force", help="Overwrite the output file.")]
 
 
 def client_for(settings: Settings, base_url: str | None, api_key: str | None) -> Client:
@@ -58,9 +67,11 @@ def generate(
     output: Path,
     as_json: bool,
     timeout: float,
+    force: bool,
     base_url: str | None,
     api_key: str | None,
 ) -> None:
+    refuse_overwrite(output, force)
     with client_for(settings, base_url, api_key) as client, _exit_codes(client.base_url):
         created = client.create(
             prompt,
@@ -98,40 +109,101 @@ def generate(
 def status(
     settings: Settings, generation_id: str, base_url: str | None, api_key: str | None
 ) -> None:
-    with client_for(settings, base_url, api_key) as client, _exit_codes(client.base_url):
+    with (
+        client_for(settings, base_url, api_key) as client,
+        _exit_codes(client.base_url, generation_id),
+    ):
         out.print_json(json.dumps(client.get(generation_id).raw))
 
 
 def cancel(
-    settings: Settings, generation_id: str, base_url: str | None, api_key: str | None
+    settings: Settings,
+    generation_id: str,
+    as_json: bool,
+    base_url: str | None,
+    api_key: str | None,
 ) -> None:
-    with client_for(settings, base_url, api_key) as client, _exit_codes(client.base_url):
-        out.print_json(json.dumps(client.cancel(generation_id).raw))
+    """Cancel unless the generation has ended, and say which of the outcomes it was."""
+    with (
+        client_for(settings, base_url, api_key) as client,
+        _exit_codes(client.base_url, generation_id),
+    ):
+        before = client.get(generation_id)
+        after = before if before.done else client.cancel(generation_id)
+    if as_json:
+        out.print_json(json.dumps(after.raw))
+    elif before.done:
+        out.print(
+            f"{escape(generation_id)} had already ended ({_ending(before)}); nothing to cancel"
+        )
+    elif after.error_name == CANCELLED:
+        out.print(f"{escape(generation_id)} cancelled")
+    elif after.done:
+        out.print(f"{escape(generation_id)} ended before the cancel arrived ({_ending(after)})")
+    else:
+        out.print(f"cancel requested: {escape(generation_id)} stops at its next step")
 
 
 def download(
-    settings: Settings, generation_id: str, output: Path, base_url: str | None, api_key: str | None
+    settings: Settings,
+    generation_id: str,
+    output: Path,
+    force: bool,
+    base_url: str | None,
+    api_key: str | None,
 ) -> None:
-    with client_for(settings, base_url, api_key) as client, _exit_codes(client.base_url):
+    refuse_overwrite(output, force)
+    with (
+        client_for(settings, base_url, api_key) as client,
+        _exit_codes(client.base_url, generation_id),
+    ):
         generation = client.get(generation_id)
-        if generation.video_url is None:
-            err.print(
-                f"[red]error:[/red] generation {generation_id} is {generation.status}: no video yet"
+        if generation.status is Status.ERROR:
+            raise GenerationFailed(
+                generation_id, generation.error_name or "Error", generation.error_message or ""
             )
-            raise typer.Exit(1 if generation.status == "error" else 2)
+        if generation.video_url is None:
+            state = "its video was deleted" if generation.done else "no video yet"
+            err.print(f"[red]error:[/red] {escape(generation_id)} is {generation.status}: {state}")
+            raise typer.Exit(2)
         client.download(generation, output)
         out.print(str(output))
 
 
+def refuse_overwrite(output: Path, force: bool) -> None:
+    """Exit 2 if ``output`` exists and ``--force`` was not given: nothing is overwritten
+    silently (checked before anything is sent)."""
+    if output.exists() and not force:
+        err.print(f"[red]error:[/red] {escape(str(output))} exists; pass --force to overwrite it")
+        raise typer.Exit(2)
+
+
+def _ending(generation: Generation) -> str:
+    """How an ended generation ended: ``completed``, or ``error: Name``."""
+    if generation.status is Status.ERROR:
+        return f"error: {escape(generation.error_name or 'Error')}"
+    return str(generation.status)
+
+
 @contextmanager
-def _exit_codes(base_url: str) -> Iterator[None]:
-    """Turn the SDK's errors into a message on stderr and the documented exit code."""
+def _exit_codes(base_url: str, generation_id: str | None = None) -> Iterator[None]:
+    """Turn the SDK's errors into a message on stderr and the documented exit code;
+    ``generation_id``: the id the command is about (a 404 then means this key has none)."""
     try:
         yield
     except GenerationFailed as error:
-        err.print(f"[red]generation failed:[/red] {escape(error.name)}: {escape(error.message)}")
+        err.print(
+            f"[red]generation {escape(error.generation_id)} failed:[/red] "
+            f"{escape(error.name)}: {escape(error.message)}"
+        )
         raise typer.Exit(1) from error
-    except (ApiError, InvalidRequest) as error:
+    except ApiError as error:
+        if generation_id is None or error.status != 404 or error.name == "HTTPError":
+            err.print(f"[red]refused:[/red] {escape(error.message)}")
+            raise typer.Exit(2) from error
+        err.print(f"[red]error:[/red] no generation {escape(generation_id)} for this key")
+        raise typer.Exit(NOT_FOUND) from error
+    except InvalidRequest as error:
         err.print(f"[red]refused:[/red] {escape(error.message)}")
         raise typer.Exit(2) from error
     except Timeout as error:

@@ -83,9 +83,16 @@ Flow = Generator[Action, Outcome, T]
 
 @dataclass(frozen=True)
 class Policy:
-    """Retry and polling pacing, in seconds."""
+    """Retry and polling pacing, in seconds.
+
+    ``retries``: how often a call is sent again after a network error, a 5xx or a 429.
+    ``unreachable_retries``: how often after a refused connection (nothing reached the
+    server) before the server has answered once in the operation: a stopped server is
+    reported within about a second and a half, not after the whole backoff (about 15 s).
+    """
 
     retries: int = 5
+    unreachable_retries: int = 2
     retry_base: float = 0.5
     retry_cap: float = 8.0
     first_poll: float = 0.5
@@ -101,9 +108,12 @@ def create(body: Mapping[str, Any], policy: Policy) -> Flow[Generation]:
     return Generation.from_wire(_json(reply))
 
 
-def get(generation_id: str, policy: Policy, deadline: float | None = None) -> Flow[Generation]:
+def get(
+    generation_id: str, policy: Policy, deadline: float | None = None, *, reached: bool = False
+) -> Flow[Generation]:
+    """Poll once (``reached`` as for ``request``)."""
     call = Call("GET", LEGACY, params={"generation_id": generation_id})
-    reply = yield from request(call, policy, deadline)
+    reply = yield from request(call, policy, deadline, reached=reached)
     return Generation.from_wire(_json(reply))
 
 
@@ -124,8 +134,10 @@ def wait(
     sleep past the deadline. ``GenerationFailed`` on ``error``, ``Timeout`` at the deadline."""
     deadline = policy.clock() + timeout
     interval = policy.first_poll
+    answered = False  # once the server has answered, a refused poll is a restart
     while True:
-        generation = yield from get(generation_id, policy, deadline)
+        generation = yield from get(generation_id, policy, deadline, reached=answered)
+        answered = True
         if on_progress is not None:
             on_progress(generation)
         if generation.status is Status.COMPLETED:
@@ -175,7 +187,7 @@ def download(generation: Generation, path: Path, policy: Policy) -> Flow[Path]:
                 and renewals < policy.retries
             ):
                 renewals += 1
-                url = (yield from get(generation.id, policy)).video_url or url
+                url = (yield from get(generation.id, policy, reached=True)).video_url or url
                 continue
             if isinstance(outcome, Streamed) and outcome.complete and outcome.status in (200, 206):
                 total = _total_size(outcome)
@@ -203,10 +215,15 @@ def download(generation: Generation, path: Path, policy: Policy) -> Flow[Path]:
         raise
 
 
-def request(call: Call, policy: Policy, deadline: float | None = None) -> Flow[Reply]:
+def request(
+    call: Call, policy: Policy, deadline: float | None = None, *, reached: bool = False
+) -> Flow[Reply]:
     """Send ``call``, retrying transport failures and 5xx/429 with jittered backoff (or the
-    server's ``Retry-After``); a 4xx is an ``ApiError``."""
+    server's ``Retry-After``); a 4xx is an ``ApiError``. ``reached``: the server answered
+    earlier in this operation, so refused connections are a restart to ride out and get the
+    full ``policy.retries``; otherwise only ``policy.unreachable_retries``."""
     last = ""
+    refusals = 0
     for attempt in range(1, policy.retries + 2):
         outcome = yield call
         if isinstance(outcome, Reply) and outcome.status < 500 and outcome.status != 429:
@@ -217,6 +234,9 @@ def request(call: Call, policy: Policy, deadline: float | None = None) -> Flow[R
             last = f"{type(outcome.error).__name__}: {outcome.error}"
             if outcome.sent and not call.idempotent:
                 raise TransportError(f"{call.method} {call.path} may not have completed: {last}")
+            refusals += not outcome.sent
+            if not reached and refusals > policy.unreachable_retries:
+                raise TransportError(f"no connection after {refusals} tries; last: {last}")
             delay = _backoff(attempt, policy)
         elif isinstance(outcome, Reply):
             last = f"HTTP {outcome.status}"
