@@ -20,6 +20,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from reelforge.cli import app
+from tests.client.environment import user_environment
 from tests.client.inputs import PORTRAIT
 from tests.service import free_port
 from tests.videos import probe
@@ -61,12 +62,11 @@ def wait_until_ready(process: subprocess.Popen[bytes], port: int, key: Path, log
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     cwd, port = tmp_path_factory.mktemp("cli"), free_port()
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "REELFORGE_DATA_DIR": "data",
-        "REELFORGE_PORT": str(port),
-        "REELFORGE_X264_PRESET": "ultrafast",
-    }
+    env = user_environment(
+        REELFORGE_DATA_DIR="data",
+        REELFORGE_PORT=str(port),
+        REELFORGE_X264_PRESET="ultrafast",
+    )
     log = cwd / "serve.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
@@ -150,8 +150,8 @@ def test_a_refused_input_exits_2_with_the_message(
 def test_an_unreachable_server_exits_4_after_backing_off(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """In-process with the client's sleeps recorded instead of slept: the CLI tries 6 times,
-    backing off 0.5 x 2^n s x jitter (0.5..1) in between, then exits 4."""
+    """In-process with the client's sleeps recorded instead of slept: a server refusing
+    connections is tried 3 times, 0.5 x 2^n s x jitter (0.5..1) apart, then the CLI exits 4."""
     slept: list[float] = []
     monkeypatch.setattr("reelforge.client.api.time.sleep", slept.append)
     monkeypatch.chdir(tmp_path)
@@ -159,7 +159,40 @@ def test_an_unreachable_server_exits_4_after_backing_off(
     done = CliRunner().invoke(app, ["status", "some-id", "--base-url", closed, "--api-key", "k"])
     assert done.exit_code == 4, done.output
     assert f"cannot reach {closed}" in one_line(done.stderr)
-    assert "failed 6 times" in one_line(done.stderr)
-    assert len(slept) == 5
+    assert "no connection after 3 tries" in one_line(done.stderr)
+    assert len(slept) == 2
     for attempt, pause in enumerate(slept):
         assert 0.5 * 2**attempt * 0.5 <= pause <= 0.5 * 2**attempt
+
+
+@pytest.mark.parametrize("command", ["status", "cancel", "download"])
+def test_an_id_this_key_does_not_have_exits_5(served: Served, command: str) -> None:
+    output = ["-o", "never.mp4"] if command == "download" else []
+    done = served.reelforge(command, "0123456789abcdef0123456789abcdef", *output)
+    assert done.returncode == 5, done.stderr
+    assert one_line(done.stderr) == (
+        "error: no generation 0123456789abcdef0123456789abcdef for this key"
+    )
+
+
+def test_cancelling_a_completed_generation_says_it_had_already_ended(served: Served) -> None:
+    done = served.reelforge("generate", "A lighthouse", "--json", "-o", "ended.mp4")
+    assert done.returncode == 0, done.stderr
+    generation_id = json.loads(done.stdout)["id"]
+    cancel = served.reelforge("cancel", generation_id)
+    assert cancel.returncode == 0, cancel.stderr
+    said = f"{generation_id} had already ended (completed); nothing to cancel"
+    assert one_line(cancel.stdout) == said
+    assert json.loads(served.reelforge("status", generation_id).stdout)["status"] == "completed"
+
+
+def test_generate_overwrites_an_existing_file_only_with_force(served: Served) -> None:
+    mine = served.cwd / "mine.mp4"
+    mine.write_bytes(b"my own video")
+    refused = served.reelforge("generate", "A lighthouse", "-o", "mine.mp4")
+    assert refused.returncode == 2, refused.stderr
+    assert one_line(refused.stderr) == "error: mine.mp4 exists; pass --force to overwrite it"
+    assert mine.read_bytes() == b"my own video"
+    forced = served.reelforge("generate", "A lighthouse", "-o", "mine.mp4", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert len(probe(mine).frames) == 150

@@ -15,7 +15,15 @@ from typer.core import TyperGroup
 from typer.testing import CliRunner, Result
 
 from reelforge.cli import app
-from tests.client.loopback import LEGACY, ScriptedServer, as_json, generation, in_turn, serving
+from tests.client.loopback import (
+    LEGACY,
+    Answer,
+    ScriptedServer,
+    as_json,
+    generation,
+    in_turn,
+    serving,
+)
 from tests.service import free_port
 
 KEY = "rf_cli-message-test-key"
@@ -54,10 +62,10 @@ def invoke(server: ScriptedServer, *args: str) -> Result:
     ids=["running", "queued", "ended-meanwhile"],
 )
 def test_cancel_says_what_the_cancel_did(
-    server: ScriptedServer, before: str, after: object, said: str
+    server: ScriptedServer, before: str, after: Answer, said: str
 ) -> None:
     server.route("GET", LEGACY, in_turn(generation(before)))
-    server.route("DELETE", LEGACY, lambda _: after)  # type: ignore[arg-type, return-value]
+    server.route("DELETE", LEGACY, in_turn(after))
     done = invoke(server, "cancel", "g1")
     assert done.exit_code == 0, done.output
     assert one_line(done.stdout) == said
@@ -73,9 +81,9 @@ def test_cancel_says_what_the_cancel_did(
     ids=["completed", "error"],
 )
 def test_cancelling_an_ended_generation_says_so_exits_0_and_sends_no_cancel(
-    server: ScriptedServer, ended: object, said: str
+    server: ScriptedServer, ended: Answer, said: str
 ) -> None:
-    server.route("GET", LEGACY, lambda _: ended)  # type: ignore[arg-type, return-value]
+    server.route("GET", LEGACY, in_turn(ended))
     done = invoke(server, "cancel", "g1")
     assert done.exit_code == 0, done.output
     assert one_line(done.stdout) == f"g1 had already ended ({said}); nothing to cancel"
@@ -96,17 +104,14 @@ def test_an_unknown_id_exits_5_but_an_unknown_route_is_a_refusal(
 ) -> None:
     missing = {"error": {"name": "NotFound", "message": "no generation 'g[9]'"}}
     server.route("GET", LEGACY, in_turn(as_json(missing, 404)))
-    done = invoke(
-        server, command, "g[9]", *(["-o", str(tmp_path / "v.mp4")] * (command == "download"))
-    )
+    output = ["-o", str(tmp_path / "v.mp4")] if command == "download" else []
+    done = invoke(server, command, "g[9]", *output)
     assert done.exit_code == 5, done.output
     assert one_line(done.stderr) == "error: no generation g[9] for this key"
 
     no_route = {"error": {"name": "HTTPError", "message": "Not Found"}}
     server.route("GET", LEGACY, in_turn(as_json(no_route, 404)))
-    done = invoke(
-        server, command, "g[9]", *(["-o", str(tmp_path / "v.mp4")] * (command == "download"))
-    )
+    done = invoke(server, command, "g[9]", *output)
     assert done.exit_code == 2, done.output
     assert one_line(done.stderr) == "refused: Not Found"
 

@@ -30,6 +30,7 @@ from reelforge.client import (
     flows,
 )
 from reelforge.client.flows import Call, Failed, Reply, Sleep
+from tests.client.environment import user_environment
 from tests.client.loopback import (
     HANG_UP,
     LEGACY,
@@ -314,7 +315,7 @@ def reelforge(server: ScriptedServer, cwd: Path, *args: str) -> subprocess.Compl
     return subprocess.run(
         [sys.executable, "-m", "reelforge", "generate", "A lighthouse", *flags, *args],
         cwd=cwd,
-        env={"PATH": "/usr/bin:/bin"},
+        env=user_environment(),
         capture_output=True,
         text=True,
         timeout=60,
