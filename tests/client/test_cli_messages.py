@@ -14,6 +14,7 @@ import typer
 from typer.core import TyperGroup
 from typer.testing import CliRunner, Result
 
+from reelforge import __version__
 from reelforge.cli import app
 from tests.client.loopback import (
     LEGACY,
@@ -228,3 +229,9 @@ def test_the_bracketed_parts_of_help_texts_survive() -> None:
     shown = one_line(done.stdout)
     assert "camera commands in [brackets]" in shown
     assert "[REELFORGE_API_KEY]" in shown
+
+
+def test_version_prints_the_version_and_exits_0() -> None:
+    done = CliRunner().invoke(app, ["--version"])
+    assert done.exit_code == 0, done.output
+    assert done.stdout == f"reelforge {__version__}\n"
