@@ -311,6 +311,39 @@ def download(
     client_cli.download(_settings(), generation_id, output, force, base_url, api_key)
 
 
+@app.command("list")
+def list_generations(
+    limit: Annotated[
+        int | None,
+        typer.Option(min=1, max=100, help="How many to show, newest first: 1 to 100 (20)."),
+    ] = None,
+    everything: Annotated[bool, typer.Option("--all", help="Show every generation.")] = False,
+    after: Annotated[
+        str | None, typer.Option(help="Start below this generation id (the next page).")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print {data, has_more, last_id} as JSON.")
+    ] = False,
+    base_url: client_cli.BaseUrl = None,
+    api_key: client_cli.ApiKeyOption = None,
+) -> None:
+    """List this key's generations, newest first, as a table."""
+    client_cli.list_generations(_settings(), limit, everything, after, as_json, base_url, api_key)
+
+
+@app.command()
+def delete(
+    generation_id: Annotated[str, typer.Argument(help="The generation's id.")],
+    base_url: client_cli.BaseUrl = None,
+    api_key: client_cli.ApiKeyOption = None,
+) -> None:
+    """Delete a generation with its video and inputs, cancelling it first if it runs.
+
+    Exit code 5: no generation of that id for this key.
+    """
+    client_cli.delete(_settings(), generation_id, base_url, api_key)
+
+
 keys = typer.Typer(
     help="Manage API keys (stored hashed).", no_args_is_help=True, rich_markup_mode=None
 )

@@ -1,4 +1,5 @@
-"""``reelforge generate | status | cancel | download``: the SDK from the command line.
+"""``reelforge generate | status | cancel | download | list | delete``: the SDK from the
+command line.
 
 Exit codes: 0 done, 1 the generation failed, 2 a usage error (refused input, no key, an
 output file that exists), 3 timeout, 4 the server could not be reached, 5 no generation of
@@ -18,8 +19,18 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
 
-from reelforge.client import ApiError, Client, Generation, GenerationFailed, Timeout, TransportError
+from reelforge.client import (
+    ApiError,
+    Client,
+    Generation,
+    GenerationFailed,
+    Page,
+    Timeout,
+    TransportError,
+)
 from reelforge.contract import Resolution, Status
 from reelforge.errors import InvalidRequest
 from reelforge.settings import Settings
@@ -31,6 +42,11 @@ NOT_FOUND = 5
 """The exit code for an id the server does not know for this key."""
 CANCELLED = "Cancelled"
 """``error.name`` of a generation its client cancelled."""
+LIST_LIMIT = 20
+"""Generations ``reelforge list`` shows without ``--limit`` (the API's default page)."""
+ALL_PAGE = 100
+"""Generations per request for ``reelforge list --all`` (the API's largest page)."""
+STATUS_STYLES = {Status.COMPLETED: "green", Status.ERROR: "red"}
 
 BaseUrl = Annotated[
     str | None, typer.Option("--base-url", help="API root with /v2 [REELFORGE_BASE_URL].")
@@ -168,6 +184,77 @@ def download(
             raise typer.Exit(2)
         client.download(generation, output)
         out.print(str(output))
+
+
+def list_generations(
+    settings: Settings,
+    limit: int | None,
+    everything: bool,
+    after: str | None,
+    as_json: bool,
+    base_url: str | None,
+    api_key: str | None,
+) -> None:
+    """Show the key's generations, newest first: ``limit`` of them (20 by default) or, with
+    ``everything``, all of them, fetched a page of 100 at a time."""
+    if everything and limit is not None:
+        err.print("[red]error:[/red] --all and --limit: give one of them")
+        raise typer.Exit(2)
+    with client_for(settings, base_url, api_key) as client, _exit_codes(client.base_url):
+        if everything:
+            found = tuple(client.list(after=after, limit=ALL_PAGE))
+            page = Page(found, False, found[-1].id if found else None, {})
+        else:
+            page = client.list_page(after=after, limit=limit or LIST_LIMIT)
+    if as_json:
+        data = [generation.raw for generation in page.data]
+        out.print_json(
+            json.dumps({"data": data, "has_more": page.has_more, "last_id": page.last_id})
+        )
+    elif not page.data:
+        err.print("no generations for this key" + (f" after {escape(after)}" if after else ""))
+    else:
+        out.print(_table(page.data))
+    if page.has_more and not as_json:
+        err.print(f"more: reelforge list --after {escape(page.last_id or '')}, or --all")
+
+
+def _table(generations: tuple[Generation, ...]) -> Table:
+    """One row a generation: id, status, progress, model, when made, how long it took, and
+    the error's name."""
+    table = Table("id", "status", "progress", "model", "created", "took", "error")
+    table.columns[0].no_wrap = True  # ids are copied from here whole
+    for generation in generations:
+        created, finished = generation.created_at, generation.finished_at
+        took = "" if created is None or finished is None else f"{finished - created:.1f} s"
+        when = (
+            "" if created is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created))
+        )
+        cells = (
+            generation.id,
+            str(generation.status),
+            "" if generation.progress is None else f"{generation.progress}%",
+            generation.model or "",
+            when,
+            took,
+            generation.error_name or "",
+        )
+        row = [Text(cell) for cell in cells]
+        row[1].stylize(STATUS_STYLES.get(generation.status, "yellow"))
+        table.add_row(*row)
+    return table
+
+
+def delete(
+    settings: Settings, generation_id: str, base_url: str | None, api_key: str | None
+) -> None:
+    """Delete a generation with its video and inputs (cancelled first if it is not done)."""
+    with (
+        client_for(settings, base_url, api_key) as client,
+        _exit_codes(client.base_url, generation_id),
+    ):
+        client.delete(generation_id)
+    out.print(f"deleted {escape(generation_id)} with its video and inputs")
 
 
 def refuse_overwrite(output: Path, force: bool) -> None:
