@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
@@ -220,29 +221,39 @@ def list_generations(
 
 
 def _table(generations: tuple[Generation, ...]) -> Table:
-    """One row a generation: id, status, progress, model, when made, how long it took, and
-    the error's name."""
-    table = Table("id", "status", "progress", "model", "created", "took", "error")
-    table.columns[0].no_wrap = True  # ids are copied from here whole
-    for generation in generations:
-        created, finished = generation.created_at, generation.finished_at
-        took = "" if created is None or finished is None else f"{finished - created:.1f} s"
-        when = (
-            "" if created is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created))
-        )
-        cells = (
-            generation.id,
-            str(generation.status),
-            "" if generation.progress is None else f"{generation.progress}%",
-            generation.model or "",
-            when,
-            took,
-            generation.error_name or "",
-        )
-        row = [Text(cell) for cell in cells]
-        row[1].stylize(STATUS_STYLES.get(generation.status, "yellow"))
-        table.add_row(*row)
+    """One row a generation: its id, its status with the progress or the error's name, when
+    it was made (local time), how long it took, and its model: on a narrow terminal only the
+    model is cut."""
+    rows = [_row(generation) for generation in generations]
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for n, header in enumerate(("id", "status", "created", "took")):
+        width = max([len(header), *(len(row[n]) for row in rows)])
+        table.add_column(header, no_wrap=True, min_width=width)
+    table.add_column("model", no_wrap=True, overflow="ellipsis")
+    for generation, row in zip(generations, rows, strict=True):
+        style = STATUS_STYLES.get(generation.status, "yellow")
+        table.add_row(*(Text(cell, style=style if n == 1 else "") for n, cell in enumerate(row)))
     return table
+
+
+def _row(generation: Generation) -> tuple[str, str, str, str, str]:
+    created, finished = generation.created_at, generation.finished_at
+    return (
+        generation.id,
+        _state(generation),
+        "" if created is None else time.strftime("%m-%d %H:%M", time.localtime(created)),
+        "" if created is None or finished is None else f"{finished - created:.1f} s",
+        generation.model or "",
+    )
+
+
+def _state(generation: Generation) -> str:
+    """``completed``, ``error EngineFailed``, ``generating 40%``."""
+    if generation.status is Status.ERROR:
+        return f"error {generation.error_name or ''}".rstrip()
+    if generation.done or generation.progress is None:
+        return str(generation.status)
+    return f"{generation.status} {generation.progress}%"
 
 
 def delete(

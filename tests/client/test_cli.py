@@ -6,6 +6,7 @@ the local server's URL)."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -17,9 +18,10 @@ from pathlib import Path
 import httpx
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from reelforge.cli import app
+from reelforge.client import Client
 from tests.client.environment import user_environment
 from tests.client.inputs import PORTRAIT
 from tests.service import free_port
@@ -33,6 +35,12 @@ class Served:
     cwd: Path
     env: dict[str, str]
     port: int
+
+    def invoke(self, *args: str) -> Result:
+        """``reelforge`` in this process (quicker), with the server's URL and key as flags."""
+        key = (self.cwd / "data" / "api-key").read_text().strip()
+        flags = ["--base-url", f"http://127.0.0.1:{self.port}/v2", "--api-key", key]
+        return CliRunner().invoke(app, [*args, *flags])
 
     def reelforge(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -196,3 +204,41 @@ def test_generate_overwrites_an_existing_file_only_with_force(served: Served) ->
     forced = served.reelforge("generate", "A lighthouse", "-o", "mine.mp4", "--force")
     assert forced.returncode == 0, forced.stderr
     assert len(probe(mine).frames) == 150
+
+
+def table_ids(text: str) -> list[str]:
+    """The ids in the first column of ``reelforge list``'s table, top to bottom."""
+    return [line.split()[0] for line in text.splitlines() if re.match(r"\s*[0-9a-f]{32}\s", line)]
+
+
+def test_list_shows_the_newest_first_and_delete_removes_one(served: Served) -> None:
+    key = (served.cwd / "data" / "api-key").read_text().strip()
+    with Client(f"http://127.0.0.1:{served.port}/v2", key) as client:
+        made = [client.create(f"clip {n}").id for n in range(3)]
+
+    shown = served.reelforge("list", "--limit", "2")
+    assert shown.returncode == 0, shown.stderr
+    assert table_ids(shown.stdout) == [made[2], made[1]]
+    assert one_line(shown.stderr) == f"more: reelforge list --after {made[1]}, or --all"
+
+    page = served.invoke("list", "--json", "--limit", "2", "--after", made[1])
+    assert page.exit_code == 0, page.output
+    assert json.loads(page.stdout)["data"][0]["id"] == made[0]
+
+    deleted = served.reelforge("delete", made[1])
+    assert deleted.returncode == 0, deleted.stderr
+    assert one_line(deleted.stdout) == f"deleted {made[1]} with its video and inputs"
+    everything = json.loads(served.invoke("list", "--all", "--json").stdout)
+    ids = [generation["id"] for generation in everything["data"]]
+    assert ids[:2] == [made[2], made[0]]
+    assert (made[1] in ids, everything["has_more"]) == (False, False)
+    assert served.invoke("status", made[1]).exit_code == 5
+    again = served.invoke("delete", made[1])
+    assert again.exit_code == 5, again.output
+    assert one_line(again.stderr) == f"error: no generation {made[1]} for this key"
+
+
+def test_list_all_and_limit_together_are_refused(served: Served) -> None:
+    done = served.invoke("list", "--all", "--limit", "5")
+    assert done.exit_code == 2, done.output
+    assert one_line(done.stderr) == "error: --all and --limit: give one of them"

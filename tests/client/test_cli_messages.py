@@ -170,6 +170,40 @@ def test_force_overwrites_an_existing_output_file(server: ScriptedServer, tmp_pa
     assert existing.read_bytes() == b'{"a": "video"}'
 
 
+# --- list -------------------------------------------------------------------------------
+
+
+def page_of(*generations: dict[str, object], has_more: bool = False) -> Answer:
+    last = generations[-1]["id"] if generations else None
+    return as_json({"data": list(generations), "has_more": has_more, "last_id": last})
+
+
+def test_the_list_table_shows_progress_and_error_names(server: ScriptedServer) -> None:
+    made = 1_780_000_000.0
+    rows = [
+        {"id": "a" * 32, "status": "generating", "progress": 40, "model": "preview"},
+        {"id": "b" * 32, "status": "error", "error": {"name": "EngineFailed", "message": "x"}},
+        {"id": "c" * 32, "status": "completed", "created_at": made, "finished_at": made + 2.25},
+    ]
+    server.route("GET", LEGACY, in_turn(page_of(*rows)))
+    done = invoke(server, "list")
+    assert done.exit_code == 0, done.output
+    lines = [one_line(line) for line in done.stdout.splitlines() if line.strip()]
+    assert lines[0].startswith("id status created took m")  # the model is cut at 80 columns
+    assert lines[2].startswith(f"{'a' * 32} generating 40% p")
+    assert lines[3] == f"{'b' * 32} error EngineFailed"
+    created = time.strftime("%m-%d %H:%M", time.localtime(made))
+    assert lines[4] == f"{'c' * 32} completed {created} 2.2 s"
+    assert server.requests("GET", LEGACY)[0].query == {"limit": "20"}
+
+
+def test_an_empty_list_says_so(server: ScriptedServer) -> None:
+    server.route("GET", LEGACY, in_turn(page_of()))
+    done = invoke(server, "list", "--after", "z")
+    assert done.exit_code == 0, done.output
+    assert (done.stdout, one_line(done.stderr)) == ("", "no generations for this key after z")
+
+
 # --- a stopped server ----------------------------------------------------------------------
 
 
