@@ -180,7 +180,7 @@ def page_of(*generations: dict[str, object], has_more: bool = False) -> Answer:
 
 def test_the_list_table_shows_progress_and_error_names(server: ScriptedServer) -> None:
     made = 1_780_000_000.0
-    rows = [
+    rows: list[dict[str, object]] = [
         {"id": "a" * 32, "status": "generating", "progress": 40, "model": "preview"},
         {"id": "b" * 32, "status": "error", "error": {"name": "EngineFailed", "message": "x"}},
         {"id": "c" * 32, "status": "completed", "created_at": made, "finished_at": made + 2.25},
