@@ -151,12 +151,14 @@ def cancel(
         out.print_json(json.dumps(after.raw))
     elif before.done:
         out.print(
-            f"{escape(generation_id)} had already ended ({_ending(before)}); nothing to cancel"
+            f"{escape(generation_id)} had already ended ({escape(_state(before))}); "
+            "nothing to cancel"
         )
     elif after.error_name == CANCELLED:
         out.print(f"{escape(generation_id)} cancelled")
     elif after.done:
-        out.print(f"{escape(generation_id)} ended before the cancel arrived ({_ending(after)})")
+        ending = escape(_state(after))
+        out.print(f"{escape(generation_id)} ended before the cancel arrived ({ending})")
     else:
         out.print(f"cancel requested: {escape(generation_id)} stops at its next step")
 
@@ -222,8 +224,8 @@ def list_generations(
 
 def _table(generations: tuple[Generation, ...]) -> Table:
     """One row a generation: its id, its status with the progress or the error's name, when
-    it was made (local time), how long it took, and its model: on a narrow terminal only the
-    model is cut."""
+    it was made, how long it took, and its model: on a narrow terminal only the model is
+    cut."""
     rows = [_row(generation) for generation in generations]
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     for n, header in enumerate(("id", "status", "created", "took")):
@@ -241,19 +243,25 @@ def _row(generation: Generation) -> tuple[str, str, str, str, str]:
     return (
         generation.id,
         _state(generation),
-        "" if created is None else time.strftime("%m-%d %H:%M", time.localtime(created)),
+        "" if created is None else _when(created),
         "" if created is None or finished is None else f"{finished - created:.1f} s",
         generation.model or "",
     )
 
 
+def _when(moment: float) -> str:
+    """``14:05`` for a moment of today, ``12-01`` (month-day) for an earlier one: local time."""
+    today = time.localtime()[:3] == time.localtime(moment)[:3]
+    return time.strftime("%H:%M" if today else "%m-%d", time.localtime(moment))
+
+
 def _state(generation: Generation) -> str:
-    """``completed``, ``error EngineFailed``, ``generating 40%``."""
+    """``completed``, ``error: EngineFailed``, ``generating 40%``."""
     if generation.status is Status.ERROR:
-        return f"error {generation.error_name or ''}".rstrip()
-    if generation.done or generation.progress is None:
-        return str(generation.status)
-    return f"{generation.status} {generation.progress}%"
+        return f"error: {generation.error_name or 'Error'}"
+    if generation.status is Status.GENERATING and generation.progress is not None:
+        return f"{generation.status} {generation.progress}%"
+    return str(generation.status)
 
 
 def delete(
@@ -274,13 +282,6 @@ def refuse_overwrite(output: Path, force: bool) -> None:
     if output.exists() and not force:
         err.print(f"[red]error:[/red] {escape(str(output))} exists; pass --force to overwrite it")
         raise typer.Exit(2)
-
-
-def _ending(generation: Generation) -> str:
-    """How an ended generation ended: ``completed``, or ``error: Name``."""
-    if generation.status is Status.ERROR:
-        return f"error: {escape(generation.error_name or 'Error')}"
-    return str(generation.status)
 
 
 @contextmanager

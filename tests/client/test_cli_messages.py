@@ -4,6 +4,7 @@ an output file that exists, a stopped server; and every command's ``--help``, as
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -179,11 +180,12 @@ def page_of(*generations: dict[str, object], has_more: bool = False) -> Answer:
 
 
 def test_the_list_table_shows_progress_and_error_names(server: ScriptedServer) -> None:
-    made = 1_780_000_000.0
+    made = 1_780_000_000.0  # 2026-05-28: shown as its date
     rows: list[dict[str, object]] = [
         {"id": "a" * 32, "status": "generating", "progress": 40, "model": "preview"},
         {"id": "b" * 32, "status": "error", "error": {"name": "EngineFailed", "message": "x"}},
         {"id": "c" * 32, "status": "completed", "created_at": made, "finished_at": made + 2.25},
+        {"id": "d" * 32, "status": "queued", "progress": 0, "created_at": time.time()},
     ]
     server.route("GET", LEGACY, in_turn(page_of(*rows)))
     done = invoke(server, "list")
@@ -191,9 +193,10 @@ def test_the_list_table_shows_progress_and_error_names(server: ScriptedServer) -
     lines = [one_line(line) for line in done.stdout.splitlines() if line.strip()]
     assert lines[0].startswith("id status created took m")  # the model is cut at 80 columns
     assert lines[2].startswith(f"{'a' * 32} generating 40% p")
-    assert lines[3] == f"{'b' * 32} error EngineFailed"
-    created = time.strftime("%m-%d %H:%M", time.localtime(made))
+    assert lines[3] == f"{'b' * 32} error: EngineFailed"
+    created = time.strftime("%m-%d", time.localtime(made))
     assert lines[4] == f"{'c' * 32} completed {created} 2.2 s"
+    assert re.fullmatch(f"{'d' * 32} queued [0-2][0-9]:[0-5][0-9]", lines[5])  # today: time
     assert server.requests("GET", LEGACY)[0].query == {"limit": "20"}
 
 
