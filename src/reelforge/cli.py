@@ -28,7 +28,10 @@ MAX_RENDER_SECONDS = 20
 """The longest clip the preview engine makes."""
 
 app = typer.Typer(
-    help="reelforge: video generation speaking the Hailuo-02 API.", no_args_is_help=True
+    help="reelforge: video generation speaking the Hailuo-02 API.",
+    no_args_is_help=True,
+    rich_markup_mode=None,  # help texts are plain text: [brackets] are shown as written
+    context_settings={"max_content_width": 100},
 )
 err = Console(stderr=True)
 out = Console()
@@ -42,13 +45,22 @@ def _settings() -> Settings:
         raise typer.Exit(2) from exc
 
 
-@app.callback()
-def main(
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
-) -> None:
-    if version:
+def _print_version(asked: bool) -> None:
+    if asked:
         out.print(f"reelforge {__version__}")
         raise typer.Exit
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", is_eager=True, callback=_print_version
+        ),
+    ] = False,
+) -> None:
+    """Options for every command (only --version so far)."""
 
 
 @app.command()
@@ -112,7 +124,7 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Listen port [REELFORGE_PORT].")] = None,
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
 ) -> None:
-    """Serve the API (and ``--workers`` worker processes) on one data directory."""
+    """Serve the API (and --workers worker processes) on one data directory."""
     import uvicorn
 
     from reelforge.api.serving import uvicorn_options
@@ -168,7 +180,7 @@ def worker(
         ),
     ] = None,
 ) -> None:
-    """Run workers alone, against the data directory or database of a ``reelforge serve``."""
+    """Run workers alone, against the data directory or database of a 'reelforge serve'."""
     from reelforge.runtime import run_worker, start_workers, stop_workers
 
     settings = _settings()
@@ -194,7 +206,9 @@ def worker(
         stop_workers(children, timeout=settings.drain_seconds + 5)
 
 
-db = typer.Typer(help="The shared PostgreSQL database.", no_args_is_help=True)
+db = typer.Typer(
+    help="The shared PostgreSQL database.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(db, name="db")
 
 
@@ -226,12 +240,14 @@ def generate(
     ),
     as_json: Annotated[bool, typer.Option("--json", help="Print the final generation.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the video.")] = 1200.0,
+    force: client_cli.ForceOption = False,
     base_url: client_cli.BaseUrl = None,
     api_key: client_cli.ApiKeyOption = None,
 ) -> None:
     """Generate a video through a reelforge server (or the reference service) and save it.
 
-    Exit codes: 0 done, 1 generation failed, 2 usage error, 3 timeout, 4 server unreachable.
+    Exit codes: 0 done, 1 generation failed, 2 usage error (or the output file exists),
+    3 timeout, 4 server unreachable.
     """
     client_cli.generate(
         _settings(),
@@ -244,6 +260,7 @@ def generate(
         output,
         as_json,
         timeout,
+        force,
         base_url,
         api_key,
     )
@@ -255,18 +272,25 @@ def status(
     base_url: client_cli.BaseUrl = None,
     api_key: client_cli.ApiKeyOption = None,
 ) -> None:
-    """Print a generation as JSON."""
+    """Print a generation as JSON. Exit code 5: no generation of that id for this key."""
     client_cli.status(_settings(), generation_id, base_url, api_key)
 
 
 @app.command()
 def cancel(
     generation_id: Annotated[str, typer.Argument(help="The generation's id.")],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the generation as the server then has it.")
+    ] = False,
     base_url: client_cli.BaseUrl = None,
     api_key: client_cli.ApiKeyOption = None,
 ) -> None:
-    """Cancel a generation: queued ones end at once, running ones at their next step."""
-    client_cli.cancel(_settings(), generation_id, base_url, api_key)
+    """Cancel a generation: queued ones end at once, running ones at their next step.
+
+    Says which happened, or that it had already ended (exit code 0 in each case);
+    exit code 5: no generation of that id for this key.
+    """
+    client_cli.cancel(_settings(), generation_id, as_json, base_url, api_key)
 
 
 @app.command()
@@ -275,14 +299,54 @@ def download(
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to save the MP4.")] = Path(
         "out.mp4"
     ),
+    force: client_cli.ForceOption = False,
     base_url: client_cli.BaseUrl = None,
     api_key: client_cli.ApiKeyOption = None,
 ) -> None:
-    """Save a completed generation's video."""
-    client_cli.download(_settings(), generation_id, output, base_url, api_key)
+    """Save a completed generation's video.
+
+    Exit codes: 1 the generation failed, 2 no video yet (or the output file exists),
+    5 no generation of that id for this key.
+    """
+    client_cli.download(_settings(), generation_id, output, force, base_url, api_key)
 
 
-keys = typer.Typer(help="Manage API keys (stored hashed).", no_args_is_help=True)
+@app.command("list")
+def list_generations(
+    limit: Annotated[
+        int | None,
+        typer.Option(min=1, max=100, help="How many to show, newest first: 1 to 100 (20)."),
+    ] = None,
+    everything: Annotated[bool, typer.Option("--all", help="Show every generation.")] = False,
+    after: Annotated[
+        str | None, typer.Option(help="Start below this generation id (the next page).")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print {data, has_more, last_id} as JSON.")
+    ] = False,
+    base_url: client_cli.BaseUrl = None,
+    api_key: client_cli.ApiKeyOption = None,
+) -> None:
+    """List this key's generations, newest first, as a table."""
+    client_cli.list_generations(_settings(), limit, everything, after, as_json, base_url, api_key)
+
+
+@app.command()
+def delete(
+    generation_id: Annotated[str, typer.Argument(help="The generation's id.")],
+    base_url: client_cli.BaseUrl = None,
+    api_key: client_cli.ApiKeyOption = None,
+) -> None:
+    """Delete a generation with its video and inputs, cancelling it first if it runs.
+
+    Exit code 5: no generation of that id for this key.
+    """
+    client_cli.delete(_settings(), generation_id, base_url, api_key)
+
+
+keys = typer.Typer(
+    help="Manage API keys (stored hashed).", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(keys, name="keys")
 
 

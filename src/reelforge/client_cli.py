@@ -1,7 +1,9 @@
-"""``reelforge generate | status | download``: the SDK from the command line.
+"""``reelforge generate | status | cancel | download | list | delete``: the SDK from the
+command line.
 
-Exit codes: 0 done, 1 the generation failed, 2 a usage error (refused input, no key),
-3 timeout, 4 the server could not be reached. Messages go to stderr.
+Exit codes: 0 done, 1 the generation failed, 2 a usage error (refused input, no key, an
+output file that exists), 3 timeout, 4 the server could not be reached, 5 no generation of
+that id for this key. Messages go to stderr.
 """
 
 from __future__ import annotations
@@ -14,22 +16,46 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
 
-from reelforge.client import ApiError, Client, Generation, GenerationFailed, Timeout, TransportError
-from reelforge.contract import Resolution
+from reelforge.client import (
+    ApiError,
+    Client,
+    Generation,
+    GenerationFailed,
+    Page,
+    Timeout,
+    TransportError,
+)
+from reelforge.contract import Resolution, Status
 from reelforge.errors import InvalidRequest
 from reelforge.settings import Settings
 
 err = Console(stderr=True)
 out = Console()
 
+NOT_FOUND = 5
+"""The exit code for an id the server does not know for this key."""
+CANCELLED = "Cancelled"
+"""``error.name`` of a generation its client cancelled."""
+LIST_LIMIT = 20
+"""Generations ``reelforge list`` shows without ``--limit`` (the API's default page)."""
+ALL_PAGE = 100
+"""Generations per request for ``reelforge list --all`` (the API's largest page)."""
+STATUS_STYLES = {Status.COMPLETED: "green", Status.ERROR: "red"}
+
 BaseUrl = Annotated[
     str | None, typer.Option("--base-url", help="API root with /v2 [REELFORGE_BASE_URL].")
 ]
-ApiKeyOption = Annotated[str | None, typer.Option("--api-key", help="[REELFORGE_API_KEY]")]
+ApiKeyOption = Annotated[
+    str | None, typer.Option("--api-key", help="The API key [REELFORGE_API_KEY].")
+]
+ForceOption = Annotated[bool, typer.Option("--force", help="Overwrite the output file.")]
 
 
 def client_for(settings: Settings, base_url: str | None, api_key: str | None) -> Client:
@@ -58,9 +84,11 @@ def generate(
     output: Path,
     as_json: bool,
     timeout: float,
+    force: bool,
     base_url: str | None,
     api_key: str | None,
 ) -> None:
+    refuse_overwrite(output, force)
     with client_for(settings, base_url, api_key) as client, _exit_codes(client.base_url):
         created = client.create(
             prompt,
@@ -98,40 +126,183 @@ def generate(
 def status(
     settings: Settings, generation_id: str, base_url: str | None, api_key: str | None
 ) -> None:
-    with client_for(settings, base_url, api_key) as client, _exit_codes(client.base_url):
+    with (
+        client_for(settings, base_url, api_key) as client,
+        _exit_codes(client.base_url, generation_id),
+    ):
         out.print_json(json.dumps(client.get(generation_id).raw))
 
 
 def cancel(
-    settings: Settings, generation_id: str, base_url: str | None, api_key: str | None
+    settings: Settings,
+    generation_id: str,
+    as_json: bool,
+    base_url: str | None,
+    api_key: str | None,
 ) -> None:
-    with client_for(settings, base_url, api_key) as client, _exit_codes(client.base_url):
-        out.print_json(json.dumps(client.cancel(generation_id).raw))
+    """Cancel unless the generation has ended, and say which of the outcomes it was."""
+    with (
+        client_for(settings, base_url, api_key) as client,
+        _exit_codes(client.base_url, generation_id),
+    ):
+        before = client.get(generation_id)
+        after = before if before.done else client.cancel(generation_id)
+    if as_json:
+        out.print_json(json.dumps(after.raw))
+    elif before.done:
+        out.print(
+            f"{escape(generation_id)} had already ended ({escape(_state(before))}); "
+            "nothing to cancel"
+        )
+    elif after.error_name == CANCELLED:
+        out.print(f"{escape(generation_id)} cancelled")
+    elif after.done:
+        ending = escape(_state(after))
+        out.print(f"{escape(generation_id)} ended before the cancel arrived ({ending})")
+    else:
+        out.print(f"cancel requested: {escape(generation_id)} stops at its next step")
 
 
 def download(
-    settings: Settings, generation_id: str, output: Path, base_url: str | None, api_key: str | None
+    settings: Settings,
+    generation_id: str,
+    output: Path,
+    force: bool,
+    base_url: str | None,
+    api_key: str | None,
 ) -> None:
-    with client_for(settings, base_url, api_key) as client, _exit_codes(client.base_url):
+    refuse_overwrite(output, force)
+    with (
+        client_for(settings, base_url, api_key) as client,
+        _exit_codes(client.base_url, generation_id),
+    ):
         generation = client.get(generation_id)
-        if generation.video_url is None:
-            err.print(
-                f"[red]error:[/red] generation {generation_id} is {generation.status}: no video yet"
+        if generation.status is Status.ERROR:
+            raise GenerationFailed(
+                generation_id, generation.error_name or "Error", generation.error_message or ""
             )
-            raise typer.Exit(1 if generation.status == "error" else 2)
+        if generation.video_url is None:
+            state = "its video was deleted" if generation.done else "no video yet"
+            err.print(f"[red]error:[/red] {escape(generation_id)} is {generation.status}: {state}")
+            raise typer.Exit(2)
         client.download(generation, output)
         out.print(str(output))
 
 
+def list_generations(
+    settings: Settings,
+    limit: int | None,
+    everything: bool,
+    after: str | None,
+    as_json: bool,
+    base_url: str | None,
+    api_key: str | None,
+) -> None:
+    """Show the key's generations, newest first: ``limit`` of them (20 by default) or, with
+    ``everything``, all of them, fetched a page of 100 at a time."""
+    if everything and limit is not None:
+        err.print("[red]error:[/red] --all and --limit: give one of them")
+        raise typer.Exit(2)
+    with client_for(settings, base_url, api_key) as client, _exit_codes(client.base_url):
+        if everything:
+            found = tuple(client.list(after=after, limit=ALL_PAGE))
+            page = Page(found, False, found[-1].id if found else None, {})
+        else:
+            page = client.list_page(after=after, limit=limit or LIST_LIMIT)
+    if as_json:
+        data = [generation.raw for generation in page.data]
+        out.print_json(
+            json.dumps({"data": data, "has_more": page.has_more, "last_id": page.last_id})
+        )
+    elif not page.data:
+        err.print("no generations for this key" + (f" after {escape(after)}" if after else ""))
+    else:
+        out.print(_table(page.data))
+    if page.has_more and not as_json:
+        err.print(f"more: reelforge list --after {escape(page.last_id or '')}, or --all")
+
+
+def _table(generations: tuple[Generation, ...]) -> Table:
+    """One row a generation: its id, its status with the progress or the error's name, when
+    it was made, how long it took, and its model: on a narrow terminal only the model is
+    cut."""
+    rows = [_row(generation) for generation in generations]
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for n, header in enumerate(("id", "status", "created", "took")):
+        width = max([len(header), *(len(row[n]) for row in rows)])
+        table.add_column(header, no_wrap=True, min_width=width)
+    table.add_column("model", no_wrap=True, overflow="ellipsis")
+    for generation, row in zip(generations, rows, strict=True):
+        style = STATUS_STYLES.get(generation.status, "yellow")
+        table.add_row(*(Text(cell, style=style if n == 1 else "") for n, cell in enumerate(row)))
+    return table
+
+
+def _row(generation: Generation) -> tuple[str, str, str, str, str]:
+    created, finished = generation.created_at, generation.finished_at
+    return (
+        generation.id,
+        _state(generation),
+        "" if created is None else _when(created),
+        "" if created is None or finished is None else f"{finished - created:.1f} s",
+        generation.model or "",
+    )
+
+
+def _when(moment: float) -> str:
+    """``14:05`` for a moment of today, ``12-01`` (month-day) for an earlier one: local time."""
+    today = time.localtime()[:3] == time.localtime(moment)[:3]
+    return time.strftime("%H:%M" if today else "%m-%d", time.localtime(moment))
+
+
+def _state(generation: Generation) -> str:
+    """``completed``, ``error: EngineFailed``, ``generating 40%``."""
+    if generation.status is Status.ERROR:
+        return f"error: {generation.error_name or 'Error'}"
+    if generation.status is Status.GENERATING and generation.progress is not None:
+        return f"{generation.status} {generation.progress}%"
+    return str(generation.status)
+
+
+def delete(
+    settings: Settings, generation_id: str, base_url: str | None, api_key: str | None
+) -> None:
+    """Delete a generation with its video and inputs (cancelled first if it is not done)."""
+    with (
+        client_for(settings, base_url, api_key) as client,
+        _exit_codes(client.base_url, generation_id),
+    ):
+        client.delete(generation_id)
+    out.print(f"deleted {escape(generation_id)} with its video and inputs")
+
+
+def refuse_overwrite(output: Path, force: bool) -> None:
+    """Exit 2 if ``output`` exists and ``--force`` was not given: nothing is overwritten
+    silently (checked before anything is sent)."""
+    if output.exists() and not force:
+        err.print(f"[red]error:[/red] {escape(str(output))} exists; pass --force to overwrite it")
+        raise typer.Exit(2)
+
+
 @contextmanager
-def _exit_codes(base_url: str) -> Iterator[None]:
-    """Turn the SDK's errors into a message on stderr and the documented exit code."""
+def _exit_codes(base_url: str, generation_id: str | None = None) -> Iterator[None]:
+    """Turn the SDK's errors into a message on stderr and the documented exit code;
+    ``generation_id``: the id the command is about (a 404 then means this key has none)."""
     try:
         yield
     except GenerationFailed as error:
-        err.print(f"[red]generation failed:[/red] {escape(error.name)}: {escape(error.message)}")
+        err.print(
+            f"[red]generation {escape(error.generation_id)} failed:[/red] "
+            f"{escape(error.name)}: {escape(error.message)}"
+        )
         raise typer.Exit(1) from error
-    except (ApiError, InvalidRequest) as error:
+    except ApiError as error:
+        if generation_id is None or error.status != 404 or error.name == "HTTPError":
+            err.print(f"[red]refused:[/red] {escape(error.message)}")
+            raise typer.Exit(2) from error
+        err.print(f"[red]error:[/red] no generation {escape(generation_id)} for this key")
+        raise typer.Exit(NOT_FOUND) from error
+    except InvalidRequest as error:
         err.print(f"[red]refused:[/red] {escape(error.message)}")
         raise typer.Exit(2) from error
     except Timeout as error:

@@ -95,6 +95,8 @@ class JobRequest:
     seed: int | None = None
     """None: derived from the prompt, so the same request gives the same video."""
     prompt_optimizer: bool = True
+    watermark: bool = False
+    """Stamp a visible "AI-generated" mark on every frame (``media.watermark``)."""
     options: Mapping[str, JSON] = field(default_factory=dict)
     """Model options a dialect passes through (``negative_prompt``, ``num_inference_steps``,
     ...), checked against the model at submit."""
@@ -126,6 +128,7 @@ class JobRequest:
             "fps": self.fps,
             "seed": self.seed,
             "prompt_optimizer": self.prompt_optimizer,
+            "watermark": self.watermark,
             "options": dict(self.options),
         }
 
@@ -148,5 +151,6 @@ class JobRequest:
             fps=data.get("fps"),
             seed=data.get("seed"),
             prompt_optimizer=bool(data.get("prompt_optimizer", True)),
+            watermark=bool(data.get("watermark", False)),
             options=dict(data.get("options") or {}),
         )

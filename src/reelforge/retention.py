@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from reelforge.jobs.model import Coordination, JobArchive
+from reelforge.jobs.model import Coordination, Job, JobArchive
 from reelforge.storage.base import Storage
 
 log = logging.getLogger("reelforge.retention")
@@ -28,6 +28,21 @@ class _RetentionStore(JobArchive, Coordination, Protocol):
 
 BATCH = 200
 """Jobs purged per batch."""
+
+
+def discard_files(store: JobArchive, storage: Storage, jobs: Sequence[Job]) -> None:
+    """Delete the videos of ``jobs`` (and any a killed earlier attempt left behind) and the
+    input images no other job, neither purged nor deleted, refers to. Idempotent. Used by the
+    sweep and by an owner's delete (whose job the sweep marks purged once it has ended, deleting
+    a video its worker stored after the delete)."""
+    ids = [job.id for job in jobs]
+    inputs = {key for job in jobs for key in job.request.input_keys}
+    for key in sorted(inputs - store.inputs_in_use(inputs, excluding=ids)):
+        storage.discard(key)
+    for job in jobs:
+        if job.video_key:
+            storage.discard(job.video_key)
+        storage.discard_videos(f"{job.id}-")
 
 
 class Retention:
@@ -62,17 +77,9 @@ class Retention:
         """Purge every job that ended more than ``days`` before ``now``; how many."""
         purged = 0
         while batch := self.store.finished_before(now - self.keep_seconds, limit=BATCH):
-            ids = [job.id for job in batch]
-            inputs = {key for job in batch for key in job.request.input_keys}
-            still_used = self.store.inputs_in_use(inputs, excluding=ids)
-            for key in sorted(inputs - still_used):
-                self.storage.discard(key)
-            for job in batch:  # its video, and any a killed earlier attempt left behind
-                if job.video_key:
-                    self.storage.discard(job.video_key)
-                self.storage.discard_videos(f"{job.id}-")
-            self.store.mark_purged(ids)
-            purged += len(ids)
+            discard_files(self.store, self.storage, batch)
+            self.store.mark_purged([job.id for job in batch])
+            purged += len(batch)
         if purged:
             log.info("retention: purged the files of %d job(s)", purged)
         return purged

@@ -39,6 +39,7 @@ from reelforge.jobs.model import (
 from reelforge.media.encoder import EncoderOptions, encode_mp4
 from reelforge.media.fetch import FetchPolicy, fetch_image
 from reelforge.media.intake import load_image
+from reelforge.media.watermark import watermarked
 from reelforge.request import ImageRef
 from reelforge.retention import Retention
 from reelforge.retry import retrying
@@ -193,6 +194,8 @@ class Worker:
         )
         if video is None:
             return
+        if lease.job.request.watermark:
+            video = watermarked(video)
         if video.rendered:
             self._finisher.submit(lambda: self._encode(run, beat, video))
         else:
@@ -216,18 +219,22 @@ class Worker:
         """Encode to the scratch file (a preview renders as it is encoded), store, complete."""
         beat.set_phase(Phase.ENCODING if video.rendered else Phase.GENERATING)
 
-        def encode_and_store() -> str:
+        def encode_and_store() -> tuple[str, int]:
             try:
                 encode_mp4(video, run.target, self.encoder)
+                size = run.target.stat().st_size
             except OSError as exc:  # the scratch disk is full or gone
                 raise StorageBlip(f"the scratch file could not be written: {exc}") from exc
             beat.set_phase(Phase.STORING)
-            return _storage(self.storage.save_video, run.name, run.target)
+            return _storage(self.storage.save_video, run.name, run.target), size
 
-        key = self._attempt(run, beat, encode_and_store)
+        stored = self._attempt(run, beat, encode_and_store)
         run.target.unlink(missing_ok=True)
-        if key is not None:
-            self._end(run, beat, Completed(key, run.seconds(), {"video": video.meta}))
+        if stored is not None:
+            key, size = stored
+            # The MP4 as stored: its size in pixels (not the model's canvas) and in bytes.
+            facts = {**video.meta, "width": video.width, "height": video.height, "bytes": size}
+            self._end(run, beat, Completed(key, run.seconds(), {"video": facts}))
 
     def _attempt(self, run: _Run, beat: _Heartbeat, work: Callable[[], T]) -> T | None:
         """``work()``, or None once a failure has ended the job (error, requeued, released,

@@ -85,9 +85,13 @@ def test_wan_text_to_video_keeps_its_16_fps(gpu_service: Api, tmp_path: Path) ->
     created = gpu_service.create({"model": "wan-tiny", "prompt": "A lighthouse at dusk"})
     done = gpu_service.wait(created.json()["generation_id"], timeout=240)
     assert done["status"] == "completed", done
-    picture, sound = probe_streams(download(gpu_service, done, tmp_path / "wan.mp4"))
+    path = download(gpu_service, done, tmp_path / "wan.mp4")
+    picture, sound = probe_streams(path)
     assert picture == (1366, 768, 96, 16.0)
     assert sound is None
+    facts = done["meta"]["video"]  # the MP4's, beside the model's native 64x64
+    assert (facts["width"], facts["height"], facts["bytes"]) == (1366, 768, path.stat().st_size)
+    assert (facts["native_width"], facts["native_height"]) == (64, 64)
 
 
 def test_a_first_frame_for_a_text_only_checkpoint_is_refused(gpu_service: Api) -> None:

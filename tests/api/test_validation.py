@@ -400,10 +400,10 @@ def test_a_body_under_the_limit_is_accepted(small_api: Api, chunked: bool) -> No
 
 
 @pytest.mark.parametrize("route", [LEGACY, UNIFIED])
-def test_a_fetch_without_generation_id_is_refused(api: Api, route: str) -> None:
-    response = api.client.get(route)
+def test_an_empty_generation_id_is_refused(api: Api, route: str) -> None:
+    response = api.client.get(route, params={"generation_id": ""})
     assert response.status_code == 400
-    assert response.json()["error"]["message"] == "generation_id: Field required"
+    assert response.json()["error"]["message"].startswith("generation_id: ")
 
 
 @pytest.mark.parametrize("route", [LEGACY, UNIFIED])

@@ -16,6 +16,7 @@ from email.utils import formatdate
 from pathlib import Path
 
 import anyio
+import httpx
 import pytest
 
 from reelforge.client import (
@@ -28,7 +29,8 @@ from reelforge.client import (
     TransportError,
     flows,
 )
-from reelforge.client.flows import Call, Reply, Sleep
+from reelforge.client.flows import Call, Failed, Reply, Sleep
+from tests.client.environment import user_environment
 from tests.client.loopback import (
     HANG_UP,
     LEGACY,
@@ -118,7 +120,9 @@ def test_a_create_left_unanswered_is_not_sent_again(server: ScriptedServer, clie
 def test_a_create_refused_a_connection_is_sent_again() -> None:
     """Nothing reached a server that was not listening yet: the create is retried."""
     port, transport = free_port(), Recording()
-    policy = Policy(retries=8, retry_base=0.05, retry_cap=0.2, jitter=lambda: 1.0)
+    policy = Policy(
+        retries=8, unreachable_retries=8, retry_base=0.05, retry_cap=0.2, jitter=lambda: 1.0
+    )
     base_url = f"http://127.0.0.1:{port}/v2"
     with (
         Client(base_url, KEY, policy=policy, transport=transport) as client,
@@ -136,15 +140,16 @@ def test_a_create_refused_a_connection_is_sent_again() -> None:
             assert len(late.requests("POST", LEGACY)) == 1
 
 
-def test_an_unreachable_server_is_a_transport_error_after_the_retries() -> None:
+def test_a_server_that_refuses_connections_is_given_up_on_after_the_unreachable_retries() -> None:
+    """A stopped server: 3 tries (``unreachable_retries`` = 2), not the 4 of ``retries``."""
     transport = Recording()
     base_url = f"http://127.0.0.1:{free_port()}/v2"
     with (
         Client(base_url, KEY, policy=FAST, transport=transport) as client,
-        pytest.raises(TransportError, match="failed 4 times"),
+        pytest.raises(TransportError, match="no connection after 3 tries; last: ConnectError"),
     ):
         client.get("g1")
-    assert len(transport.requests) == FAST.retries + 1
+    assert len(transport.requests) == FAST.unreachable_retries + 1 == 3
 
 
 # --- downloads --------------------------------------------------------------------------
@@ -310,7 +315,7 @@ def reelforge(server: ScriptedServer, cwd: Path, *args: str) -> subprocess.Compl
     return subprocess.run(
         [sys.executable, "-m", "reelforge", "generate", "A lighthouse", *flags, *args],
         cwd=cwd,
-        env={"PATH": "/usr/bin:/bin"},
+        env=user_environment(),
         capture_output=True,
         text=True,
         timeout=60,
@@ -420,3 +425,28 @@ def test_retry_after_as_an_http_date_is_honoured() -> None:
     action = flow.send(Reply(503, {"retry-after": formatdate(time.time() + 10, usegmt=True)}, b""))
     assert isinstance(action, Sleep)
     assert 8.9 <= action.seconds <= 10.0  # the date has whole seconds
+
+
+def test_a_wait_rides_out_a_restart_once_the_server_has_answered() -> None:
+    """Refused polls after an answer get the full ``retries``: the server may be restarting."""
+    refused = Failed(httpx.ConnectError("Connection refused"), sent=False)
+    flow = flows.wait("g1", 60.0, None, Policy(retries=5, unreachable_retries=1))
+    assert isinstance(next(flow), Call)
+    assert isinstance(flow.send(poll("generating")), Sleep)
+    assert isinstance(flow.send(None), Call)
+    for _ in range(4):  # more than unreachable_retries, fewer than retries
+        assert isinstance(flow.send(refused), Sleep)
+        assert isinstance(flow.send(None), Call)
+    with pytest.raises(StopIteration) as stop:
+        flow.send(poll("completed"))
+    assert stop.value.value.status == "completed"
+
+
+def test_a_first_poll_refused_is_given_up_on_after_the_unreachable_retries() -> None:
+    refused = Failed(httpx.ConnectError("Connection refused"), sent=False)
+    flow = flows.wait("g1", 60.0, None, Policy(retries=5, unreachable_retries=1))
+    assert isinstance(next(flow), Call)
+    assert isinstance(flow.send(refused), Sleep)
+    assert isinstance(flow.send(None), Call)
+    with pytest.raises(TransportError, match="no connection after 2 tries"):
+        flow.send(refused)

@@ -87,6 +87,23 @@ def test_cancellations_log_cancelled(store: Store) -> None:
     assert last(store).data == {"error_name": "Cancelled", "error_message": "stopped"}
 
 
+def test_delete_logs_deleted_after_the_cancel(store: Store, clock: FakeClock) -> None:
+    queued = create(store)
+    clock.advance(2)
+    store.delete(queued.id, owner="key-a")
+    assert kinds(store, queued.id) == [EventKind.QUEUED, EventKind.CANCELLED, EventKind.DELETED]
+    event = last(store)
+    assert (event.status, event.created_at, event.owner) == (Status.ERROR, T0 + 2, "key-a")
+    done = create(store)
+    assert store.complete(claim(store), video_key="v.mp4", credits_used=1, meta={})
+    store.delete(done.id, owner="key-a")
+    assert kinds(store, done.id)[-2:] == [EventKind.COMPLETED, EventKind.DELETED]
+    assert last(store).status is Status.COMPLETED
+    store.delete(done.id, owner="key-a")  # deleted already: nothing happens
+    assert kinds(store, done.id)[-1] is EventKind.DELETED
+    assert kinds(store, done.id).count(EventKind.DELETED) == 1
+
+
 def test_release_requeue_and_expiry_log_requeued_with_a_reason(
     store: Store, clock: FakeClock
 ) -> None:

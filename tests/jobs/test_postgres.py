@@ -305,8 +305,10 @@ def test_the_shipped_migrations_are_numbered_files() -> None:
         (3, "0003_cancel.sql"),
         (4, "0004_workers.sql"),
         (5, "0005_events.sql"),
+        (6, "0006_reserved.sql"),
+        (7, "0007_deleted.sql"),
     ]
-    assert migrate.latest_version() == 5
+    assert migrate.latest_version() == 7
 
 
 def test_misnumbered_migration_files_are_refused(
@@ -417,7 +419,7 @@ def test_upgrade_fills_job_inputs_from_old_requests(
         """,
         (old,),
     )
-    assert upgrade(pg_empty_url) == [5]
+    assert upgrade(pg_empty_url) == list(range(5, SHIPPED + 1))
     opened = PostgresJobStore(pg_empty_url)
     try:
         keys = {"inputs/a", "inputs/b", "inputs/c"}

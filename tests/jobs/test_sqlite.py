@@ -242,7 +242,7 @@ def applied(path: Path) -> list[int]:
 def test_the_migration_files_match_for_both_databases() -> None:
     names = [(m.version, m.name) for m in migrate.migrations("sqlite")]
     assert names == [(m.version, m.name) for m in migrate.migrations("postgres")]
-    assert names[-1] == (5, "0005_events.sql")
+    assert names[-1] == (7, "0007_deleted.sql")
 
 
 @pytest.mark.parametrize("version", [1, 2, 3, 4])
@@ -348,3 +348,31 @@ def test_statements_are_split_outside_strings_and_comments() -> None:
     ]
     with pytest.raises(ValueError, match="missing its ';'"):
         list(migrate.sqlite_statements("SELECT 1"))
+
+
+def test_the_event_log_rebuild_keeps_ids_growing(tmp_path: Path) -> None:
+    """Migration 0007 rebuilds ``job_events``: rows, ids and the AUTOINCREMENT counter stay,
+    so an id is never handed out twice, even after the newest events were deleted."""
+    path = tmp_path / "jobs.db"
+    store = SQLiteJobStore(path)
+    job = store.create(owner="k", model="m", request=JobRequest(prompt="p"), max_attempts=1)
+    store.cancel(job.id, owner="k")
+    before = store.events_after(0)
+    store.close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("DELETE FROM job_events WHERE id = ?", (before[-1].id,))
+        conn.execute("DELETE FROM schema_migrations WHERE version = 7")
+        for statement in migrate.sqlite_statements(migrate.migrations("sqlite")[6].sql):
+            conn.execute(statement)
+        conn.execute("INSERT INTO schema_migrations (version) VALUES (7)")
+    finally:
+        conn.close()
+    store = SQLiteJobStore(path)
+    try:
+        assert store.events_after(0) == before[:-1]
+        other = store.create(owner="k", model="m", request=JobRequest(prompt="q"), max_attempts=1)
+        assert store.delete(other.id, owner="k") is not None
+        assert store.events_after(0)[-3].id > before[-1].id
+    finally:
+        store.close()

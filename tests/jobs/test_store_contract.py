@@ -709,3 +709,69 @@ def test_a_deleted_job_is_hidden(backend: Backend, store: Store) -> None:
     assert store.get(deleted.id, owner="key-a") is None
     assert store.cancel(deleted.id, owner="key-a") is None
     assert [job.id for job in store.list(owner="key-a", limit=9)] == [kept.id]
+
+
+def test_list_in_ascending_order_pages_oldest_first(store: Store, clock: FakeClock) -> None:
+    made = []
+    for _ in range(4):
+        made.append(create(store).id)
+        clock.advance(1)
+    assert [job.id for job in store.list(owner="key-a", limit=2, order="asc")] == made[:2]
+    page = store.list(owner="key-a", limit=9, after=made[1], order="asc")
+    assert [job.id for job in page] == made[2:]
+    with pytest.raises(ValueError, match="order"):
+        store.list(owner="key-a", limit=2, order="sideways")  # type: ignore[arg-type]
+
+
+def test_delete_hides_the_job_and_keeps_its_place_as_a_cursor(
+    store: Store, clock: FakeClock
+) -> None:
+    made = []
+    for _ in range(3):
+        made.append(create(store).id)
+        clock.advance(1)
+    clock.advance(5)
+    deleted = store.delete(made[1], owner="key-a")
+    assert deleted is not None
+    assert (deleted.id, deleted.deleted_at, deleted.updated_at) == (made[1], clock(), clock())
+    assert store.get(made[1], owner="key-a") is None
+    assert store.get(made[1]) is None
+    assert [job.id for job in store.list(owner="key-a", limit=9)] == [made[2], made[0]]
+    assert [job.id for job in store.list(owner="key-a", limit=9, after=made[1])] == [made[0]]
+    assert store.delete(made[1], owner="key-a") is None  # deleted already
+    assert store.cancel(made[1], owner="key-a") is None
+
+
+def test_delete_cancels_a_queued_job_first(store: Store) -> None:
+    job = create(store)
+    deleted = store.delete(job.id, owner="key-a")
+    assert deleted is not None
+    assert (deleted.status, deleted.error_name) == (Status.ERROR, CANCELLED)
+    assert store.claim(worker_id="w1", lease_seconds=30) is None
+
+
+def test_delete_asks_a_running_job_to_stop(store: Store) -> None:
+    create(store)
+    lease = claim(store)
+    deleted = store.delete(lease.job_id, owner="key-a")
+    assert deleted is not None
+    assert (deleted.status, deleted.cancel_requested_at) == (Status.GENERATING, T0)
+    assert not store.heartbeat(lease, lease_seconds=30)
+    assert store.release(lease)  # its worker gives it back: it ends Cancelled, still hidden
+    assert store.get(lease.job_id) is None
+    assert store.claim(worker_id="w2", lease_seconds=30) is None
+
+
+def test_delete_leaves_other_owners_jobs_alone(store: Store) -> None:
+    job = create(store)
+    assert store.delete(job.id, owner="key-b") is None
+    assert store.delete("missing", owner="key-a") is None
+    assert current(store, job.id).status is Status.QUEUED
+
+
+def test_inputs_of_a_deleted_job_are_not_in_use(store: Store) -> None:
+    shared = JobRequest(prompt="p", first_frame=ImageRef("first_frame_image", key="inputs/aaa"))
+    kept, gone = create(store, request=shared), create(store, request=shared)
+    assert store.inputs_in_use({"inputs/aaa"}, excluding=[kept.id]) == {"inputs/aaa"}
+    assert store.delete(gone.id, owner="key-a") is not None
+    assert store.inputs_in_use({"inputs/aaa"}, excluding=[kept.id]) == set()

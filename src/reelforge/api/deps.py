@@ -11,7 +11,8 @@ from fastapi.security import HTTPAuthorizationCredentials
 from reelforge.api.auth import KeyCache, authenticate
 from reelforge.api.openapi import BEARER
 from reelforge.engines.registry import ModelSpec
-from reelforge.jobs.model import ApiKey, Store
+from reelforge.jobs.model import ApiKey, Job, Store
+from reelforge.retention import discard_files
 from reelforge.settings import Settings
 from reelforge.storage.base import Storage
 
@@ -34,6 +35,16 @@ class Services:
     def caller(self, authorization: str | None) -> ApiKey:
         """The key behind an ``Authorization`` header: the one check every route makes."""
         return authenticate(self.keys, authorization)
+
+    def delete_job(self, job_id: str, *, owner: str) -> Job | None:
+        """An owner's delete, whichever dialect asks: cancel the job, hide it
+        (``JobQueue.delete``), then remove its video and the inputs no other job uses, as
+        retention would (a video a running job stores later goes with retention's next sweep).
+        None if ``owner`` has no such job. Blocking: call it from the thread pool."""
+        job = self.store.delete(job_id, owner=owner)
+        if job is not None:
+            discard_files(self.store, self.storage, [job])
+        return job
 
 
 def services_of(request: Request) -> Services:

@@ -11,7 +11,7 @@ from reelforge.client.errors import (
     TransportError,
 )
 from reelforge.client.flows import Policy
-from reelforge.client.models import Generation
+from reelforge.client.models import Generation, Page
 
 __all__ = [
     "ApiError",
@@ -21,6 +21,7 @@ __all__ = [
     "Generation",
     "GenerationFailed",
     "InvalidInput",
+    "Page",
     "Policy",
     "Timeout",
     "TransportError",

@@ -6,7 +6,7 @@ Both take the API's base URL including ``/v2`` (as the reference's examples do) 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -26,18 +26,23 @@ from reelforge.client.flows import (
     Streamed,
 )
 from reelforge.client.images import ImageInput, image_field
-from reelforge.client.models import Generation
+from reelforge.client.models import Generation, Page
 from reelforge.contract import DEFAULT_MODEL
 
-G = TypeVar("G")  # Generation, or an awaitable of it
-P = TypeVar("P")  # Path, or an awaitable of it
+# What the methods return, by client: the value itself (Client) or an awaitable of it
+# (AsyncClient); a listing is an iterator, async for AsyncClient.
+G = TypeVar("G")  # Generation
+P = TypeVar("P")  # Path
+L = TypeVar("L")  # Page
+D = TypeVar("D")  # None (a delete)
+It = TypeVar("It")  # Iterator[Generation] or AsyncIterator[Generation]
 T = TypeVar("T")
 
 ProgressHook = Callable[[Generation], None]
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout)
 
 
-class _Surface(Generic[G, P]):
+class _Surface(Generic[G, P, L, D, It]):
     """The public methods, written once; subclasses say how a flow is carried out."""
 
     def __init__(self, base_url: str, api_key: str, *, policy: flows.Policy | None = None) -> None:
@@ -117,10 +122,37 @@ class _Surface(Generic[G, P]):
         """Stream the video to ``path``; resumes after a drop, checks the size."""
         return self._path(flows.download(generation, Path(path), self.policy))
 
+    def list(self, *, after: str | None = None, limit: int = 20) -> It:
+        """Every generation of the key, newest first (reelforge's extension), fetched page by
+        page as the iteration goes: ``limit`` (1..100) per request, not in all (take the
+        first n with ``itertools.islice``). ``after``: start below this generation's id.
+        ``for g in client.list()``; ``async for`` with ``AsyncClient``."""
+        return self._items(flows.listing(after, limit, self.policy))
+
+    def list_page(self, *, after: str | None = None, limit: int = 20) -> L:
+        """One page: ``limit`` (1..100) generations, newest first, older than ``after``;
+        the next page is ``list_page(after=page.last_id)`` while ``page.has_more``."""
+        return self._page(flows.list_page(after, limit, self.policy))
+
+    def delete(self, generation_id: str) -> D:
+        """Delete a generation with its video and inputs (reelforge's extension), cancelling
+        it first if it has not ended; afterwards its id is unknown (``ApiError`` 404), as is
+        an id this key never had."""
+        return self._deleted(flows.delete(generation_id, self.policy))
+
     def _generation(self, flow: Flow[Generation]) -> G:
         raise NotImplementedError
 
     def _path(self, flow: Flow[Path]) -> P:
+        raise NotImplementedError
+
+    def _page(self, flow: Flow[Page]) -> L:
+        raise NotImplementedError
+
+    def _deleted(self, flow: Flow[None]) -> D:
+        raise NotImplementedError
+
+    def _items(self, flow: flows.Listing) -> It:
         raise NotImplementedError
 
 
@@ -148,7 +180,7 @@ def _body(
     return body
 
 
-class Client(_Surface[Generation, Path]):
+class Client(_Surface[Generation, Path, Page, None, Iterator[Generation]]):
     """The synchronous client."""
 
     def __init__(
@@ -177,6 +209,25 @@ class Client(_Surface[Generation, Path]):
 
     def _path(self, flow: Flow[Path]) -> Path:
         return self._drive(flow)
+
+    def _page(self, flow: Flow[Page]) -> Page:
+        return self._drive(flow)
+
+    def _deleted(self, flow: Flow[None]) -> None:
+        return self._drive(flow)
+
+    def _items(self, flow: flows.Listing) -> Iterator[Generation]:
+        outcome: Outcome = None
+        while True:
+            try:
+                step = flow.send(outcome)
+            except StopIteration:
+                return
+            if isinstance(step, Generation):
+                outcome = None
+                yield step
+            else:
+                outcome = self._carry_out(step)
 
     def _drive(self, flow: Flow[T]) -> T:
         outcome: Outcome = None
@@ -221,7 +272,15 @@ class Client(_Surface[Generation, Path]):
             return Streamed(response.status_code, response.headers, complete=True)
 
 
-class AsyncClient(_Surface[Awaitable[Generation], Awaitable[Path]]):
+class AsyncClient(
+    _Surface[
+        Awaitable[Generation],
+        Awaitable[Path],
+        Awaitable[Page],
+        Awaitable[None],
+        AsyncIterator[Generation],
+    ]
+):
     """The asyncio client: the same methods, awaited."""
 
     def __init__(
@@ -250,6 +309,25 @@ class AsyncClient(_Surface[Awaitable[Generation], Awaitable[Path]]):
 
     def _path(self, flow: Flow[Path]) -> Awaitable[Path]:
         return self._drive(flow)
+
+    def _page(self, flow: Flow[Page]) -> Awaitable[Page]:
+        return self._drive(flow)
+
+    def _deleted(self, flow: Flow[None]) -> Awaitable[None]:
+        return self._drive(flow)
+
+    async def _items(self, flow: flows.Listing) -> AsyncIterator[Generation]:
+        outcome: Outcome = None
+        while True:
+            try:
+                step = flow.send(outcome)
+            except StopIteration:
+                return
+            if isinstance(step, Generation):
+                outcome = None
+                yield step
+            else:
+                outcome = await self._carry_out(step)
 
     async def _drive(self, flow: Flow[T]) -> T:
         outcome: Outcome = None

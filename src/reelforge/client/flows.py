@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from reelforge.client.errors import ApiError, GenerationFailed, Timeout, TransportError
-from reelforge.client.models import Generation
+from reelforge.client.models import Generation, Page
 from reelforge.contract import Status
 
 T = TypeVar("T")
@@ -28,13 +28,15 @@ LEGACY = "/generate/video/minimax/generation"
 
 @dataclass(frozen=True)
 class Call:
-    """An HTTP request relative to the base URL. ``idempotent``: safe to send twice."""
+    """An HTTP request relative to the base URL. ``idempotent``: safe to send twice.
+    ``gone_ok``: a 404 to a resend means an earlier send did it (a delete)."""
 
     method: str
     path: str
     params: Mapping[str, str] | None = None
     body: Mapping[str, Any] | None = None
     idempotent: bool = True
+    gone_ok: bool = False
 
 
 @dataclass(frozen=True)
@@ -79,13 +81,23 @@ class Failed:
 Action = Call | Sleep | Fetch
 Outcome = Reply | Streamed | Failed | None
 Flow = Generator[Action, Outcome, T]
+Listing = Generator[Action | Generation, Outcome, None]
+"""A flow that also yields results one by one: each ``Generation`` is handed to the caller
+(and answered with None) as it comes, between the actions that fetch them."""
 
 
 @dataclass(frozen=True)
 class Policy:
-    """Retry and polling pacing, in seconds."""
+    """Retry and polling pacing, in seconds.
+
+    ``retries``: how often a call is sent again after a network error, a 5xx or a 429.
+    ``unreachable_retries``: how often after a refused connection (nothing reached the
+    server) before the server has answered once in the operation: a stopped server is
+    reported within about a second and a half, not after the whole backoff (about 15 s).
+    """
 
     retries: int = 5
+    unreachable_retries: int = 2
     retry_base: float = 0.5
     retry_cap: float = 8.0
     first_poll: float = 0.5
@@ -101,9 +113,12 @@ def create(body: Mapping[str, Any], policy: Policy) -> Flow[Generation]:
     return Generation.from_wire(_json(reply))
 
 
-def get(generation_id: str, policy: Policy, deadline: float | None = None) -> Flow[Generation]:
+def get(
+    generation_id: str, policy: Policy, deadline: float | None = None, *, reached: bool = False
+) -> Flow[Generation]:
+    """Poll once (``reached`` as for ``request``)."""
     call = Call("GET", LEGACY, params={"generation_id": generation_id})
-    reply = yield from request(call, policy, deadline)
+    reply = yield from request(call, policy, deadline, reached=reached)
     return Generation.from_wire(_json(reply))
 
 
@@ -112,6 +127,32 @@ def cancel(generation_id: str, policy: Policy) -> Flow[Generation]:
     call = Call("DELETE", LEGACY, params={"generation_id": generation_id})
     reply = yield from request(call, policy)
     return Generation.from_wire(_json(reply))
+
+
+def delete(generation_id: str, policy: Policy) -> Flow[None]:
+    """Delete a generation with its video and inputs (reelforge's extension, ``purge``),
+    cancelling it first if it has not ended."""
+    params = {"generation_id": generation_id, "purge": "true"}
+    yield from request(Call("DELETE", LEGACY, params=params, gone_ok=True), policy)
+
+
+def list_page(after: str | None, limit: int, policy: Policy) -> Flow[Page]:
+    """One page of the key's generations, newest first (reelforge's extension): ``limit``
+    (1..100) of those older than the generation ``after``, or the newest without it."""
+    params = {"limit": str(limit)} | ({} if after is None else {"after": after})
+    reply = yield from request(Call("GET", LEGACY, params=params), policy)
+    return Page.from_wire(_json(reply))
+
+
+def listing(after: str | None, limit: int, policy: Policy) -> Listing:
+    """Every generation older than ``after`` (all without it), newest first, fetched ``limit``
+    a page as the caller takes them."""
+    while True:
+        page = yield from list_page(after, limit, policy)
+        yield from page.data
+        if not page.has_more or page.last_id is None:
+            return
+        after = page.last_id
 
 
 def wait(
@@ -124,8 +165,10 @@ def wait(
     sleep past the deadline. ``GenerationFailed`` on ``error``, ``Timeout`` at the deadline."""
     deadline = policy.clock() + timeout
     interval = policy.first_poll
+    answered = False  # once the server has answered, a refused poll is a restart
     while True:
-        generation = yield from get(generation_id, policy, deadline)
+        generation = yield from get(generation_id, policy, deadline, reached=answered)
+        answered = True
         if on_progress is not None:
             on_progress(generation)
         if generation.status is Status.COMPLETED:
@@ -175,7 +218,7 @@ def download(generation: Generation, path: Path, policy: Policy) -> Flow[Path]:
                 and renewals < policy.retries
             ):
                 renewals += 1
-                url = (yield from get(generation.id, policy)).video_url or url
+                url = (yield from get(generation.id, policy, reached=True)).video_url or url
                 continue
             if isinstance(outcome, Streamed) and outcome.complete and outcome.status in (200, 206):
                 total = _total_size(outcome)
@@ -203,39 +246,60 @@ def download(generation: Generation, path: Path, policy: Policy) -> Flow[Path]:
         raise
 
 
-def request(call: Call, policy: Policy, deadline: float | None = None) -> Flow[Reply]:
+def request(
+    call: Call, policy: Policy, deadline: float | None = None, *, reached: bool = False
+) -> Flow[Reply]:
     """Send ``call``, retrying transport failures and 5xx/429 with jittered backoff (or the
-    server's ``Retry-After``); a 4xx is an ``ApiError``."""
-    last = ""
+    server's ``Retry-After``); a 4xx is an ``ApiError``. ``reached``: the server answered
+    earlier in this operation, so refused connections are a restart to ride out and get the
+    full ``policy.retries``; otherwise only ``policy.unreachable_retries``."""
+    last, refusals = "", 0
+    acted = False  # an earlier send may have reached the server and been carried out
     for attempt in range(1, policy.retries + 2):
         outcome = yield call
         if isinstance(outcome, Reply) and outcome.status < 500 and outcome.status != 429:
-            if outcome.status >= 400:
-                raise _api_error(outcome)
-            return outcome
+            return _final(outcome, gone_ok=call.gone_ok and acted)
         if isinstance(outcome, Failed):
             last = f"{type(outcome.error).__name__}: {outcome.error}"
             if outcome.sent and not call.idempotent:
                 raise TransportError(f"{call.method} {call.path} may not have completed: {last}")
+            acted, refusals = acted or outcome.sent, refusals + (not outcome.sent)
+            if not reached and refusals > policy.unreachable_retries:
+                raise TransportError(f"no connection after {refusals} tries; last: {last}")
             delay = _backoff(attempt, policy)
         elif isinstance(outcome, Reply):
             last = f"HTTP {outcome.status}"
             if not call.idempotent and outcome.status not in (429, 503):
                 raise _api_error(outcome)  # the server may have acted on it: not sent again
+            acted = acted or outcome.status != 429
             told = _retry_after(outcome.headers, policy)
             delay = _backoff(attempt, policy) if told is None else told
         else:
             raise TypeError(f"unexpected outcome {outcome!r}")
-        if deadline is not None:
-            remaining = deadline - policy.clock()
-            if remaining <= 0:
-                raise Timeout(f"deadline passed while retrying {call.method} {call.path} ({last})")
-            delay = min(delay, remaining)
+        pause = _before(deadline, delay, policy, f"{call.method} {call.path} ({last})")
         if attempt <= policy.retries:
-            yield Sleep(delay)
+            yield Sleep(pause)
     raise TransportError(
         f"{call.method} {call.path} failed {policy.retries + 1} times; last: {last}"
     )
+
+
+def _final(reply: Reply, *, gone_ok: bool) -> Reply:
+    """A final answer (below 500, not 429): the reply, or its ``ApiError`` for a 4xx; with
+    ``gone_ok``, a 404 is the reply too (an earlier send did what was asked)."""
+    if reply.status < 400 or (reply.status == 404 and gone_ok):
+        return reply
+    raise _api_error(reply)
+
+
+def _before(deadline: float | None, delay: float, policy: Policy, retrying: str) -> float:
+    """``delay`` seconds, cut to the time left before ``deadline``; ``Timeout`` if none is."""
+    if deadline is None:
+        return delay
+    remaining = deadline - policy.clock()
+    if remaining <= 0:
+        raise Timeout(f"deadline passed while retrying {retrying}")
+    return min(delay, remaining)
 
 
 def _json(reply: Reply) -> dict[str, Any]:

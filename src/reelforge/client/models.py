@@ -1,4 +1,4 @@
-"""A generation as the client sees it, typed."""
+"""A generation as the client sees it, typed; a page of them."""
 
 from __future__ import annotations
 
@@ -20,6 +20,10 @@ class Generation:
     error_message: str | None
     credits_used: float | None
     raw: dict[str, Any]
+    model: str | None = None
+    created_at: float | None = None
+    """Seconds since the epoch (reelforge's answers; None where a server omits it)."""
+    finished_at: float | None = None
 
     @property
     def done(self) -> bool:
@@ -40,6 +44,28 @@ class Generation:
             error_message=error.get("message"),
             credits_used=usage.get("credits_used"),
             raw=body,
+            model=body.get("model"),
+            created_at=body.get("created_at"),
+            finished_at=body.get("finished_at"),
+        )
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of the key's generations, newest first (reelforge's extension). The next
+    page starts ``after=last_id``, while ``has_more``; ``raw`` keeps the whole JSON."""
+
+    data: tuple[Generation, ...]
+    has_more: bool
+    last_id: str | None
+    raw: dict[str, Any]
+
+    @classmethod
+    def from_wire(cls, body: dict[str, Any]) -> Page:
+        data = tuple(Generation.from_wire(item) for item in body.get("data") or ())
+        last_id = body.get("last_id")
+        return cls(
+            data, bool(body.get("has_more")), None if last_id is None else str(last_id), body
         )
 
 

@@ -28,6 +28,9 @@ from reelforge.jobs.model import (
 from reelforge.request import JobRequest
 
 CANCELLED_MESSAGE: Final = "cancelled by the client"
+LIST_DIRECTIONS: Final = {"desc": ("<", "DESC"), "asc": (">", "ASC")}
+"""``list``'s order → the cursor's comparison and the ORDER BY direction (constants that the
+backends put into their SQL text; never a caller's string)."""
 PRUNE_BATCH: Final = 1000
 """Most events ``prune_events`` deletes in one call (bounded work per call)."""
 
@@ -233,6 +236,15 @@ class StoreBase(ABC):
     def _check_delay(delay_seconds: float) -> None:
         if not 0 <= delay_seconds < math.inf:
             raise ValueError(f"delay_seconds must be 0 or more and finite, got {delay_seconds}")
+
+    @staticmethod
+    def _list_direction(limit: int, order: str) -> tuple[str, str]:
+        """``list``'s checks: the cursor's comparison and the ORDER BY direction of
+        ``order``; ``ValueError`` for a ``limit`` below 1 or an unknown ``order``."""
+        StoreBase._check_limit(limit)
+        if order not in LIST_DIRECTIONS:
+            raise ValueError(f"order must be 'asc' or 'desc', got {order!r}")
+        return LIST_DIRECTIONS[order]
 
     @staticmethod
     def _check_limit(limit: int) -> None:

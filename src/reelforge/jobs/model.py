@@ -19,6 +19,10 @@ in the same transaction; the schema refuses impossible rows):
   expired-lease pass of a job whose client asked to cancel it (``Cancelled``: a cancelled job
   is never queued again). Terminal.
 
+``delete`` (its owner's) cancels the job as ``cancel`` does, then sets ``deleted_at`` (event
+``deleted``, the status unchanged): every read then treats the job as missing. Its files are
+removed by the caller (``retention.discard_files``); retention later marks it purged.
+
 Every terminal transition goes through one method of each backend; every method that acts
 on a lease is conditional on the job still being ``generating`` with that lease's token: a
 worker whose lease expired and was taken over gets ``False`` and must stop, and its late
@@ -35,7 +39,7 @@ import builtins
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Final, Protocol
+from typing import Any, Final, Literal, Protocol
 
 from reelforge.contract import Status
 from reelforge.request import JobRequest
@@ -75,6 +79,12 @@ class EventKind(StrEnum):
     COMPLETED = "completed"
     ERROR = "error"
     CANCELLED = "cancelled"
+    DELETED = "deleted"
+    """Its owner deleted the job (the status is what it was, or ``error`` if it was queued)."""
+
+
+ListOrder = Literal["asc", "desc"]
+"""``list``'s order by creation time: ``desc`` newest first."""
 
 
 @dataclass(frozen=True)
@@ -229,9 +239,20 @@ class JobQueue(Protocol):
         """
         ...
 
-    def list(self, *, owner: str, limit: int, after: str | None = None) -> list[Job]:
-        """``owner``'s jobs, newest first, at most ``limit``; with ``after`` (a job id), those
-        older than that job. Deleted jobs are left out."""
+    def list(
+        self, *, owner: str, limit: int, after: str | None = None, order: ListOrder = "desc"
+    ) -> list[Job]:
+        """``owner``'s jobs by creation time (then id), newest first with ``desc``, at most
+        ``limit``; with ``after`` (a job id, deleted or not), those past that job in this
+        order (none if ``owner`` has no such job). Deleted jobs are left out. An index scan
+        (``jobs_owner_newest``). Raises ``ValueError`` if ``limit`` < 1 or ``order`` is
+        neither ``asc`` nor ``desc``."""
+        ...
+
+    def delete(self, job_id: str, *, owner: str) -> Job | None:
+        """The owner's delete: cancel the job as ``cancel`` does, then set ``deleted_at``
+        (event ``deleted``), one transaction. Returns the job as deleted, for the caller to
+        remove its files; None if ``owner`` has no such job, or it was deleted already."""
         ...
 
     def claim(
@@ -348,8 +369,8 @@ class JobArchive(Protocol):
         ...
 
     def inputs_in_use(self, keys: Collection[str], *, excluding: Collection[str]) -> set[str]:
-        """Which of the input-image ``keys`` a not yet purged job, other than the jobs
-        ``excluding``, still refers to."""
+        """Which of the input-image ``keys`` a job neither purged nor deleted, other than the
+        jobs ``excluding``, still refers to."""
         ...
 
     def mark_purged(self, job_ids: Collection[str]) -> None:

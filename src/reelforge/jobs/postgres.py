@@ -56,6 +56,7 @@ from reelforge.jobs.model import (
     Job,
     JobEvent,
     Lease,
+    ListOrder,
     Outcome,
     Phase,
 )
@@ -212,19 +213,21 @@ class PostgresJobStore(StoreBase):
             ).fetchone()
         return None if row is None else base.job_from_row(row)
 
-    def list(self, *, owner: str, limit: int, after: str | None = None) -> list[Job]:
-        self._check_limit(limit)
+    def list(
+        self, *, owner: str, limit: int, after: str | None = None, order: ListOrder = "desc"
+    ) -> list[Job]:
+        past, direction = self._list_direction(limit, order)
         with self._connection() as conn:
             rows = conn.execute(
-                """
+                f"""
                 SELECT * FROM jobs
                 WHERE owner = %(owner)s AND deleted_at IS NULL
-                  AND (%(after)s::text IS NULL OR (created_at, id) < (
+                  AND (%(after)s::text IS NULL OR (created_at, id) {past} (
                       SELECT created_at, id FROM jobs
                       WHERE id = %(after)s::text AND owner = %(owner)s))
-                ORDER BY created_at DESC, id DESC
+                ORDER BY created_at {direction}, id {direction}
                 LIMIT %(limit)s
-                """,
+                """,  # noqa: S608 (``past`` and ``direction`` are base.LIST_DIRECTIONS' constants)
                 {"owner": owner, "after": after, "limit": limit},
             ).fetchall()
         return [base.job_from_row(row) for row in rows]
@@ -357,23 +360,7 @@ class PostgresJobStore(StoreBase):
     def cancel(self, job_id: str, *, owner: str) -> Job | None:
         params = {"id": job_id, "owner": owner, "now": self._now()}
         with self._transaction() as conn:
-            self._end(
-                conn,
-                base.cancelled(),
-                where="id = %(id)s AND owner = %(owner)s AND status = 'queued'"
-                " AND deleted_at IS NULL",
-                params=params,
-            )
-            conn.execute(
-                """
-                UPDATE jobs
-                SET cancel_requested_at = reelforge_now(%(now)s),
-                    updated_at = reelforge_now(%(now)s)
-                WHERE id = %(id)s AND owner = %(owner)s AND status = 'generating'
-                  AND cancel_requested_at IS NULL AND deleted_at IS NULL
-                """,
-                params,
-            )
+            self._cancel(conn, params)
             row = conn.execute(
                 """
                 SELECT * FROM jobs
@@ -382,6 +369,42 @@ class PostgresJobStore(StoreBase):
                 params,
             ).fetchone()
         return None if row is None else base.job_from_row(row)
+
+    def delete(self, job_id: str, *, owner: str) -> Job | None:
+        params = {"id": job_id, "owner": owner, "now": self._now()}
+        with self._transaction() as conn:
+            self._cancel(conn, params)
+            rows = conn.execute(
+                """
+                UPDATE jobs
+                SET deleted_at = reelforge_now(%(now)s), updated_at = reelforge_now(%(now)s)
+                WHERE id = %(id)s AND owner = %(owner)s AND deleted_at IS NULL
+                RETURNING *
+                """,
+                params,
+            ).fetchall()
+            self._append(conn, rows, EventKind.DELETED, {})
+        return base.job_from_row(rows[0]) if rows else None
+
+    def _cancel(self, conn: PgConnection, params: Mapping[str, Any]) -> None:
+        """The client's cancel of job ``id`` of ``owner``, in the caller's transaction: a
+        queued job ends ``Cancelled``, a generating one is marked."""
+        self._end(
+            conn,
+            base.cancelled(),
+            where="id = %(id)s AND owner = %(owner)s AND status = 'queued' AND deleted_at IS NULL",
+            params=params,
+        )
+        conn.execute(
+            """
+            UPDATE jobs
+            SET cancel_requested_at = reelforge_now(%(now)s),
+                updated_at = reelforge_now(%(now)s)
+            WHERE id = %(id)s AND owner = %(owner)s AND status = 'generating'
+              AND cancel_requested_at IS NULL AND deleted_at IS NULL
+            """,
+            params,
+        )
 
     def settle_expired(self) -> int:
         with self._transaction() as conn:
@@ -607,7 +630,7 @@ class PostgresJobStore(StoreBase):
                 JOIN jobs ON jobs.id = job_inputs.job_id
                 WHERE job_inputs.key = ANY(%(keys)s::text[])
                   AND NOT (job_inputs.job_id = ANY(%(excluding)s::text[]))
-                  AND jobs.purged_at IS NULL
+                  AND jobs.purged_at IS NULL AND jobs.deleted_at IS NULL
                 """,
                 {"keys": sorted(keys), "excluding": sorted(excluding)},
             ).fetchall()

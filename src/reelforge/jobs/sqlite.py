@@ -30,6 +30,7 @@ from reelforge.jobs.model import (
     Job,
     JobEvent,
     Lease,
+    ListOrder,
     Outcome,
     Phase,
 )
@@ -110,19 +111,21 @@ class SQLiteJobStore(StoreBase):
         )
         return None if row is None else base.job_from_row(_fields(row))
 
-    def list(self, *, owner: str, limit: int, after: str | None = None) -> list[Job]:
-        self._check_limit(limit)
+    def list(
+        self, *, owner: str, limit: int, after: str | None = None, order: ListOrder = "desc"
+    ) -> list[Job]:
+        past, direction = self._list_direction(limit, order)
         rows = (
             self._db.read()
             .execute(
-                """
+                f"""
                 SELECT * FROM jobs
                 WHERE owner = :owner AND deleted_at IS NULL
-                  AND (:after IS NULL OR (created_at, id) < (
+                  AND (:after IS NULL OR (created_at, id) {past} (
                       SELECT created_at, id FROM jobs WHERE id = :after AND owner = :owner))
-                ORDER BY created_at DESC, id DESC
+                ORDER BY created_at {direction}, id {direction}
                 LIMIT :limit
-                """,
+                """,  # noqa: S608 (``past`` and ``direction`` are base.LIST_DIRECTIONS' constants)
                 {"owner": owner, "after": after, "limit": limit},
             )
             .fetchall()
@@ -243,25 +246,46 @@ class SQLiteJobStore(StoreBase):
     def cancel(self, job_id: str, *, owner: str) -> Job | None:
         params = {"id": job_id, "owner": owner, "now": self._clock()}
         with self._db.write() as conn:
-            self._end(
-                conn,
-                base.cancelled(),
-                where="id = :id AND owner = :owner AND status = 'queued' AND deleted_at IS NULL",
-                params=params,
-            )
-            conn.execute(
-                """
-                UPDATE jobs SET cancel_requested_at = :now, updated_at = :now
-                WHERE id = :id AND owner = :owner AND status = 'generating'
-                  AND cancel_requested_at IS NULL AND deleted_at IS NULL
-                """,
-                params,
-            )
+            self._cancel(conn, params)
             row = conn.execute(
                 "SELECT * FROM jobs WHERE id = :id AND owner = :owner AND deleted_at IS NULL",
                 params,
             ).fetchone()
         return None if row is None else base.job_from_row(_fields(row))
+
+    def delete(self, job_id: str, *, owner: str) -> Job | None:
+        params = {"id": job_id, "owner": owner, "now": self._clock()}
+        with self._db.write() as conn:
+            self._cancel(conn, params)
+            row = conn.execute(
+                """
+                UPDATE jobs SET deleted_at = :now, updated_at = :now
+                WHERE id = :id AND owner = :owner AND deleted_at IS NULL
+                RETURNING *
+                """,
+                params,
+            ).fetchone()
+            if row is not None:
+                _append(conn, row, EventKind.DELETED)
+        return None if row is None else base.job_from_row(_fields(row))
+
+    def _cancel(self, conn: sqlite3.Connection, params: Mapping[str, Any]) -> None:
+        """The client's cancel of job ``:id`` of ``:owner``, in the caller's transaction: a
+        queued job ends ``Cancelled``, a generating one is marked."""
+        self._end(
+            conn,
+            base.cancelled(),
+            where="id = :id AND owner = :owner AND status = 'queued' AND deleted_at IS NULL",
+            params=params,
+        )
+        conn.execute(
+            """
+            UPDATE jobs SET cancel_requested_at = :now, updated_at = :now
+            WHERE id = :id AND owner = :owner AND status = 'generating'
+              AND cancel_requested_at IS NULL AND deleted_at IS NULL
+            """,
+            params,
+        )
 
     def settle_expired(self) -> int:
         with self._db.write() as conn:
@@ -401,7 +425,7 @@ class SQLiteJobStore(StoreBase):
                 JOIN jobs ON jobs.id = job_inputs.job_id
                 WHERE job_inputs.key IN (SELECT value FROM json_each(:keys))
                   AND job_inputs.job_id NOT IN (SELECT value FROM json_each(:excluding))
-                  AND jobs.purged_at IS NULL
+                  AND jobs.purged_at IS NULL AND jobs.deleted_at IS NULL
                 """,
                 {"keys": json.dumps(sorted(keys)), "excluding": json.dumps(sorted(excluding))},
             )

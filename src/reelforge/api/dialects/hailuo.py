@@ -40,17 +40,23 @@ DURATIONS: Final = (6, 10)
 """Allowed clip lengths, in seconds."""
 MAX_ID_LENGTH: Final = 64
 GenerationId = Annotated[str, Query(min_length=1, max_length=MAX_ID_LENGTH)]
+LIST_LIMIT: Final = (1, 100, 20)
+"""A list page's ``limit``: least, most, default."""
+_ID_SCHEMA: Final = {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH}
 POLL_QUERY: Final[dict[str, Any]] = {
     "parameters": [
+        {"name": "generation_id", "in": "query", "required": False, "schema": _ID_SCHEMA},
+        {"name": "after", "in": "query", "required": False, "schema": _ID_SCHEMA},
         {
-            "name": "generation_id",
+            "name": "limit",
             "in": "query",
-            "required": True,
-            "schema": {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH},
-        }
+            "required": False,
+            "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
+        },
     ]
 }
-"""The poll routes' query, for the OpenAPI document (``fetch`` reads it by hand)."""
+"""The poll routes' query, for the OpenAPI document (``fetch`` reads it by hand): one
+generation by ``generation_id``, or without it a page of the key's (reelforge's extension)."""
 
 router = APIRouter()
 _AUTHENTICATED: Final = (InvalidRequest, Unauthorized)
@@ -186,6 +192,22 @@ class Generation(BaseModel):
     finished_at: float | None
 
 
+class GenerationPage(BaseModel):
+    """A page of the key's generations, newest first (reelforge's extension): the next page is
+    ``after=last_id`` while ``has_more``."""
+
+    data: list[Generation]
+    has_more: bool
+    last_id: str | None
+
+
+class Deleted(BaseModel):
+    """The answer to ``DELETE …&purge=true``."""
+
+    id: str
+    deleted: bool
+
+
 # --- routes ------------------------------------------------------------------------------
 
 
@@ -212,15 +234,45 @@ class Poll:
 
 
 def _poll_answer(services: Services, scope: Scope) -> bytes:
-    """The JSON answer to the poll in ``scope``; reelforge errors for a refusal."""
+    """The JSON answer to the poll in ``scope`` (one generation, or a page of them without
+    ``generation_id``); reelforge errors for a refusal."""
     authorization, host = _headers(scope)
     caller = services.caller(authorization)
-    generation_id = _generation_id(_query_value(scope, "generation_id"))
-    job = services.store.get(generation_id, owner=caller.id)
-    if job is None:
-        raise NotFound(f"no generation {generation_id!r}")
-    answer = view(job, services, base_url=_base_url(scope, host))
+    base_url = _base_url(scope, host)
+    generation_id = _query_value(scope, "generation_id")
+    if generation_id is None:
+        answer = _page(services, scope, owner=caller.id, base_url=base_url)
+    else:
+        job = services.store.get(_generation_id(generation_id), owner=caller.id)
+        if job is None:
+            raise NotFound(f"no generation {generation_id!r}")
+        answer = view(job, services, base_url=base_url)
     return json.dumps(answer, separators=(",", ":")).encode()
+
+
+def _page(services: Services, scope: Scope, *, owner: str, base_url: str) -> dict[str, Any]:
+    """A ``GenerationPage`` of ``owner``'s jobs after the query's ``after``, newest first."""
+    after = _query_value(scope, "after")
+    if after is not None:
+        after = _generation_id(after, field="after")
+    limit = list_limit(_query_value(scope, "limit"))
+    jobs = services.store.list(owner=owner, limit=limit + 1, after=after)
+    data = [view(job, services, base_url=base_url) for job in jobs[:limit]]
+    return {
+        "data": data,
+        "has_more": len(jobs) > limit,
+        "last_id": data[-1]["id"] if data else None,
+    }
+
+
+def list_limit(value: str | None) -> int:
+    """A list page's ``limit`` query parameter: an integer in 1..100, 20 when absent."""
+    least, most, default = LIST_LIMIT
+    if value is None:
+        return default
+    if not value.isascii() or not value.isdigit() or not least <= int(value) <= most:
+        raise InvalidRequest("limit", f"must be an integer from {least} to {most} (got {value!r})")
+    return int(value)
 
 
 def _headers(scope: Scope) -> tuple[str | None, str | None]:
@@ -257,7 +309,7 @@ def _base_url(scope: Scope, host: str | None) -> str:
 
 
 _POLL_ROUTE: Final[dict[str, Any]] = {
-    "response_model": Generation,
+    "response_model": Generation | GenerationPage,
     "openapi_extra": POLL_QUERY,
     "dependencies": [Security(BEARER)],
     "responses": error_responses(*_AUTHENTICATED, NotFound, model=ErrorAnswer),
@@ -267,8 +319,10 @@ _POLL_ROUTE: Final[dict[str, Any]] = {
 @router.get(LEGACY, **_POLL_ROUTE)
 @router.get(UNIFIED, **_POLL_ROUTE)
 async def poll(request: Request) -> Response:
-    """Poll a generation. (Requests usually reach ``Poll`` first; this route answers the same
-    where they do not, e.g. under a proxy's ``root_path``, and documents the route.)"""
+    """Poll a generation; without ``generation_id``, list the key's, newest first (``after``,
+    ``limit``; reelforge's extension). (Requests usually reach ``Poll`` first; this route
+    answers the same where they do not, e.g. under a proxy's ``root_path``, and documents the
+    route.)"""
     body = _poll_answer(services_of(request), request.scope)
     return Response(body, media_type="application/json")
 
@@ -277,14 +331,10 @@ HOT_ROUTES: Final = {LEGACY: Poll(), UNIFIED: Poll()}
 """GET paths answered before FastAPI's stack (``api.hot.HotRoutes``)."""
 
 
-def _generation_id(value: str | None) -> str:
-    """The ``generation_id`` query parameter, checked as ``GenerationId`` would be."""
-    if value is None:
-        raise InvalidRequest("generation_id", "Field required")
+def _generation_id(value: str, *, field: str = "generation_id") -> str:
+    """A generation id from the query, checked as ``GenerationId`` would be."""
     if not 1 <= len(value) <= MAX_ID_LENGTH:
-        raise InvalidRequest(
-            "generation_id", f"must be 1 to {MAX_ID_LENGTH} characters (got {len(value)})"
-        )
+        raise InvalidRequest(field, f"must be 1 to {MAX_ID_LENGTH} characters (got {len(value)})")
     return value
 
 
@@ -317,13 +367,24 @@ def _accept(submission: Submission, owner: str, services: Services) -> Job:
 _CANCEL_ERRORS: Final = error_responses(*_AUTHENTICATED, NotFound, model=ErrorAnswer)
 
 
-@router.delete(LEGACY, response_model=Generation, responses=_CANCEL_ERRORS)
-@router.delete(UNIFIED, response_model=Generation, responses=_CANCEL_ERRORS)
+@router.delete(LEGACY, response_model=Generation | Deleted, responses=_CANCEL_ERRORS)
+@router.delete(UNIFIED, response_model=Generation | Deleted, responses=_CANCEL_ERRORS)
 def cancel(
-    generation_id: GenerationId, caller: CallerDep, services: ServicesDep, request: Request
+    generation_id: GenerationId,
+    caller: CallerDep,
+    services: ServicesDep,
+    request: Request,
+    purge: Annotated[bool, Query()] = False,
 ) -> dict[str, Any]:
     """Cancel a generation (reelforge's extension): a queued one ends at once in ``error``
-    (``Cancelled``); a running one stops at its next step; an ended one is unchanged."""
+    (``Cancelled``); a running one stops at its next step; an ended one is unchanged. With
+    ``purge=true`` it is then deleted with its video and inputs (``{"id", "deleted": true}``;
+    afterwards its id is unknown)."""
+    if purge:
+        deleted = services.delete_job(generation_id, owner=caller.id)
+        if deleted is None:
+            raise NotFound(f"no generation {generation_id!r}")
+        return {"id": deleted.id, "deleted": True}
     job = services.store.cancel(generation_id, owner=caller.id)
     if job is None:
         raise NotFound(f"no generation {generation_id!r}")
