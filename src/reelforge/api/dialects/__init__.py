@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Final
 
-from reelforge.api.dialects import hailuo
+from reelforge.api.dialects import hailuo, openai
 from reelforge.api.dialects.base import Dialect
 
-DIALECTS: Final[tuple[Dialect, ...]] = (hailuo.DIALECT,)
+DIALECTS: Final[tuple[Dialect, ...]] = (hailuo.DIALECT, openai.DIALECT)
 DEFAULT: Final = hailuo.DIALECT
 """Whose envelope errors outside every dialect's prefixes take (files, health)."""
 
