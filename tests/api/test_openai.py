@@ -4,6 +4,7 @@ second), ``api`` has none (jobs stay queued)."""
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 from collections.abc import Iterator
@@ -17,7 +18,11 @@ import pytest
 from PIL import Image, ImageOps
 
 from reelforge.api.auth import register
+from reelforge.api.dialects.openai import poll_after_ms, render_error
+from reelforge.contract import Status
+from reelforge.jobs.model import Job
 from reelforge.media import stills
+from reelforge.request import JobRequest
 from tests.pictures import encoded, textured
 from tests.service import LEGACY, TEST_KEY, Api, running_api, running_workers, service_settings
 from tests.videos import mae, probe
@@ -351,3 +356,78 @@ def test_httpx_sees_json_errors_outside_the_sdk(api: Api) -> None:
     )
     assert answer.status_code == 404
     assert answer.json()["error"]["code"] == "not_found"
+
+
+def test_a_form_takes_the_last_reference_and_vllm_fields(api: Api) -> None:
+    image = "data:image/png;base64," + base64.b64encode(encoded(textured(400, 320))).decode()
+    fields = {"last_reference[image_url]": image, "width": "640", "height": "512", "fps": "10"}
+    made = sdk(api).videos.create(prompt="x", model="preview", seconds=TWO_S, extra_body=fields)
+    assert str(made.size) == "640x512"
+    job = api.store.get(made.id)
+    assert job is not None
+    assert job.request.last_frame is not None
+    assert (job.request.last_frame.field, job.request.fps) == ("last_reference", 10)
+    assert job.request.prompt_optimizer is False  # OpenAI uses the prompt as given
+    with pytest.raises(openai.BadRequestError) as caught:
+        sdk(api).videos.create(
+            prompt="x", size="1280x720", extra_body={"width": "640", "height": "360"}
+        )
+    assert refusal(caught.value)["param"] == "size"
+
+
+# --- in-process parts --------------------------------------------------------------------
+
+
+def a_job(status: Status, *, progress: int = 0, started_at: float | None = None) -> Job:
+    return Job(
+        id="j",
+        owner="k",
+        model="preview",
+        request=JobRequest(prompt="p"),
+        status=status,
+        progress=progress,
+        attempts=1,
+        max_attempts=3,
+        lease_token=None,
+        lease_expires_at=None,
+        worker_id=None,
+        error_name=None,
+        error_message=None,
+        video_key=None,
+        credits_used=None,
+        meta={},
+        created_at=0.0,
+        updated_at=0.0,
+        started_at=started_at,
+        finished_at=None,
+    )
+
+
+def test_the_poll_header_follows_the_expected_remaining_time() -> None:
+    assert poll_after_ms(a_job(Status.QUEUED), now=100.0) == 1000
+    running = a_job(Status.GENERATING, progress=40, started_at=96.0)  # 4 s for 40 %: 6 s left
+    assert poll_after_ms(running, now=100.0) == 6000
+    assert poll_after_ms(a_job(Status.GENERATING, progress=99, started_at=99.0), now=100.0) == 250
+    assert poll_after_ms(a_job(Status.GENERATING, progress=1, started_at=0.0), now=100.0) == 10_000
+    assert poll_after_ms(a_job(Status.GENERATING), now=100.0) == 1000
+    assert poll_after_ms(a_job(Status.COMPLETED, progress=100), now=100.0) is None
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (400, "invalid_request_error"),
+        (404, "invalid_request_error"),
+        (413, "invalid_request_error"),
+        (422, "invalid_request_error"),
+        (401, "authentication_error"),
+        (429, "rate_limit_error"),
+        (500, "server_error"),
+        (503, "server_error"),
+    ],
+)
+def test_error_types_follow_the_status(status: int, kind: str) -> None:
+    body = json.loads(bytes(render_error(status, "StorageFailed", "m", "size").body))
+    assert body == {
+        "error": {"message": "m", "type": kind, "param": "size", "code": "storage_failed"}
+    }
