@@ -1,15 +1,14 @@
 """Pictures of a finished video: a thumbnail (one representative frame) and a spritesheet (a
 grid of evenly spaced frames), as JPEG.
 
-Cost is bounded by the picture, not the clip: each frame is reached by seeking to the
-keyframe before it and decoding forward from there (at most one group of pictures per
-frame), never by decoding the whole video.
+Cost is bounded: at most one decoding pass over the video (a thumbnail starts at the keyframe
+before its frame); the API keeps each result per process.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from fractions import Fraction
 from typing import Final
 
@@ -46,15 +45,44 @@ def spritesheet(source: str) -> bytes:
 
 def frames_at(source: str, fractions: Sequence[float]) -> list[Image.Image]:
     """The frames shown at each of ``fractions`` (0 ≤ f < 1) of the video's length, in the
-    order asked. ``ValueError`` if the file has no video stream or no frame there."""
+    order asked. ``ValueError`` if the file has no video stream or no frame there.
+
+    One seek, to the keyframe before the earliest of them, then one decoding pass forward to
+    the latest: never more than one decode of the video (seeking again for each frame would
+    decode a single-keyframe clip from its start every time)."""
     with av.open(source) as container:
         if not container.streams.video:
             raise ValueError(f"{source}: no video stream")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         base = stream.time_base or Fraction(1, 1_000_000)
-        duration = _duration(container, stream, base)
-        return [_frame_at(container, stream, base, duration * f) for f in fractions]
+        start = float((stream.start_time or 0) * base)
+        times = [start + _duration(container, stream, base) * f for f in fractions]
+        container.seek(int(min(times) / base), stream=stream, backward=True)
+        found = _shown_at(container.decode(stream), sorted(set(times)))
+    return [found[at] for at in times]
+
+
+def _shown_at(frames: Iterator[av.VideoFrame], times: list[float]) -> dict[float, Image.Image]:
+    """For each of ``times`` (seconds, ascending), the last of ``frames`` starting at or
+    before it (the first frame for a time before every frame)."""
+    found: dict[float, Image.Image] = {}
+    shown = None
+    pending = iter(times)
+    at = next(pending, None)
+    for frame in frames:
+        while at is not None and shown is not None and (frame.time or 0.0) > at + 1e-6:
+            found[at] = _picture(shown)
+            at = next(pending, None)
+        if at is None:
+            break
+        shown = frame
+    while at is not None:  # past the last frame: the last one is shown
+        if shown is None:
+            raise ValueError(f"no frame at {at:.3f} s")
+        found[at] = _picture(shown)
+        at = next(pending, None)
+    return found
 
 
 def _duration(
@@ -68,20 +96,8 @@ def _duration(
     raise ValueError("the video does not state its length")
 
 
-def _frame_at(
-    container: av.container.InputContainer, stream: av.VideoStream, base: Fraction, at: float
-) -> Image.Image:
-    """The frame shown at ``at`` seconds: the last one starting at or before it."""
-    start = float((stream.start_time or 0) * base)
-    container.seek(int((start + at) / base), stream=stream, backward=True)
-    shown = None
-    for frame in container.decode(stream):
-        if shown is not None and frame.time is not None and frame.time > start + at + 1e-6:
-            break
-        shown = frame
-    if shown is None:
-        raise ValueError(f"no frame at {at:.3f} s")
-    return Image.fromarray(shown.to_ndarray(format="rgb24"))
+def _picture(frame: av.VideoFrame) -> Image.Image:
+    return Image.fromarray(frame.to_ndarray(format="rgb24"))
 
 
 def _jpeg(image: Image.Image) -> bytes:
