@@ -110,7 +110,12 @@ def _responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 # --- create ------------------------------------------------------------------------------
 
 
-@router.post(VIDEOS, response_model=Video, responses=_responses(400, 413))
+@router.post(
+    VIDEOS,
+    response_model=Video,
+    responses=_responses(400, 413),
+    openapi_extra=create_body.OPENAPI_BODY,
+)
 async def create(request: Request, caller: CallerDep, services: ServicesDep) -> Response:
     """Create a video (multipart/form-data or JSON)."""
     fields, form = await create_body.read_fields(request, services.settings.max_body_bytes)

@@ -34,6 +34,49 @@ FIELDS: Final = frozenset(
     | {"fps", "width", "height", *OPTIONS}
     | {f"{ref}{part}" for ref in REFERENCES for part in ("", "[image_url]", "[file_id]")}
 )
+_REFERENCE_FORM: Final = {"type": "string", "format": "binary"}
+_REFERENCE_JSON: Final = {
+    "type": "object",
+    "properties": {"image_url": {"type": "string"}},
+    "additionalProperties": False,
+}
+_COMMON: Final[dict[str, Any]] = {
+    "prompt": {"type": "string", "minLength": 1, "maxLength": MAX_PROMPT_CHARS},
+    "model": {"type": "string"},
+    "size": {"type": "string", "pattern": "^[1-9][0-9]*x[1-9][0-9]*$"},
+    "callback_url": {"type": "string"},
+    "lora": {"type": "string"},
+    "negative_prompt": {"type": "string"},
+}
+OPENAPI_BODY: Final = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["prompt"],
+                    "properties": _COMMON
+                    | {name: {"type": "string"} for name in ("seconds", "seed", "fps")}
+                    | dict.fromkeys(REFERENCES, _REFERENCE_FORM)
+                    | {f"{ref}[image_url]": {"type": "string"} for ref in REFERENCES},
+                }
+            },
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["prompt"],
+                    "properties": _COMMON
+                    | {"seconds": {"type": ["string", "integer"]}, "seed": {"type": "integer"}}
+                    | {"enhance_prompt": {"type": "boolean"}, "fps": {"type": "integer"}}
+                    | dict.fromkeys(REFERENCES, _REFERENCE_JSON),
+                    "additionalProperties": False,
+                }
+            },
+        },
+    }
+}
+"""The create body for the OpenAPI document (the route reads the request itself)."""
 FORM_TYPES: Final = ("multipart/form-data", "application/x-www-form-urlencoded")
 _SIZE: Final = re.compile(r"([1-9][0-9]{0,4})x([1-9][0-9]{0,4})")
 _WHOLE: Final = re.compile(r"[0-9]{1,10}")
