@@ -261,7 +261,8 @@ class Worker:
 
     def _end(self, run: _Run, beat: _Heartbeat, outcome: Outcome) -> None:
         """Record how the job ended, trying again while the database is away (the heartbeat
-        keeps the lease meanwhile); a video whose completion was refused is discarded.
+        keeps the lease meanwhile); a video whose completion was refused is discarded, and so
+        is one whose job its owner deleted while it was being made.
 
         A try that failed may still have committed (the connection dropped after the commit),
         so a refusal after a retry is checked against the job before the video goes; if the
@@ -277,12 +278,13 @@ class Worker:
             )
         finally:
             beat.stop()
-        if recorded or not isinstance(outcome, Completed):
+        if not isinstance(outcome, Completed):
             return
-        job = self.store.get(run.lease.job.id)
-        if job is not None and job.video_key == outcome.video_key:
-            return  # an earlier try committed it
-        log.warning("lease on job %s was lost; its video is discarded", run.lease.job.id)
+        job = self.store.get(run.lease.job.id)  # None too once its owner deleted it
+        if job is not None and (recorded or job.video_key == outcome.video_key):
+            return  # recorded (or an earlier try committed it)
+        why = "its owner deleted it" if recorded else "its lease was lost"
+        log.warning("job %s: %s; its video is discarded", run.lease.job.id, why)
         self.storage.discard(outcome.video_key)
 
     def _retry_later(self, run: _Run, beat: _Heartbeat, blip: StorageBlip) -> None:

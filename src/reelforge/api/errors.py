@@ -12,14 +12,17 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from reelforge.api.dialects import dialect_for
-from reelforge.errors import ReelforgeError
+from reelforge.errors import InvalidRequest, ReelforgeError
 
 log = logging.getLogger("reelforge.api")
 
 
-def error_response(path: str, status: int, name: str, message: str) -> Response:
-    """An error for a request to ``path``, in that route's dialect."""
-    return dialect_for(path).render_error(status, name, message)
+def error_response(
+    path: str, status: int, name: str, message: str, param: str | None = None
+) -> Response:
+    """An error for a request to ``path``, in that route's dialect; ``param`` names the
+    request field at fault, if one is."""
+    return dialect_for(path).render_error(status, name, message, param)
 
 
 def install(app: FastAPI) -> None:
@@ -32,7 +35,8 @@ def install(app: FastAPI) -> None:
 
 def reelforge_error_response(path: str, exc: ReelforgeError) -> Response:
     """A reelforge error raised by a handler for ``path``, in that route's dialect."""
-    return error_response(path, exc.status_code, exc.name, exc.message)
+    param = exc.field if isinstance(exc, InvalidRequest) else None
+    return error_response(path, exc.status_code, exc.name, exc.message, param)
 
 
 async def _reelforge_error(request: Request, exc: ReelforgeError) -> Response:
@@ -50,7 +54,7 @@ async def _invalid_body(request: Request, exc: RequestValidationError) -> Respon
     message = f"{field}: {first.get('msg', 'invalid value')}"
     if "input" in first and first.get("type") != "missing" and field != "body":
         message += f" (got {_shorten(first['input'])})"
-    return error_response(path, 400, "InvalidRequest", message)
+    return error_response(path, 400, "InvalidRequest", message, field)
 
 
 async def _http_error(request: Request, exc: HTTPException) -> Response:

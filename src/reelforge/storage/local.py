@@ -96,6 +96,11 @@ class LocalStorage:
             raise Forbidden("the link's signature does not match")
         if expires < self._clock():
             raise Gone("the link has expired; fetch the generation again for a fresh one")
+        return self.file(key)
+
+    def file(self, key: str) -> Path:
+        """The stored file ``key`` (for the API's own authenticated reads); ``NotFound`` if
+        there is none."""
         path = self._path(key)
         if not path.is_file():
             raise NotFound("no such file")
