@@ -19,7 +19,6 @@ import uvicorn
 from reelforge.api.app import Services, create_app
 from reelforge.jobs.model import Store
 from reelforge.runtime import (
-    ensure_key,
     load_models,
     open_storage,
     open_store,
@@ -27,6 +26,7 @@ from reelforge.runtime import (
     stop_workers,
 )
 from reelforge.settings import Settings
+from reelforge.startup import ensure_key
 
 LEGACY = "/v2/generate/video/minimax/generation"
 UNIFIED = "/v2/video/generations"

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import signal
+import threading
 import time
 from contextlib import closing
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from PIL import Image
@@ -112,22 +115,18 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Listen port [REELFORGE_PORT].")] = None,
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
 ) -> None:
-    """Serve the API (and ``--workers`` worker processes) on one data directory."""
+    """Serve the API (and ``--workers`` worker processes, supervised) on one data directory."""
     import uvicorn
-
-    from reelforge.runtime import ensure_key, open_store, start_workers, stop_workers
 
     settings = _settings()
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = settings.model_copy(update=overrides)
-    store = open_store(settings)
-    first_key = ensure_key(settings, store)
-    store.close()
+    first_key = _prepare_serve(settings)
     # uvicorn re-raises a SIGTERM once it has shut down; with the default handler that ends
     # the process on the spot, before the workers are stopped. This one exits through the
     # ``finally`` below instead.
     signal.signal(signal.SIGTERM, _exit_on_signal)
-    processes = start_workers(settings, workers)
+    supervision = _Supervision(settings, workers)
     try:
         out.print(f"reelforge {__version__} on http://{settings.host}:{settings.port}/v2")
         out.print(
@@ -146,8 +145,67 @@ def serve(
             log_level="info",
             access_log=access_log,
         )
+    except SystemExit:
+        if supervision.failure is None:
+            raise
     finally:
-        stop_workers(processes, timeout=settings.drain_seconds + 5)
+        supervision.close()
+    if supervision.failure is not None:
+        _refuse(f"{supervision.failure}; stopping")
+
+
+def _prepare_serve(settings: Settings) -> str | None:
+    """The start checks of ``serve`` (``_refuse`` on failure); the first key, if made now."""
+    from reelforge.runtime import open_store
+    from reelforge.startup import StartRefused, check_storage, ensure_key
+
+    store = open_store(settings)
+    try:
+        first_key = ensure_key(settings, store)
+        check_storage(settings, store)
+    except StartRefused as exc:
+        _refuse(str(exc))
+    finally:
+        store.close()
+    return first_key
+
+
+def _refuse(message: str) -> NoReturn:
+    """Say on one line why reelforge stops, and exit 1."""
+    err.print(f"error: {message}", soft_wrap=True, markup=False, highlight=False)
+    raise typer.Exit(1)
+
+
+class _Supervision:
+    """``serve``'s worker processes, supervised on a thread; a crash loop stops the server
+    (SIGTERM to this process: uvicorn shuts down) and is kept in ``failure``."""
+
+    def __init__(self, settings: Settings, count: int) -> None:
+        from reelforge.supervise import CrashLoop, Supervisor
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+        self.settings = settings
+        self.supervisor = Supervisor(settings, count)
+        self.failure: CrashLoop | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="reelforge-supervisor")
+        if count:
+            self._thread.start()
+
+    def _run(self) -> None:
+        from reelforge.supervise import CrashLoop
+
+        try:
+            self.supervisor.run(self._stop)
+        except CrashLoop as exc:
+            self.failure = exc
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        self.supervisor.close(timeout=self.settings.drain_seconds + 5)
 
 
 def _exit_on_signal(signum: int, _: FrameType | None) -> None:
@@ -168,8 +226,11 @@ def worker(
         ),
     ] = None,
 ) -> None:
-    """Run workers alone, against the data directory or database of a ``reelforge serve``."""
-    from reelforge.runtime import run_worker, start_workers, stop_workers
+    """Run workers alone, against the data directory or database of a ``reelforge serve``
+    (``--processes`` above 1: supervised, restarted when they die)."""
+    from reelforge.runtime import run_worker
+    from reelforge.startup import StartRefused
+    from reelforge.supervise import CrashLoop, Supervisor
 
     settings = _settings()
     overrides: dict[str, object] = {}
@@ -183,15 +244,20 @@ def worker(
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
     if processes == 1:
-        run_worker(settings)
+        try:
+            run_worker(settings)
+        except StartRefused as exc:
+            _refuse(str(exc))
         return
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     signal.signal(signal.SIGTERM, _exit_on_signal)  # through the ``finally``: children drain
-    children = start_workers(settings, processes)
+    supervisor = Supervisor(settings, processes)
     try:
-        for child in children:
-            child.join()
+        supervisor.run(threading.Event())
+    except CrashLoop as exc:
+        _refuse(f"{exc}; stopping")
     finally:
-        stop_workers(children, timeout=settings.drain_seconds + 5)
+        supervisor.close(timeout=settings.drain_seconds + 5)
 
 
 db = typer.Typer(help="The shared PostgreSQL database.", no_args_is_help=True)

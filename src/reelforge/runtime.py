@@ -12,17 +12,18 @@ import signal
 import socket
 import threading
 from multiprocessing.process import BaseProcess
+from multiprocessing.synchronize import Event
 from types import FrameType
 
 from fastapi import FastAPI
 
 from reelforge.api.app import Services, create_app
-from reelforge.api.auth import new_key, register
 from reelforge.engines import load_engines
 from reelforge.engines.registry import ModelSpec, default_registry, load_registry
 from reelforge.jobs.model import Store
 from reelforge.jobs.sqlite import SQLiteJobStore
 from reelforge.settings import Settings
+from reelforge.startup import check_storage, make_data_dir
 from reelforge.storage.base import Storage
 from reelforge.storage.local import LocalStorage, load_or_create_secret
 from reelforge.worker import Signals, Worker
@@ -39,7 +40,7 @@ def open_store(settings: Settings) -> Store:
         except ImportError as exc:
             raise RuntimeError("PostgreSQL needs: pip install 'reelforge[postgres]'") from exc
         return PostgresJobStore(settings.database_url.get_secret_value())
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    make_data_dir(settings.data_dir)
     return SQLiteJobStore(settings.database_path)
 
 
@@ -67,29 +68,13 @@ def open_storage(settings: Settings) -> Storage:
     return LocalStorage(settings.data_dir, secret=secret, url_ttl_seconds=settings.url_ttl_seconds)
 
 
-def ensure_key(settings: Settings, store: Store) -> str | None:
-    """Register ``REELFORGE_API_KEY``; with no key at all, make one, keep it in the data dir
-    for local tools and return it (to be shown once)."""
-    if settings.api_key is not None:
-        register(store, settings.api_key.get_secret_value(), name="REELFORGE_API_KEY")
-    if store.list_keys():
-        return None
-    key = new_key()
-    register(store, key, name="first start")
-    path = settings.local_key_path
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(key + "\n")
-    return key
-
-
 def api_from_environment() -> FastAPI:
     """The API of one of several ``reelforge serve --api-processes N`` processes (uvicorn
     imports this factory in each; settings come from the environment)."""
     settings = Settings()
-    return create_app(
-        Services(settings, open_store(settings), open_storage(settings), load_models(settings))
-    )
+    store = open_store(settings)
+    check_storage(settings, store)
+    return create_app(Services(settings, store, open_storage(settings), load_models(settings)))
 
 
 def load_models(settings: Settings) -> dict[str, ModelSpec]:
@@ -125,10 +110,11 @@ def build_workers(
     ]
 
 
-def run_worker(settings: Settings, *, child: bool = False) -> None:
+def run_worker(settings: Settings, *, child: bool = False, ready: Event | None = None) -> None:
     """A worker process's main: SIGTERM (and SIGINT, unless ``child`` of a parent that
     forwards it) drains it: the running job gets ``drain_seconds`` to finish, then is given
-    back uncharged; a second signal gives it back at once."""
+    back uncharged; a second signal gives it back at once. ``ready`` is set once its engines
+    are loaded and it claims jobs (its supervisor tells a death at start from a later one)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     signals = Signals()
     parent = os.getppid()
@@ -149,6 +135,7 @@ def run_worker(settings: Settings, *, child: bool = False) -> None:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, signal.SIG_IGN if child else on_signal)
     store = open_store(settings)
+    check_storage(settings, store)
     store.on_new_work(signals.wake.set)
     prefix = f"{socket.gethostname()}:{os.getpid()}"
     workers = build_workers(settings, store, open_storage(settings), prefix=prefix)
@@ -160,6 +147,8 @@ def run_worker(settings: Settings, *, child: bool = False) -> None:
     log.info("worker %s (%d threads) ready for %s", prefix, len(threads), models)
     for thread in threads:
         thread.start()
+    if ready is not None:
+        ready.set()
     try:
         for thread in threads:
             while thread.is_alive():

@@ -305,8 +305,9 @@ def test_the_shipped_migrations_are_numbered_files() -> None:
         (3, "0003_cancel.sql"),
         (4, "0004_workers.sql"),
         (5, "0005_events.sql"),
+        (6, "0006_deployment.sql"),
     ]
-    assert migrate.latest_version() == 5
+    assert migrate.latest_version() == 6
 
 
 def test_misnumbered_migration_files_are_refused(
