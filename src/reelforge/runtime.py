@@ -11,9 +11,11 @@ import os
 import signal
 import socket
 import threading
+from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event
 from types import FrameType
+from typing import Final
 
 from fastapi import FastAPI
 
@@ -29,6 +31,10 @@ from reelforge.storage.local import LocalStorage, load_or_create_secret
 from reelforge.worker import Signals, Worker
 
 log = logging.getLogger("reelforge")
+
+EXIT_STUCK: Final = 75
+"""A worker process's exit status after a job's step never returned (EX_TEMPFAIL: start a
+new one)."""
 
 
 def open_store(settings: Settings) -> Store:
@@ -92,12 +98,22 @@ def worker_models(settings: Settings, registry: dict[str, ModelSpec]) -> list[st
 
 
 def build_workers(
-    settings: Settings, store: Store, storage: Storage, *, prefix: str
+    settings: Settings,
+    store: Store,
+    storage: Storage,
+    *,
+    prefix: str,
+    on_stuck: Callable[[], None] = lambda: None,
 ) -> list[Worker]:
     """``worker_concurrency`` workers, each with engines of its own: two jobs running at once
-    never share one pipeline (a diffusers pipeline is not safe to call from two threads)."""
+    never share one pipeline (a diffusers pipeline is not safe to call from two threads).
+    Each job's time limit is its model's ``job_timeout_seconds``, else the settings'."""
     registry = load_models(settings)
     models = worker_models(settings, registry)
+    timeouts = {
+        model: registry[model].job_timeout_seconds or settings.job_timeout_seconds
+        for model in models
+    }
     return [
         Worker(
             settings,
@@ -105,6 +121,8 @@ def build_workers(
             storage,
             load_engines(registry, models, preview_scale=settings.preview_scale),
             worker_id=f"{prefix}:{n}",
+            job_timeouts=timeouts,
+            on_stuck=on_stuck,
         )
         for n in range(settings.worker_concurrency)
     ]
@@ -116,21 +134,11 @@ def run_worker(settings: Settings, *, child: bool = False, ready: Event | None =
     back uncharged; a second signal gives it back at once. ``ready`` is set once its engines
     are loaded and it claims jobs (its supervisor tells a death at start from a later one)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    signals = Signals()
-    parent = os.getppid()
-
-    def drain(why: str) -> None:
-        if signals.drain.is_set():
-            signals.halt.set()
-            return
-        log.info("%s: draining", why)
-        signals.start_draining()
-        timer = threading.Timer(settings.drain_seconds, signals.halt.set)
-        timer.daemon = True
-        timer.start()
+    control = _Control(settings)
+    signals, parent = control.signals, os.getppid()
 
     def on_signal(signum: int, _: FrameType | None) -> None:
-        drain(f"signal {signum}")
+        control.drain(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, signal.SIG_IGN if child else on_signal)
@@ -138,7 +146,8 @@ def run_worker(settings: Settings, *, child: bool = False, ready: Event | None =
     check_storage(settings, store)
     store.on_new_work(signals.wake.set)
     prefix = f"{socket.gethostname()}:{os.getpid()}"
-    workers = build_workers(settings, store, open_storage(settings), prefix=prefix)
+    storage = open_storage(settings)
+    workers = build_workers(settings, store, storage, prefix=prefix, on_stuck=control.recycle)
     threads = [
         threading.Thread(target=worker.run, args=(signals,), name=f"reelforge-worker-{n}")
         for n, worker in enumerate(workers)
@@ -154,9 +163,43 @@ def run_worker(settings: Settings, *, child: bool = False, ready: Event | None =
             while thread.is_alive():
                 thread.join(0.5)  # short joins: the main thread must stay free for signals
                 if child and os.getppid() != parent and not signals.drain.is_set():
-                    drain(f"parent process {parent} is gone")  # killed: nobody will stop us
+                    control.drain(f"parent process {parent} is gone")  # nobody will stop us
     finally:
         store.close()
+    if control.stuck.is_set():
+        raise SystemExit(EXIT_STUCK)
+
+
+class _Control:
+    """How a worker process stops: ``drain`` (no new claims; the running jobs get
+    ``drain_seconds``, then are given back; a second drain gives them back at once) and
+    ``recycle`` (a job's step never returned: drain, then exit ``EXIT_STUCK``)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.signals = Signals()
+        self.stuck = threading.Event()
+
+    def drain(self, why: str) -> None:
+        if self.signals.drain.is_set():
+            self.signals.halt.set()
+            return
+        log.info("%s: draining", why)
+        self.signals.start_draining()
+        _later(self.settings.drain_seconds, self.signals.halt.set)
+
+    def recycle(self) -> None:
+        """Drain, so that a fresh process (from the supervisor, or systemd) takes this one's
+        place; a thread whose step still does not return is left behind by ``os._exit``."""
+        self.stuck.set()
+        self.drain("a job's step did not return after its time limit")
+        _later(self.settings.drain_seconds + 1, lambda: os._exit(EXIT_STUCK))
+
+
+def _later(seconds: float, action: Callable[[], None]) -> None:
+    timer = threading.Timer(seconds, action)
+    timer.daemon = True
+    timer.start()
 
 
 def start_workers(settings: Settings, count: int) -> list[BaseProcess]:
