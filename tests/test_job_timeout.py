@@ -40,7 +40,7 @@ class SlowEngine:
             time.sleep(STEP_S)
             on_step(index + 1, 20)
             frames.append(np.full((64, 64, 3), 90, np.uint8))
-        return Video(width=64, height=64, fps=25, frame_count=20, frames=frames)
+        return Video(width=64, height=64, fps=25, frame_count=20, frames=iter(frames))
 
 
 class StuckEngine:
@@ -55,7 +55,7 @@ class StuckEngine:
     def generate(self, request: JobRequest, keyframes: Keyframes, on_step: OnStep) -> Video:
         self.release.wait(30)
         frames: list[Frame] = [np.full((64, 64, 3), 40, np.uint8)] * 4
-        return Video(width=64, height=64, fps=25, frame_count=4, frames=frames)
+        return Video(width=64, height=64, fps=25, frame_count=4, frames=iter(frames))
 
 
 class Rig:
