@@ -94,7 +94,7 @@ def test_a_key_that_cannot_be_kept_is_never_stored(tmp_path: Path, pg_url: str) 
     settings = Settings(data_dir=blocked / "data", database_url=pg_url)
     store = PostgresJobStore(pg_url)
     try:
-        with pytest.raises(OSError):
+        with pytest.raises(NotADirectoryError):
             ensure_key(settings, store)
         assert store.list_keys() == []
     finally:
@@ -109,7 +109,7 @@ def test_processes_on_one_database_must_share_storage(tmp_path: Path, pg_url: st
     try:
         check_storage(here, store)
         check_storage(here, store)  # the same directory again: fine
-        with pytest.raises(StartRefused, match="use S3 .* or one shared REELFORGE_DATA_DIR"):
+        with pytest.raises(StartRefused, match=r"use S3 .* or one shared REELFORGE_DATA_DIR"):
             check_storage(elsewhere, store)
         with pytest.raises(StartRefused, match="another data directory, not in this process's S3"):
             check_storage(bucket, store)
