@@ -418,7 +418,7 @@ def test_upgrade_fills_job_inputs_from_old_requests(
         """,
         (old,),
     )
-    assert upgrade(pg_empty_url) == [5]
+    assert upgrade(pg_empty_url) == [5, 6]
     opened = PostgresJobStore(pg_empty_url)
     try:
         keys = {"inputs/a", "inputs/b", "inputs/c"}
