@@ -4,6 +4,9 @@ back is ended from the heartbeat and the process is asked to recycle itself."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +21,7 @@ from reelforge.engines.registry import load_registry
 from reelforge.jobs.model import EventKind, Job
 from reelforge.jobs.sqlite import SQLiteJobStore
 from reelforge.request import JobRequest
-from reelforge.runtime import build_workers
+from reelforge.runtime import EXIT_STUCK, build_workers
 from reelforge.settings import Settings
 from reelforge.storage.local import LocalStorage
 from reelforge.video import Frame, Video
@@ -145,3 +148,35 @@ def test_the_limit_is_the_models_else_the_settings(tmp_path: Path) -> None:
     (worker,) = build_workers(settings, store, storage, prefix="t")
     assert worker.job_timeouts == {"quick": 90, "plain": 600}
     store.close()
+
+
+def test_a_worker_process_with_a_stuck_step_exits_for_a_fresh_one(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    store = SQLiteJobStore(settings.database_path)
+    job_id = store.create(
+        owner="k", model="preview", request=JobRequest(prompt="x"), max_attempts=2
+    ).id
+    env = {name: value for name, value in os.environ.items() if not name.startswith("REELFORGE_")}
+    env.update(
+        REELFORGE_DATA_DIR=str(tmp_path),
+        REELFORGE_JOB_TIMEOUT_SECONDS="0.5",
+        REELFORGE_LEASE_SECONDS="1",
+        REELFORGE_DRAIN_SECONDS="0.5",
+        REELFORGE_POLL_SECONDS="0.05",
+    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "tests.stuck_worker"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == EXIT_STUCK, done.stderr
+        assert "did not return after its time limit: draining" in done.stderr
+        job = store.get(job_id)
+        assert job is not None
+        assert (job.status, job.error_name) == (Status.ERROR, "TimedOut")
+    finally:
+        store.close()

@@ -467,12 +467,17 @@ class _Heartbeat:
 
     def _end_stuck(self) -> None:
         """The job's step has not called back within the grace: end it ``TimedOut`` here
-        (whatever it makes later is refused: the lease is over) and ask for a new process."""
+        (whatever it makes later is refused: the lease is over) and ask for a new process,
+        unless the job ended meanwhile (the worker recorded it first)."""
         self.lost = True
         message = f"{self._deadline.message()}; its step did not stop, the worker restarts"
-        log.error("job %s: %s", self._lease.job.id, message)
         try:
-            self._store.finish(self._lease, Failed("TimedOut", message, self._run.seconds()))
+            stuck = self._store.finish(
+                self._lease, Failed("TimedOut", message, self._run.seconds())
+            )
         except Exception:  # the database is away: the lease lapses and the job is retried
             log.exception("could not record the end of job %s", self._lease.job.id)
-        self.on_stuck()
+            stuck = True
+        if stuck:
+            log.error("job %s: %s", self._lease.job.id, message)
+            self.on_stuck()
