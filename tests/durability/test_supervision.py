@@ -1,6 +1,6 @@
-"""``reelforge serve`` supervises its worker processes: a killed worker is reaped, logged and
-replaced, and queued jobs complete; a worker that keeps dying at start stops ``serve`` with a
-non-zero status and a message that says so."""
+"""``reelforge serve`` and ``reelforge worker --processes N`` supervise their worker processes:
+a killed worker is reaped, logged and replaced, and queued jobs complete; a worker that keeps
+dying at start stops ``serve`` with a non-zero status and a message that says so."""
 
 from __future__ import annotations
 
@@ -12,11 +12,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
+import pytest
 
-from tests.service import LEGACY, TEST_KEY, free_port, spawned_children
+from reelforge.contract import Status
+from reelforge.jobs.sqlite import SQLiteJobStore
+from reelforge.request import JobRequest
+from tests.service import TEST_KEY, free_port, spawned_children
 
 START_S = 60.0
+ENDED = (Status.COMPLETED, Status.ERROR)
 
 
 def environment(data_dir: Path, port: int, **values: str) -> dict[str, str]:
@@ -35,14 +39,20 @@ def environment(data_dir: Path, port: int, **values: str) -> dict[str, str]:
     return env
 
 
+COMMANDS = {"serve": ["serve", "--workers", "1"], "worker": ["worker", "--processes", "2"]}
+
+
 @contextmanager
-def serve(tmp_path: Path, **values: str) -> Iterator[tuple[subprocess.Popen[bytes], Path, int]]:
-    """``reelforge serve`` with one worker; its process, its log file and its port."""
+def serve(
+    tmp_path: Path, command: str = "serve", **values: str
+) -> Iterator[tuple[subprocess.Popen[bytes], Path, int]]:
+    """``reelforge serve`` with one worker (or ``worker`` with two); its process, its log
+    file and its port."""
     port = free_port()
     log = tmp_path / "serve.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "reelforge", "serve", "--workers", "1"],
+            [sys.executable, "-m", "reelforge", *COMMANDS[command]],
             env=environment(tmp_path / "data", port, **values),
             stdout=sink,
             stderr=subprocess.STDOUT,
@@ -69,28 +79,29 @@ def is_zombie(pid: int) -> bool:
         return False
 
 
-def test_a_killed_worker_is_reaped_logged_and_replaced(tmp_path: Path) -> None:
-    with serve(tmp_path) as (process, log, port):
-        wait_for(log, "ready for", process)
-        (worker,) = spawned_children(process.pid)
+@pytest.mark.parametrize("command", ["serve", "worker"])
+def test_a_killed_worker_is_reaped_logged_and_replaced(tmp_path: Path, command: str) -> None:
+    with serve(tmp_path, command) as (process, log, _):
+        wait_for(log, "ready for", process, count=2 if command == "worker" else 1)
+        worker = spawned_children(process.pid)[0]
         os.kill(worker, 9)
-        wait_for(log, "ready for", process, count=2)
-        assert f"worker 0 (pid {worker}) died: killed by SIGKILL" in log.read_text()
+        wait_for(log, f"(pid {worker}) died: killed by SIGKILL; restarting in 0.5 s", process)
+        wait_for(log, "restarted as pid", process)
         assert not is_zombie(worker)
-        (replacement,) = spawned_children(process.pid)
-        assert replacement != worker
-        headers = {"Authorization": f"Bearer {TEST_KEY}"}
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers) as client:
-            created = client.post(LEGACY, json={"model": "preview", "prompt": "after a death"})
-            assert created.status_code == 200, created.text
-            generation_id = created.json()["generation_id"]
+        assert worker not in spawned_children(process.pid)
+        store = SQLiteJobStore(tmp_path / "data" / "reelforge.sqlite3")
+        try:
+            job_id = store.create(
+                owner="k", model="preview", request=JobRequest(prompt="after"), max_attempts=1
+            ).id
             deadline = time.monotonic() + START_S
-            while (answer := client.get(LEGACY, params={"generation_id": generation_id})).json()[
-                "status"
-            ] not in ("completed", "error"):
-                assert time.monotonic() < deadline, answer.text
+            while (job := store.get(job_id)) is not None and job.status not in ENDED:
+                assert time.monotonic() < deadline, log.read_text()
                 time.sleep(0.1)
-        assert answer.json()["status"] == "completed", answer.text
+            assert job is not None
+            assert job.status is Status.COMPLETED, job
+        finally:
+            store.close()
 
 
 def test_a_worker_that_keeps_dying_at_start_stops_serve(tmp_path: Path) -> None:
