@@ -196,8 +196,9 @@ class Worker:
         run = _Run(lease, self.storage.scratch)
         limit = self.job_timeouts.get(lease.job.model, self.settings.job_timeout_seconds)
         deadline = _Deadline(run.started + limit, limit, stuck_grace(self.settings, limit))
-        beat = _Heartbeat(self.store, run, self.settings.lease_seconds, halt, deadline)
-        beat.on_stuck = self.on_stuck  # called on the beating thread
+        beat = _Heartbeat(
+            self.store, run, self.settings.lease_seconds, halt, deadline, self.on_stuck
+        )
         beat.start()
         keyframes = self._attempt(run, beat, lambda: self._keyframes(lease))
         if keyframes is None:
@@ -408,10 +409,11 @@ class _Heartbeat:
         lease_seconds: float,
         halt: threading.Event,
         deadline: _Deadline,
+        on_stuck: Callable[[], None],
     ) -> None:
         self._store, self._lease, self._lease_seconds = store, run.lease, lease_seconds
         self._run, self._halt, self._deadline = run, halt, deadline
-        self.on_stuck: Callable[[], None] = lambda: None
+        self._on_stuck = on_stuck  # called on the beating thread
         self._done = threading.Event()
         self._progress = 0
         self._phase = Phase.PREPARING
@@ -473,11 +475,11 @@ class _Heartbeat:
         message = f"{self._deadline.message()}; its step did not stop, the worker restarts"
         try:
             stuck = self._store.finish(
-                self._lease, Failed("TimedOut", message, self._run.seconds())
+                self._lease, Failed(TimedOut.__name__, message, self._run.seconds())
             )
         except Exception:  # the database is away: the lease lapses and the job is retried
             log.exception("could not record the end of job %s", self._lease.job.id)
             stuck = True
         if stuck:
             log.error("job %s: %s", self._lease.job.id, message)
-            self.on_stuck()
+            self._on_stuck()
