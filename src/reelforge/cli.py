@@ -161,8 +161,8 @@ def _prepare_serve(settings: Settings) -> str | None:
 
     store = open_store(settings)
     try:
+        check_storage(settings, store)  # first: a refused start makes no key
         first_key = ensure_key(settings, store)
-        check_storage(settings, store)
     except StartRefused as exc:
         _refuse(str(exc))
     finally:
