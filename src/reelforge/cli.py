@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 import time
@@ -118,6 +117,8 @@ def serve(
     """Serve the API (and ``--workers`` worker processes, supervised) on one data directory."""
     import uvicorn
 
+    from reelforge.supervise import Supervisor, SupervisorThread
+
     settings = _settings()
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = settings.model_copy(update=overrides)
@@ -126,7 +127,8 @@ def serve(
     # the process on the spot, before the workers are stopped. This one exits through the
     # ``finally`` below instead.
     signal.signal(signal.SIGTERM, _exit_on_signal)
-    supervision = _Supervision(settings, workers)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    supervision = SupervisorThread(Supervisor(settings, workers))
     try:
         out.print(f"reelforge {__version__} on http://{settings.host}:{settings.port}/v2")
         out.print(
@@ -149,7 +151,7 @@ def serve(
         if supervision.failure is None:
             raise
     finally:
-        supervision.close()
+        supervision.close(timeout=settings.drain_seconds + 5)
     if supervision.failure is not None:
         _refuse(f"{supervision.failure}; stopping")
 
@@ -174,38 +176,6 @@ def _refuse(message: str) -> NoReturn:
     """Say on one line why reelforge stops, and exit 1."""
     err.print(f"error: {message}", soft_wrap=True, markup=False, highlight=False)
     raise typer.Exit(1)
-
-
-class _Supervision:
-    """``serve``'s worker processes, supervised on a thread; a crash loop stops the server
-    (SIGTERM to this process: uvicorn shuts down) and is kept in ``failure``."""
-
-    def __init__(self, settings: Settings, count: int) -> None:
-        from reelforge.supervise import CrashLoop, Supervisor
-
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-        self.settings = settings
-        self.supervisor = Supervisor(settings, count)
-        self.failure: CrashLoop | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="reelforge-supervisor")
-        if count:
-            self._thread.start()
-
-    def _run(self) -> None:
-        from reelforge.supervise import CrashLoop
-
-        try:
-            self.supervisor.run(self._stop)
-        except CrashLoop as exc:
-            self.failure = exc
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    def close(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
-        self.supervisor.close(timeout=self.settings.drain_seconds + 5)
 
 
 def _exit_on_signal(signum: int, _: FrameType | None) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import signal
 import threading
 import time
@@ -148,6 +149,34 @@ class Supervisor:
             slot.delay,
         )
         slot.delay = min(slot.delay * 2, RESTART_MAX_DELAY_S)
+
+
+class SupervisorThread:
+    """``supervisor`` run on a thread beside a server that holds the main thread (uvicorn):
+    a crash loop is kept in ``failure`` and this process gets SIGTERM, so that the server
+    shuts down and its caller can report why."""
+
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.supervisor = supervisor
+        self.failure: CrashLoop | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="reelforge-supervisor")
+        if supervisor.slots:
+            self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.supervisor.run(self._stop)
+        except CrashLoop as exc:
+            self.failure = exc
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def close(self, timeout: float) -> None:
+        """Stop the thread, then the workers (``Supervisor.close``)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        self.supervisor.close(timeout)
 
 
 def describe_exit(exitcode: int | None) -> str:
