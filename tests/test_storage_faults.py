@@ -108,6 +108,7 @@ def test_the_job_completes_once_the_directory_is_back(tmp_path: Path) -> None:
     done = rig.run_once()
     assert (done.status, done.retries) == (Status.COMPLETED, 1)
     assert done.video_key is not None
+    assert (tmp_path / done.video_key).stat().st_mode & 0o777 == 0o600
     with av.open(str(tmp_path / done.video_key)) as container:
         assert sum(1 for _ in container.decode(video=0)) == 8
     rig.store.close()
