@@ -204,3 +204,28 @@ def test_a_completion_whose_answer_was_lost_keeps_its_video(tmp_path: Path) -> N
     assert job.video_key is not None
     assert (tmp_path / job.video_key).is_file()
     rig.store.close()
+
+
+class DeletingStorage(FlakyStorage):
+    """Local storage on which the job's owner deletes it while its video is being stored."""
+
+    store: SQLiteJobStore
+
+    def save_video(self, name: str, source: Path) -> str:
+        job_id = name.partition("-")[0]
+        assert self.store.delete(job_id, owner="k") is not None
+        return super().save_video(name, source)
+
+
+def test_a_video_stored_as_its_job_is_deleted_is_discarded(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, failures=0)
+    storage = DeletingStorage(tmp_path, failures=0)
+    storage.store = rig.store
+    rig.worker = Worker(rig.settings, rig.store, storage, {"preview": StillEngine()})
+    try:
+        job_id = rig.create()
+        assert rig.run_once()
+        assert rig.store.get(job_id) is None
+        assert list((tmp_path / "videos").glob("*.mp4")) == []
+    finally:
+        rig.store.close()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import signal
+import threading
 import time
 from contextlib import closing
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from PIL import Image
@@ -124,23 +126,22 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Listen port [REELFORGE_PORT].")] = None,
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
 ) -> None:
-    """Serve the API (and --workers worker processes) on one data directory."""
+    """Serve the API (and --workers worker processes, supervised) on one data directory."""
     import uvicorn
 
     from reelforge.api.serving import uvicorn_options
-    from reelforge.runtime import ensure_key, open_store, start_workers, stop_workers
+    from reelforge.supervise import Supervisor, SupervisorThread
 
     settings = _settings()
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = settings.model_copy(update=overrides)
-    store = open_store(settings)
-    first_key = ensure_key(settings, store)
-    store.close()
+    first_key = _prepare_serve(settings)
     # uvicorn re-raises a SIGTERM once it has shut down; with the default handler that ends
     # the process on the spot, before the workers are stopped. This one exits through the
     # ``finally`` below instead.
     signal.signal(signal.SIGTERM, _exit_on_signal)
-    processes = start_workers(settings, workers)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    supervision = SupervisorThread(Supervisor(settings, workers))
     try:
         out.print(f"reelforge {__version__} on http://{settings.host}:{settings.port}/v2")
         out.print(
@@ -158,8 +159,35 @@ def serve(
             access_log=access_log,
             **uvicorn_options(settings),
         )
+    except SystemExit:
+        if supervision.failure is None:
+            raise
     finally:
-        stop_workers(processes, timeout=settings.drain_seconds + 5)
+        supervision.close(timeout=settings.drain_seconds + 5)
+    if supervision.failure is not None:
+        _refuse(f"{supervision.failure}; stopping")
+
+
+def _prepare_serve(settings: Settings) -> str | None:
+    """The start checks of ``serve`` (``_refuse`` on failure); the first key, if made now."""
+    from reelforge.runtime import open_store
+    from reelforge.startup import StartRefused, check_storage, ensure_key
+
+    store = open_store(settings)
+    try:
+        check_storage(settings, store)  # first: a refused start makes no key
+        first_key = ensure_key(settings, store)
+    except StartRefused as exc:
+        _refuse(str(exc))
+    finally:
+        store.close()
+    return first_key
+
+
+def _refuse(message: str) -> NoReturn:
+    """Say on one line why reelforge stops, and exit 1."""
+    err.print(f"error: {message}", soft_wrap=True, markup=False, highlight=False)
+    raise typer.Exit(1)
 
 
 def _exit_on_signal(signum: int, _: FrameType | None) -> None:
@@ -180,8 +208,11 @@ def worker(
         ),
     ] = None,
 ) -> None:
-    """Run workers alone, against the data directory or database of a 'reelforge serve'."""
-    from reelforge.runtime import run_worker, start_workers, stop_workers
+    """Run workers alone, against the data directory or database of a 'reelforge serve'
+    (--processes above 1: supervised, restarted when they die)."""
+    from reelforge.runtime import run_worker
+    from reelforge.startup import StartRefused
+    from reelforge.supervise import CrashLoop, Supervisor
 
     settings = _settings()
     overrides: dict[str, object] = {}
@@ -195,15 +226,20 @@ def worker(
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
     if processes == 1:
-        run_worker(settings)
+        try:
+            run_worker(settings)
+        except StartRefused as exc:
+            _refuse(str(exc))
         return
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     signal.signal(signal.SIGTERM, _exit_on_signal)  # through the ``finally``: children drain
-    children = start_workers(settings, processes)
+    supervisor = Supervisor(settings, processes)
     try:
-        for child in children:
-            child.join()
+        supervisor.run(threading.Event())
+    except CrashLoop as exc:
+        _refuse(f"{exc}; stopping")
     finally:
-        stop_workers(children, timeout=settings.drain_seconds + 5)
+        supervisor.close(timeout=settings.drain_seconds + 5)
 
 
 db = typer.Typer(

@@ -59,6 +59,13 @@ class Gone(ReelforgeError):
     status_code = 410
 
 
+class Unprocessable(ReelforgeError):
+    """What was asked for cannot be given, though the request is well formed (the content of a
+    failed generation)."""
+
+    status_code = 422
+
+
 class PayloadTooLarge(ReelforgeError):
     status_code = 413
 

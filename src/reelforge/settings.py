@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     storage_retry_seconds: float = Field(
         2.0, ge=0, description="First wait before such a retry; doubles each time, to 5 min."
     )
+    job_timeout_seconds: float = Field(
+        7200.0, gt=0, description="Longest a job may run (wall clock) unless its model says."
+    )
     max_body_bytes: int = Field(_DEFAULT_BODY_LIMIT, ge=1024, description="Largest request body.")
     read_timeout_seconds: float = Field(
         10.0,

@@ -13,7 +13,8 @@ from starlette.testclient import TestClient
 from reelforge.api.app import Services, create_app
 from reelforge.jobs.model import Job
 from reelforge.jobs.sqlite import SQLiteJobStore
-from reelforge.runtime import ensure_key, load_models, open_storage
+from reelforge.runtime import load_models, open_storage
+from reelforge.startup import ensure_key
 from tests.service import LEGACY, TEST_KEY, service_settings
 
 AUTH = {"Authorization": f"Bearer {TEST_KEY}"}

@@ -270,10 +270,13 @@ def test_the_openapi_document_lists_both_routes(done: Finished) -> None:
         assert {"get", "post"} <= set(paths[route])
         poll = paths[route]["get"]
         assert [(p["name"], p["in"], p["required"]) for p in poll["parameters"]] == [
-            ("generation_id", "query", True)
+            ("generation_id", "query", False),
+            ("after", "query", False),
+            ("limit", "query", False),
         ]
         schema = poll["responses"]["200"]["content"]["application/json"]["schema"]
-        assert schema == {"$ref": "#/components/schemas/Generation"}
+        assert {"$ref": "#/components/schemas/Generation"} in schema["anyOf"]
+        assert {"$ref": "#/components/schemas/GenerationPage"} in schema["anyOf"]
 
 
 def test_stale_scratch_files_are_swept_and_fresh_ones_kept(tmp_path: Path) -> None:

@@ -28,6 +28,10 @@ class CountingKeys:
         key = self.keys.get(key_hash)
         return key if key is not None and key.revoked_at is None else None
 
+    def key_revoked(self, key_hash: str) -> bool:
+        key = self.keys.get(key_hash)
+        return key is not None and key.revoked_at is not None
+
     def list_keys(self) -> list[ApiKey]:
         return list(self.keys.values())
 

@@ -18,7 +18,8 @@ from schemathesis.specs.openapi.checks import ignored_auth, positive_data_accept
 from starlette.testclient import TestClient
 
 from reelforge.api.app import Services, create_app
-from reelforge.runtime import ensure_key, load_models, open_storage, open_store
+from reelforge.runtime import load_models, open_storage, open_store
+from reelforge.startup import ensure_key
 from tests.service import TEST_KEY, service_settings
 
 AUTH = {"Authorization": f"Bearer {TEST_KEY}"}

@@ -37,11 +37,18 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
+class KeyRevoked(Exception):
+    """A key given to ``register`` was revoked: it is not stored again nor brought back."""
+
+
 def register(store: KeyStore, key: str, *, name: str) -> ApiKey:
-    """Store ``key`` (hashed) unless it is already known; returns its record."""
+    """Store ``key`` (hashed) unless it is already known; returns its record, or raises
+    ``KeyRevoked`` if it was revoked."""
     known = store.key_for_hash(hash_key(key))
     if known is not None:
         return known
+    if store.key_revoked(hash_key(key)):
+        raise KeyRevoked(f"the key {key[:8]}… was revoked")
     return store.add_key(name=name, key_hash=hash_key(key), prefix=key[:8])
 
 

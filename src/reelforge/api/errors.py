@@ -15,15 +15,18 @@ from starlette.responses import Response
 
 from reelforge.api.dialects import dialect_for
 from reelforge.api.headers import SECURITY_HEADERS
-from reelforge.errors import ReelforgeError
+from reelforge.errors import InvalidRequest, ReelforgeError
 
 log = logging.getLogger("reelforge.api")
 
 
-def error_response(path: str, status: int, name: str, message: str) -> Response:
+def error_response(
+    path: str, status: int, name: str, message: str, param: str | None = None
+) -> Response:
     """An error for a request to ``path``, in that route's dialect, with the security
-    headers (``api.headers``: some errors are answered outside its middleware)."""
-    response = dialect_for(path).render_error(status, name, message)
+    headers (``api.headers``: some errors are answered outside its middleware); ``param``
+    names the request field at fault, if one is."""
+    response = dialect_for(path).render_error(status, name, message, param)
     response.raw_headers.extend(SECURITY_HEADERS)
     return response
 
@@ -38,7 +41,8 @@ def install(app: FastAPI) -> None:
 
 def reelforge_error_response(path: str, exc: ReelforgeError) -> Response:
     """A reelforge error raised by a handler for ``path``, in that route's dialect."""
-    return error_response(path, exc.status_code, exc.name, exc.message)
+    param = exc.field if isinstance(exc, InvalidRequest) else None
+    return error_response(path, exc.status_code, exc.name, exc.message, param)
 
 
 async def _reelforge_error(request: Request, exc: ReelforgeError) -> Response:
@@ -59,7 +63,7 @@ async def _invalid_body(request: Request, exc: RequestValidationError) -> Respon
         message = f"{field}: unknown field" + (f"; this route takes {fields}" if fields else "")
     if "input" in first and first.get("type") != "missing" and field != "body":
         message += f" (got {_shorten(first['input'])})"
-    return error_response(path, 400, "InvalidRequest", message)
+    return error_response(path, 400, "InvalidRequest", message, field)
 
 
 def _body_fields(request: Request) -> str:

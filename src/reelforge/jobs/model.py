@@ -398,6 +398,10 @@ class KeyStore(Protocol):
         """The active key with this hash; None if unknown or revoked."""
         ...
 
+    def key_revoked(self, key_hash: str) -> bool:
+        """Whether a key with this hash was stored and then revoked."""
+        ...
+
     def list_keys(self) -> list[ApiKey]:
         """Every key, revoked ones included, oldest first."""
         ...
@@ -425,6 +429,11 @@ class Coordination(Protocol):
     def take_chore(self, name: str, *, holder: str, seconds: float) -> bool:
         """Hold the named lease ``name`` (a periodic task one worker runs at a time) for
         ``seconds``: True if it was free, expired, or already ``holder``'s."""
+        ...
+
+    def deployment_value(self, name: str, proposed: str) -> str:
+        """The value every process on this database agrees on for ``name`` (e.g. where the
+        videos are): ``proposed`` if none was stored yet (it is stored), else the stored one."""
         ...
 
 

@@ -692,6 +692,14 @@ class PostgresJobStore(StoreBase):
             ).fetchone()
         return None if row is None else ApiKey(**row)
 
+    def key_revoked(self, key_hash: str) -> bool:
+        with self._connection() as conn:
+            row = conn.execute(
+                "SELECT 1 FROM api_keys WHERE key_hash = %s AND revoked_at IS NOT NULL",
+                (key_hash,),
+            ).fetchone()
+        return row is not None
+
     def list_keys(self) -> builtins.list[ApiKey]:
         with self._connection() as conn:
             rows = conn.execute(
@@ -763,6 +771,20 @@ class PostgresJobStore(StoreBase):
                 {"name": name, "holder": holder, "seconds": seconds, "now": self._now()},
             ).fetchone()
         return row is not None
+
+    def deployment_value(self, name: str, proposed: str) -> str:
+        with self._connection() as conn:
+            conn.execute(
+                """
+                INSERT INTO deployment (name, value) VALUES (%s, %s)
+                ON CONFLICT (name) DO NOTHING
+                """,
+                (name, proposed),
+            )
+            row = _one(
+                conn.execute("SELECT value FROM deployment WHERE name = %s", (name,)).fetchone()
+            )
+        return str(row["value"])
 
     def close(self) -> None:
         with self._listener_lock:

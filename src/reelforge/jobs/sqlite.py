@@ -493,6 +493,17 @@ class SQLiteJobStore(StoreBase):
         )
         return None if row is None else ApiKey(**_fields(row))
 
+    def key_revoked(self, key_hash: str) -> bool:
+        row = (
+            self._db.read()
+            .execute(
+                "SELECT 1 FROM api_keys WHERE key_hash = ? AND revoked_at IS NOT NULL",
+                (key_hash,),
+            )
+            .fetchone()
+        )
+        return row is not None
+
     def list_keys(self) -> builtins.list[ApiKey]:
         rows = (
             self._db.read()
@@ -565,6 +576,15 @@ class SQLiteJobStore(StoreBase):
                 {"name": name, "holder": holder, "until": now + seconds, "now": now},
             ).fetchone()
         return row is not None
+
+    def deployment_value(self, name: str, proposed: str) -> str:
+        with self._db.write() as conn:
+            conn.execute(
+                "INSERT INTO deployment (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+                (name, proposed),
+            )
+            row = conn.execute("SELECT value FROM deployment WHERE name = ?", (name,)).fetchone()
+        return str(row["value"])
 
     def close(self) -> None:
         self._db.close()

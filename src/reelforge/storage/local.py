@@ -38,8 +38,9 @@ class LocalStorage:
         self._secret = secret
         self._ttl = url_ttl_seconds
         self._clock = clock
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)  # the data dir: its owner's only
         for folder in ("inputs", "videos", "tmp"):
-            (root / folder).mkdir(parents=True, exist_ok=True)
+            (root / folder).mkdir(exist_ok=True)
 
     @property
     def scratch(self) -> Path:
@@ -52,12 +53,14 @@ class LocalStorage:
         return sweep_directory(self.scratch, self._clock() - max_age_seconds)
 
     def save_input(self, data: bytes) -> str:
-        """Keep an input image; returns its key (the same bytes give the same key)."""
+        """Keep an input image (mode 0600); returns its key (the same bytes give the same key)."""
         key = f"inputs/{hashlib.sha256(data).hexdigest()}"
         target = self.root / key
         if not target.exists():
             partial = self.scratch / f"{target.name}.{secrets.token_hex(4)}.part"
-            partial.write_bytes(data)
+            descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(data)
             os.replace(partial, target)
         return key
 
@@ -98,6 +101,11 @@ class LocalStorage:
             raise Forbidden("the link's signature does not match")
         if expires < self._clock():
             raise Gone("the link has expired; fetch the generation again for a fresh one")
+        return self.file(key)
+
+    def file(self, key: str) -> Path:
+        """The stored file ``key`` (for the API's own authenticated reads); ``NotFound`` if
+        there is none."""
         path = self._path(key)
         if not path.is_file():
             raise NotFound("no such file")
@@ -121,7 +129,7 @@ def load_or_create_secret(path: Path) -> bytes:
     """
     if path.exists():
         return path.read_bytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
     descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "wb") as handle:

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from typing import Final
 
-from reelforge.api.dialects import hailuo, minimax
+from reelforge.api.dialects import hailuo, minimax, openai
 from reelforge.api.dialects.base import Dialect
 
-DIALECTS: Final[tuple[Dialect, ...]] = (hailuo.DIALECT, minimax.DIALECT)
+DIALECTS: Final[tuple[Dialect, ...]] = (hailuo.DIALECT, openai.DIALECT, minimax.DIALECT)
 DEFAULT: Final = hailuo.DIALECT
 """Whose envelope errors outside every dialect's prefixes take (files, health)."""
 

@@ -3,16 +3,21 @@ them alike."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
-ErrorRenderer = Callable[[int, str, str], Response]
-"""``render(status, name, message)``: an error in the dialect's envelope."""
+
+class ErrorRenderer(Protocol):
+    """``render(status, name, message, param)``: an error in the dialect's envelope;
+    ``param`` names the request field at fault, when one is (a dialect may leave it out)."""
+
+    def __call__(self, status: int, name: str, message: str, param: str | None) -> Response: ...
 
 
 @dataclass(frozen=True)

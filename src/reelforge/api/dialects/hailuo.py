@@ -441,8 +441,9 @@ def view(job: Job, services: Services, *, base_url: str) -> dict[str, Any]:
     }
 
 
-def render_error(status: int, name: str, message: str) -> Response:
-    """The Hailuo envelope: ``{"error": {"name", "message"}}``."""
+def render_error(status: int, name: str, message: str, param: str | None = None) -> Response:
+    """The Hailuo envelope: ``{"error": {"name", "message"}}`` (the field at fault is named at
+    the start of the message; ``param`` is not sent)."""
     return JSONResponse({"error": {"name": name, "message": message}}, status_code=status)
 
 

@@ -234,9 +234,10 @@ async def retrieve(
 # --- errors ------------------------------------------------------------------------------
 
 
-def render_error(status: int, name: str, message: str) -> Response:
+def render_error(status: int, name: str, message: str, param: str | None = None) -> Response:
     """MiniMax's envelope: HTTP 200 and ``{"base_resp": {"status_code", "status_msg"}}``, the
-    code from ``CODES``; a missing route or method (``HTTPError`` 404/405) keeps its status."""
+    code from ``CODES``; a missing route or method (``HTTPError`` 404/405) keeps its status.
+    ``param`` is already named in ``message``, as MiniMax's messages name their field."""
     if name == "HTTPError" and status in (404, 405):
         return _base_resp(UNKNOWN_ERROR, message, status)
     return _base_resp(CODES.get(status, UNKNOWN_ERROR), message)
