@@ -24,7 +24,7 @@ from dataclasses import asdict
 from typing import Annotated, Any, Final, Literal
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
@@ -32,6 +32,7 @@ from reelforge.api.accept import accept
 from reelforge.api.deps import CallerDep, Services, ServicesDep
 from reelforge.api.dialects import openai_create as create_body
 from reelforge.api.dialects.base import Dialect
+from reelforge.api.files import VideoFile
 from reelforge.contract import Status
 from reelforge.engines.registry import capabilities
 from reelforge.errors import NotFound, Unprocessable
@@ -198,7 +199,7 @@ def content(
     if isinstance(storage, LocalStorage):
         path = storage.file(key)
         if variant == "video":
-            return FileResponse(path, media_type="video/mp4", filename=path.name)
+            return VideoFile(path, media_type="video/mp4", filename=path.name)
         return Response(_picture(key, variant, str(path)), media_type="image/jpeg")
     url = storage.video_url(key, base_url=str(request.base_url))
     if variant == "video":
