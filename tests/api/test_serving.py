@@ -68,6 +68,10 @@ def test_every_kind_of_answer_has_the_security_headers(api: Api) -> None:
         api.client.get("/healthz"),
         api.client.get("/openapi.json"),
         api.client.get("/v2/models"),
+        api.client.get("/v1/models"),  # the OpenAI dialect
+        api.client.get("/v1/videos/missing"),  # its 404
+        api.client.get("/v1/query/video_generation"),  # MiniMax's refusal, at HTTP 200
+        api.client.put("/healthz"),  # a 405
     ]
     for response in answers:
         assert_security_headers(response)
