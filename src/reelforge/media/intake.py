@@ -3,14 +3,23 @@
 Nothing is corrected silently: an image that breaks a rule is refused with a message that
 names the field and the value. EXIF orientation is applied (it is how the image is meant
 to be seen), and the checks run on the oriented image.
+
+Every decode is sized before it starts, from what the file's structure declares
+(``media.layout``): no image costs more than ``MAX_DECODE_BYTES`` of pixel and coefficient
+buffers or more than ``MAX_SCAN_BLOCKS`` of JPEG scan work, whatever its header claims. The
+pixels are decoded no larger than the largest output can use: a JPEG at 1/2, 1/4 or 1/8
+scale (libjpeg's own scaled decode), a PNG reduced once decoded. ``source_size`` keeps the
+file's own (oriented) size, from which the video's size is computed.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import warnings
+from typing import Final
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 from reelforge.contract import (
     MAX_IMAGE_BYTES,
@@ -19,15 +28,43 @@ from reelforge.contract import (
     MIN_IMAGE_SHORT_SIDE,
 )
 from reelforge.errors import InvalidImage
+from reelforge.media.layout import BLOCK_COEFFICIENT_BYTES, JpegLayout, count_png_chunks, read_jpeg
 
 ACCEPTED_FORMATS = ("JPEG", "PNG")
+DECODE_SHORT_SIDE: Final = 2700
+"""Pixels are kept with a shorter side of at least this (the largest output side) where the
+file has them: any output, even cover-cropped, is made without enlarging."""
+MAX_DECODE_BYTES: Final = 128 * 1024 * 1024
+"""Most bytes of pixel and coefficient buffers one decode may hold at once."""
+MAX_SCAN_BLOCKS: Final = 30_000_000
+"""Most 8x8 blocks a JPEG's scans may visit, summed over scans (about a second of work)."""
+MAX_JPEG_SCANS: Final = 100
+MAX_JPEG_SEGMENTS: Final = 2000
+MAX_PNG_CHUNKS: Final = 20_000
+SOURCE_SIZE: Final = "reelforge.source_size"
+"""``Image.info`` key of the (width, height) the file itself has, EXIF orientation applied."""
+_BYTES_PER_PIXEL: Final = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2}
+"""Pillow's bytes per pixel where not 4 (RGB is kept in 4)."""
+_REDUCIBLE: Final = frozenset({"L", "LA", "RGB", "RGBA", "I", "F", "CMYK"})
+_TURNS: Final = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+"""EXIF orientation → the transposition that shows the image upright."""
 
 
 def load_image(data: bytes, *, field: str) -> Image.Image:
-    """Decode ``data`` as a JPG/PNG image and check the contract's rules.
+    """Decode ``data`` as a JPG/PNG image and check the contract's rules and the decode limits.
 
-    Returns a fully decoded RGB image with EXIF orientation applied.
-    Raises ``InvalidImage`` naming ``field`` for any broken rule.
+    Returns an RGB image with EXIF orientation applied, its shorter side reduced to no less
+    than ``DECODE_SHORT_SIDE`` px (a smaller one is kept as it is); ``source_size`` gives the
+    file's own size. Raises ``InvalidImage`` naming ``field`` for any broken rule and for
+    any failure to decode, whatever the decoder raised.
     """
     if len(data) > MAX_IMAGE_BYTES:
         raise InvalidImage(
@@ -36,30 +73,42 @@ def load_image(data: bytes, *, field: str) -> Image.Image:
     return _decode(data, field)
 
 
+def source_size(image: Image.Image) -> tuple[int, int]:
+    """(width, height) in pixels of the file ``image`` was decoded from by ``load_image``,
+    EXIF orientation applied; ``image.size`` for any other image."""
+    size = image.info.get(SOURCE_SIZE)
+    return size if isinstance(size, tuple) else image.size
+
+
 def _decode(data: bytes, field: str) -> Image.Image:
     try:
         with warnings.catch_warnings():
             # Pillow only warns between its pixel limit and twice that; both are refusals here.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as opened:
-                _check_geometry(_oriented_size(opened), field)  # from the header: no decode yet
-                oriented = ImageOps.exif_transpose(opened)
-                if "transparency" in oriented.info:
-                    oriented = oriented.convert("RGBA")  # the palette's alpha, before dropping it
-                return oriented.convert("RGB")
+                orientation = _orientation(opened)
+                size = opened.size[::-1] if orientation in (5, 6, 7, 8) else opened.size
+                _check_geometry(size, field)  # from the header: no decode yet
+                _prepare(opened, data, orientation != 1, field)
+                image = _pixels(opened)
+                if orientation in _TURNS:
+                    image = image.transpose(_TURNS[orientation])
+                image.info[SOURCE_SIZE] = size
+                return image
+    except InvalidImage:
+        raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InvalidImage(field, f"image has too many pixels to decode safely ({exc})") from exc
     except UnidentifiedImageError as exc:
         raise InvalidImage(field, "image is not a JPG/JPEG or PNG file") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 (whatever a decoder raises on bad bytes is the image's fault)
         raise InvalidImage(field, f"image could not be decoded ({exc})") from exc
 
 
-def _oriented_size(image: Image.Image) -> tuple[int, int]:
-    """The size the image has once its EXIF orientation is applied, read from the header."""
-    width, height = image.size
-    transposed = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)
-    return (height, width) if transposed else (width, height)
+def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation (1: upright), read from the header."""
+    orientation = image.getexif().get(0x0112, 1)
+    return orientation if isinstance(orientation, int) else 1
 
 
 def _check_geometry(size: tuple[int, int], field: str) -> None:
@@ -77,3 +126,93 @@ def _check_geometry(size: tuple[int, int], field: str) -> None:
             f"image is {width}x{height} (width/height {ratio:.3f}); the ratio must be "
             "strictly between 2:5 and 5:2",
         )
+
+
+def _prepare(opened: ImageFile.ImageFile, data: bytes, turned: bool, field: str) -> None:
+    """Refuse a decode the limits do not allow; set a JPEG's decode scale."""
+    coefficients, scale = 0, 1
+    if opened.format == "JPEG":
+        layout = read_jpeg(data, MAX_JPEG_SEGMENTS)
+        _check_jpeg(layout, field)
+        if layout.buffers_coefficients:
+            coefficients = layout.total_blocks * BLOCK_COEFFICIENT_BYTES
+        while scale < 8 and min(opened.size) // (2 * scale) >= DECODE_SHORT_SIDE:
+            scale *= 2
+        while scale < 8 and coefficients + _held(opened, scale, turned) > MAX_DECODE_BYTES:
+            scale *= 2
+    elif count_png_chunks(data, MAX_PNG_CHUNKS) > MAX_PNG_CHUNKS:
+        raise InvalidImage(field, f"PNG has more than {MAX_PNG_CHUNKS} chunks")
+    held = coefficients + _held(opened, scale, turned)
+    if held > MAX_DECODE_BYTES:
+        mib = 1024 * 1024
+        width, height = opened.size
+        raise InvalidImage(
+            field,
+            f"image of {width}x{height} needs {math.ceil(held / mib)} MiB to decode; "
+            f"the limit is {MAX_DECODE_BYTES // mib} MiB",
+        )
+    if scale > 1:
+        opened.draft(opened.mode, (opened.size[0] // scale, opened.size[1] // scale))
+
+
+def _check_jpeg(layout: JpegLayout, field: str) -> None:
+    """The structure's limits: segments, scans, data enough for the pixels, scan work."""
+    if layout.segments > MAX_JPEG_SEGMENTS:
+        raise InvalidImage(field, f"JPEG has more than {MAX_JPEG_SEGMENTS} marker segments")
+    if layout.scans > MAX_JPEG_SCANS:
+        raise InvalidImage(field, f"JPEG has {layout.scans} scans; at most {MAX_JPEG_SCANS}")
+    blocks = layout.total_blocks
+    if not layout.arithmetic and layout.entropy_bytes * 8 < blocks:
+        raise InvalidImage(
+            field,
+            f"JPEG has {layout.entropy_bytes} bytes of image data, fewer than the "
+            f"{math.ceil(blocks / 8)} its {layout.width}x{layout.height} pixels need: "
+            "the file is truncated or damaged",
+        )
+    if layout.scan_blocks > MAX_SCAN_BLOCKS:
+        raise InvalidImage(
+            field,
+            f"JPEG scans visit {layout.scan_blocks} blocks of 8x8 pixels; at most "
+            f"{MAX_SCAN_BLOCKS}",
+        )
+
+
+def _held(opened: ImageFile.ImageFile, scale: int, turned: bool) -> int:
+    """Bytes of the pixel buffers ``_pixels`` and the turn hold at most, all counted as if
+    held at once: the decoded image at 1/``scale``, its reducible working copy, the
+    reduced RGB copy and its transposed copy."""
+    width, height = (math.ceil(side / scale) for side in opened.size)
+    decoded = width * height
+    held = decoded * _BYTES_PER_PIXEL.get(opened.mode, 4)
+    work = _working_mode(opened)
+    if work != opened.mode:
+        held += decoded * _BYTES_PER_PIXEL.get(work, 4)
+    reduced = decoded // max(1, min(width, height) // DECODE_SHORT_SIDE) ** 2
+    if work != "RGB":
+        held += reduced * 4
+    return held + (reduced * 4 if turned else 0)
+
+
+def _working_mode(image: Image.Image) -> str:
+    """The mode ``image`` is reduced in: its own where Pillow can reduce it."""
+    if image.mode in _REDUCIBLE:
+        return image.mode
+    if image.mode == "1":
+        return "L"
+    if image.mode.startswith("I;16"):
+        return "I"
+    return "RGBA" if "transparency" in image.info or "A" in image.mode else "RGB"
+
+
+def _pixels(opened: ImageFile.ImageFile) -> Image.Image:
+    """The decoded pixels in RGB, reduced by a whole factor to a shorter side of at least
+    ``DECODE_SHORT_SIDE`` (a JPEG's scale is already set)."""
+    opened.load()
+    image: Image.Image = opened
+    work = _working_mode(image)
+    if work != image.mode:
+        image = image.convert(work)
+    factor = min(image.size) // DECODE_SHORT_SIDE
+    if factor >= 2:
+        image = image.reduce(factor)
+    return image if image.mode == "RGB" else image.convert("RGB")
