@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import math
 import warnings
+from dataclasses import dataclass
 from typing import Final
 
 from PIL import Image, ImageFile, UnidentifiedImageError
@@ -28,7 +29,7 @@ from reelforge.contract import (
     MIN_IMAGE_SHORT_SIDE,
 )
 from reelforge.errors import InvalidImage
-from reelforge.media.layout import BLOCK_COEFFICIENT_BYTES, JpegLayout, count_png_chunks, read_jpeg
+from reelforge.media.layout import BLOCK_COEFFICIENT_BYTES, JpegLayout, read_jpeg, read_png
 
 ACCEPTED_FORMATS = ("JPEG", "PNG")
 DECODE_SHORT_SIDE: Final = 2700
@@ -80,20 +81,33 @@ def source_size(image: Image.Image) -> tuple[int, int]:
     return size if isinstance(size, tuple) else image.size
 
 
+@dataclass(frozen=True)
+class _Structure:
+    """What a file's structure says its decode needs beyond its pixels."""
+
+    coefficients: int = 0
+    """Bytes of a JPEG's whole-image coefficient buffer (0 where none is needed)."""
+    late_orientation: bool = False
+    """A PNG's orientation may be in chunks Pillow reads only once the pixels are decoded."""
+
+
 def _decode(data: bytes, field: str) -> Image.Image:
+    structure = _check_structure(data, field)
     try:
         with warnings.catch_warnings():
             # Pillow only warns between its pixel limit and twice that; both are refusals here.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as opened:
-                orientation = _orientation(opened)
-                size = opened.size[::-1] if orientation in (5, 6, 7, 8) else opened.size
-                _check_geometry(size, field)  # from the header: no decode yet
-                _prepare(opened, data, orientation != 1, field)
+                stored = opened.size
+                header = _orientation(opened) if opened.format == "JPEG" else 1
+                _check_geometry(_oriented(stored, header), field)  # from the header: no decode
+                turned = header != 1 or structure.late_orientation
+                _prepare(opened, structure.coefficients, turned, field)
                 image = _pixels(opened)
+                orientation = _orientation(opened)  # now with any chunk after a PNG's pixels
                 if orientation in _TURNS:
                     image = image.transpose(_TURNS[orientation])
-                image.info[SOURCE_SIZE] = size
+                image.info[SOURCE_SIZE] = _oriented(stored, orientation)
                 return image
     except InvalidImage:
         raise
@@ -101,14 +115,20 @@ def _decode(data: bytes, field: str) -> Image.Image:
         raise InvalidImage(field, f"image has too many pixels to decode safely ({exc})") from exc
     except UnidentifiedImageError as exc:
         raise InvalidImage(field, "image is not a JPG/JPEG or PNG file") from exc
-    except Exception as exc:  # noqa: BLE001 (whatever a decoder raises on bad bytes is the image's fault)
+    except Exception as exc:  # whatever a decoder raises on bad bytes is the image's fault
         raise InvalidImage(field, f"image could not be decoded ({exc})") from exc
 
 
 def _orientation(image: Image.Image) -> int:
-    """The EXIF orientation (1: upright), read from the header."""
+    """The EXIF orientation (1: upright). A PNG's ``getexif`` decodes the pixels first (an
+    eXIf chunk may follow them): only call it on one without metadata or once decoded."""
     orientation = image.getexif().get(0x0112, 1)
     return orientation if isinstance(orientation, int) else 1
+
+
+def _oriented(size: tuple[int, int], orientation: int) -> tuple[int, int]:
+    """``size`` as shown once ``orientation`` is applied."""
+    return (size[1], size[0]) if orientation in (5, 6, 7, 8) else size
 
 
 def _check_geometry(size: tuple[int, int], field: str) -> None:
@@ -128,20 +148,33 @@ def _check_geometry(size: tuple[int, int], field: str) -> None:
         )
 
 
-def _prepare(opened: ImageFile.ImageFile, data: bytes, turned: bool, field: str) -> None:
-    """Refuse a decode the limits do not allow; set a JPEG's decode scale."""
-    coefficients, scale = 0, 1
+def _check_structure(data: bytes, field: str) -> _Structure:
+    """Refuse a JPEG or PNG whose structure is beyond the limits, before Pillow walks it (in
+    Python, a segment or chunk at a time); what the structure says the decode needs."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        png = read_png(data, MAX_PNG_CHUNKS)
+        if png.chunks > MAX_PNG_CHUNKS:
+            raise InvalidImage(field, f"PNG has more than {MAX_PNG_CHUNKS} chunks")
+        return _Structure(late_orientation=png.metadata)
+    if not data.startswith(b"\xff\xd8\xff"):
+        return _Structure()
+    jpeg = read_jpeg(data, MAX_JPEG_SEGMENTS)
+    _check_jpeg(jpeg, field)
+    if jpeg.buffers_coefficients:
+        return _Structure(coefficients=jpeg.total_blocks * BLOCK_COEFFICIENT_BYTES)
+    return _Structure()
+
+
+def _prepare(opened: ImageFile.ImageFile, coefficients: int, turned: bool, field: str) -> None:
+    """Refuse a decode that needs more than ``MAX_DECODE_BYTES``; set a JPEG's decode scale:
+    the least reduction that keeps the shorter side at least ``DECODE_SHORT_SIDE``, or more
+    where the budget needs it."""
+    scale = 1
     if opened.format == "JPEG":
-        layout = read_jpeg(data, MAX_JPEG_SEGMENTS)
-        _check_jpeg(layout, field)
-        if layout.buffers_coefficients:
-            coefficients = layout.total_blocks * BLOCK_COEFFICIENT_BYTES
         while scale < 8 and min(opened.size) // (2 * scale) >= DECODE_SHORT_SIDE:
             scale *= 2
         while scale < 8 and coefficients + _held(opened, scale, turned) > MAX_DECODE_BYTES:
             scale *= 2
-    elif count_png_chunks(data, MAX_PNG_CHUNKS) > MAX_PNG_CHUNKS:
-        raise InvalidImage(field, f"PNG has more than {MAX_PNG_CHUNKS} chunks")
     held = coefficients + _held(opened, scale, turned)
     if held > MAX_DECODE_BYTES:
         mib = 1024 * 1024
@@ -157,10 +190,10 @@ def _prepare(opened: ImageFile.ImageFile, data: bytes, turned: bool, field: str)
 
 def _check_jpeg(layout: JpegLayout, field: str) -> None:
     """The structure's limits: segments, scans, data enough for the pixels, scan work."""
+    if layout.scans > MAX_JPEG_SCANS:
+        raise InvalidImage(field, f"JPEG has more than {MAX_JPEG_SCANS} scans")
     if layout.segments > MAX_JPEG_SEGMENTS:
         raise InvalidImage(field, f"JPEG has more than {MAX_JPEG_SEGMENTS} marker segments")
-    if layout.scans > MAX_JPEG_SCANS:
-        raise InvalidImage(field, f"JPEG has {layout.scans} scans; at most {MAX_JPEG_SCANS}")
     blocks = layout.total_blocks
     if not layout.arithmetic and layout.entropy_bytes * 8 < blocks:
         raise InvalidImage(

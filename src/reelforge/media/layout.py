@@ -1,6 +1,6 @@
 """What an image file's bytes declare, read without decoding any pixel.
 
-A JPEG's frame (size, components, sampling, coding) and its scans; a PNG's chunk count. The
+A JPEG's frame (size, components, sampling, coding) and its scans; a PNG's chunks. The
 intake sizes a decode from these before it starts one. The walks are linear in the file
 and bounded in steps: they stop counting past a limit the caller gives, and leave every
 judgement of damaged structure to the decoder.
@@ -123,12 +123,26 @@ def _read_scan(layout: JpegLayout, segment: bytes) -> None:
     layout.scan_blocks += sum(layout.blocks(ident) for ident in idents)
 
 
-def count_png_chunks(data: bytes, limit: int) -> int:
-    """Chunks in the PNG ``data`` (after its 8-byte signature), counted up to ``limit + 1``;
-    a chunk running past the end ends the count."""
-    count, position = 0, 8
-    while position + 8 <= len(data) and count <= limit:
+_PNG_METADATA: Final = frozenset({b"eXIf", b"tEXt", b"zTXt", b"iTXt"})
+"""Chunks that may carry an EXIF orientation (eXIf, XMP, ImageMagick's raw profile)."""
+
+
+@dataclass(frozen=True)
+class PngLayout:
+    """A PNG's chunks: their count, up to the caller's limit + 1 (the walk stops there), and
+    whether any may carry an orientation."""
+
+    chunks: int
+    metadata: bool
+
+
+def read_png(data: bytes, max_chunks: int) -> PngLayout:
+    """The layout of the PNG ``data`` (after its 8-byte signature); a chunk running past the
+    end ends the walk."""
+    count, position, metadata = 0, 8, False
+    while position + 8 <= len(data) and count <= max_chunks:
         (length,) = struct.unpack_from(">I", data, position)
+        metadata = metadata or data[position + 4 : position + 8] in _PNG_METADATA
         count += 1
         position += 12 + length
-    return count
+    return PngLayout(count, metadata)
