@@ -95,7 +95,9 @@ def _decode(data: bytes, field: str) -> Image.Image:
     structure = _check_structure(data, field)
     try:
         with warnings.catch_warnings():
-            # Pillow only warns between its pixel limit and twice that; both are refusals here.
+            # Pillow's other warnings (corrupt EXIF, odd palettes) change nothing here; it only
+            # warns between its pixel limit and twice that, and both are refusals here.
+            warnings.simplefilter("ignore")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as opened:
                 stored = opened.size
