@@ -18,8 +18,8 @@ from reelforge.engines.base import Keyframes, OnStep, request_seed
 from reelforge.engines.registry import ENGINES, PREVIEW, capabilities
 from reelforge.errors import InvalidRequest
 from reelforge.media.camera import CameraPath, CameraScript, parse_camera, plan_path
-from reelforge.media.morph import Morph
 from reelforge.media.intake import source_size
+from reelforge.media.morph import Morph
 from reelforge.media.sizing import output_size
 from reelforge.media.surround import Surround
 from reelforge.media.title import title_card
