@@ -37,8 +37,8 @@ DECODE_SHORT_SIDE: Final = 2700
 file has them: any output, even cover-cropped, is made without enlarging."""
 MAX_DECODE_BYTES: Final = 128 * 1024 * 1024
 """Most bytes of pixel and coefficient buffers one decode may hold at once."""
-MAX_SCAN_BLOCKS: Final = 30_000_000
-"""Most 8x8 blocks a JPEG's scans may visit, summed over scans (about a second of work)."""
+MAX_SCAN_BLOCKS: Final = 15_000_000
+"""Most 8x8 blocks a JPEG's scans may visit, summed over scans (about half a second of work)."""
 MAX_JPEG_SCANS: Final = 100
 MAX_JPEG_SEGMENTS: Final = 2000
 MAX_PNG_CHUNKS: Final = 20_000
