@@ -22,6 +22,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -48,12 +49,15 @@ class Case:
     name: str
     make: Callable[[], bytes]
     by_url: bool = False
+    at_once: int = 1
+    """Copies sent together, each on its own connection."""
 
 
 CASES = (
     Case("48 MP photo, 8000x6000 JPEG", hostile.photo, by_url=True),
     Case("JPEG claiming 9000x9000", hostile.claimed_jpeg, by_url=True),
     Case("9000x9000 JPEG, half its data", hostile.truncated_jpeg),
+    Case("4 at once: 9000x9000 JPEG, half its data", hostile.truncated_jpeg, at_once=4),
     Case("1-bit PNG 9400x9400", hostile.blank_png, by_url=True),
     Case("RGB PNG 9400x9400", lambda: hostile.blank_png(9400, 9400, 8, 2)),
     Case("progressive scan bomb", hostile.scan_bomb, by_url=True),
@@ -175,14 +179,17 @@ class Outcome:
     """Per process (API, worker): CPU seconds and peak extra MiB."""
 
 
-def run_case(client: httpx.Client, pids: tuple[int, int], value: str) -> Outcome:
-    """One create and, if queued, its job to the end."""
+def run_case(client: httpx.Client, pids: tuple[int, int], value: str, at_once: int = 1) -> Outcome:
+    """``at_once`` creates sent together and, if queued, their jobs to the end."""
     before = [reset_peak(pid) for pid in pids]
     started_at = time.perf_counter()
-    answer, generation_id = answer_of(client, value)
+    with ThreadPoolExecutor(at_once) as pool:
+        answers = list(pool.map(lambda _: answer_of(client, value), range(at_once)))
     answer_s, end_s = time.perf_counter() - started_at, None
-    if generation_id is not None:
-        answer += " → " + job_end(client, generation_id)
+    answer = " / ".join(sorted({answer for answer, _ in answers}))
+    ends = {job_end(client, generation_id) for _, generation_id in answers if generation_id}
+    if ends:
+        answer += " → " + " / ".join(sorted(ends))
         end_s = time.perf_counter() - started_at
     after = [usage(pid) for pid in pids]
     figures = []
@@ -225,7 +232,7 @@ def main() -> None:
             if case.by_url:
                 forms.append(("URL", f"http://127.0.0.1:{files.server_address[1]}/{index}"))
             for form, value in forms:
-                outcome = run_case(client, pids, value)
+                outcome = run_case(client, pids, value, case.at_once)
                 print(row(case.name, form, data, outcome, floor_s), flush=True)
 
 

@@ -23,6 +23,7 @@ MAX_CPU_S = 2.0
 MAX_EXTRA_MIB = 256
 MEASURE = """
 import json, resource, sys
+from concurrent.futures import ThreadPoolExecutor
 from reelforge.errors import InvalidImage
 from reelforge.media.intake import load_image, source_size
 
@@ -33,11 +34,16 @@ def status(name):
 data = sys.stdin.buffer.read()
 open("/proc/self/clear_refs", "w").write("5")  # resets VmHWM to the current size
 before, start = status("VmRSS"), resource.getrusage(resource.RUSAGE_SELF)
-try:
-    image = load_image(data, field="first_frame_image")
-    outcome = {"size": image.size, "source": source_size(image)}
-except InvalidImage as exc:
-    outcome = {"refused": exc.message}
+def answer(_: object = None):
+    try:
+        image = load_image(data, field="first_frame_image")
+        return {"size": image.size, "source": source_size(image)}
+    except InvalidImage as exc:
+        return {"refused": exc.message}
+
+with ThreadPoolExecutor(int(sys.argv[1])) as pool:  # that many at once, the same outcome
+    outcome, *others = pool.map(answer, range(int(sys.argv[1])))
+assert all(other == outcome for other in others)
 end = resource.getrusage(resource.RUSAGE_SELF)
 cpu = end.ru_utime + end.ru_stime - start.ru_utime - start.ru_stime
 print(json.dumps({**outcome, "cpu_s": cpu, "extra_mib": status("VmHWM") - before}))
@@ -51,10 +57,15 @@ class Measured:
     extra_mib: float
 
 
-def measured(data: bytes) -> Measured:
-    """``load_image(data)`` in a fresh process: its outcome, CPU seconds and extra MiB."""
+def measured(data: bytes, at_once: int = 1) -> Measured:
+    """``load_image(data)`` in a fresh process, ``at_once`` calls in threads: the outcome,
+    CPU seconds and extra MiB."""
     done = subprocess.run(
-        [sys.executable, "-c", MEASURE], input=data, capture_output=True, check=True, timeout=120
+        [sys.executable, "-c", MEASURE, str(at_once)],
+        input=data,
+        capture_output=True,
+        check=True,
+        timeout=120,
     )
     report = json.loads(done.stdout)
     cpu_s, extra_mib = report.pop("cpu_s"), report.pop("extra_mib")
@@ -113,6 +124,14 @@ def test_a_truncated_jpeg_that_passes_the_data_check_is_decoded_small() -> None:
     result = measured(hostile.truncated_jpeg())
     assert result.outcome == {"size": [4500, 4500], "source": [9000, 9000]}
     within_bounds(result)
+
+
+def test_six_at_once_hold_at_most_two_decode_budgets() -> None:
+    """Each takes ~80 MiB: six together would take up to 480 MiB, and six threads' malloc
+    arenas would keep as much once freed; two decode at a time, on the intake's threads."""
+    result = measured(hostile.truncated_jpeg(), at_once=6)
+    assert result.outcome == {"size": [4500, 4500], "source": [9000, 9000]}
+    assert result.extra_mib < MAX_EXTRA_MIB, result
 
 
 def test_an_exif_bomb_is_read_within_bounds() -> None:

@@ -14,9 +14,11 @@ file's own (oriented) size, from which the video's size is computed.
 
 from __future__ import annotations
 
+import functools
 import io
 import math
-import warnings
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Final
 
@@ -42,6 +44,11 @@ MAX_SCAN_BLOCKS: Final = 15_000_000
 MAX_JPEG_SCANS: Final = 100
 MAX_JPEG_SEGMENTS: Final = 2000
 MAX_PNG_CHUNKS: Final = 20_000
+DECODES_AT_ONCE: Final = 2
+"""Decodes one process runs at once, on its own threads (the API's request threads, a
+worker's jobs hand them over): images sent together hold at most this many decode budgets,
+and only these threads' malloc arenas keep what the decodes freed (each thread that decoded
+would keep up to a decode's peak)."""
 SOURCE_SIZE: Final = "reelforge.source_size"
 """``Image.info`` key of the (width, height) the file itself has, EXIF orientation applied."""
 _BYTES_PER_PIXEL: Final = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2}
@@ -71,7 +78,13 @@ def load_image(data: bytes, *, field: str) -> Image.Image:
         raise InvalidImage(
             field, f"image is {len(data)} bytes; the limit is {MAX_IMAGE_BYTES} bytes (20 MB)"
         )
-    return _decode(data, field)
+    return _decoders(os.getpid()).submit(_decode, data, field).result()
+
+
+@functools.cache
+def _decoders(pid: int) -> ThreadPoolExecutor:
+    """The decode threads of process ``pid`` (a forked child makes its own)."""
+    return ThreadPoolExecutor(DECODES_AT_ONCE, thread_name_prefix=f"intake-{pid}")
 
 
 def source_size(image: Image.Image) -> tuple[int, int]:
@@ -94,23 +107,21 @@ class _Structure:
 def _decode(data: bytes, field: str) -> Image.Image:
     structure = _check_structure(data, field)
     try:
-        with warnings.catch_warnings():
-            # Pillow's other warnings (corrupt EXIF, odd palettes) change nothing here; it only
-            # warns between its pixel limit and twice that, and both are refusals here.
-            warnings.simplefilter("ignore")
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as opened:
-                stored = opened.size
-                header = _orientation(opened) if opened.format == "JPEG" else 1
-                _check_geometry(_oriented(stored, header), field)  # from the header: no decode
-                turned = header != 1 or structure.late_orientation
-                _prepare(opened, structure.coefficients, turned, field)
-                image = _pixels(opened)
-                orientation = _orientation(opened)  # now with any chunk after a PNG's pixels
-                if orientation in _TURNS:
-                    image = image.transpose(_TURNS[orientation])
-                image.info[SOURCE_SIZE] = _oriented(stored, orientation)
-                return image
+        # Pillow only warns between its pixel limit and twice that (no warnings filter is
+        # changed here: filters are process-wide, and decodes run on several threads).
+        with Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as opened:
+            _check_pixels(opened.size)
+            stored = opened.size
+            header = _orientation(opened) if opened.format == "JPEG" else 1
+            _check_geometry(_oriented(stored, header), field)  # from the header: no decode
+            turned = header != 1 or structure.late_orientation
+            _prepare(opened, structure.coefficients, turned, field)
+            image = _pixels(opened)
+            orientation = _orientation(opened)  # now with any chunk after a PNG's pixels
+            if orientation in _TURNS:
+                image = image.transpose(_TURNS[orientation])
+            image.info[SOURCE_SIZE] = _oriented(stored, orientation)
+            return image
     except InvalidImage:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -119,6 +130,14 @@ def _decode(data: bytes, field: str) -> Image.Image:
         raise InvalidImage(field, "image is not a JPG/JPEG or PNG file") from exc
     except Exception as exc:  # whatever a decoder raises on bad bytes is the image's fault
         raise InvalidImage(field, f"image could not be decoded ({exc})") from exc
+
+
+def _check_pixels(size: tuple[int, int]) -> None:
+    """Pillow's decompression-bomb limit, which it only warns of below twice its value."""
+    if Image.MAX_IMAGE_PIXELS is not None and size[0] * size[1] > Image.MAX_IMAGE_PIXELS:
+        raise Image.DecompressionBombError(
+            f"{size[0]}x{size[1]} is more than {Image.MAX_IMAGE_PIXELS} pixels"
+        )
 
 
 def _orientation(image: Image.Image) -> int:
