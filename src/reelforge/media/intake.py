@@ -7,9 +7,10 @@ to be seen), and the checks run on the oriented image.
 Every decode is sized before it starts, from what the file's structure declares
 (``media.layout``): no image costs more than ``MAX_DECODE_BYTES`` of pixel and coefficient
 buffers or more than ``MAX_SCAN_BLOCKS`` of JPEG scan work, whatever its header claims. The
-pixels are decoded no larger than the largest output can use: a JPEG at 1/2, 1/4 or 1/8
-scale (libjpeg's own scaled decode), a PNG reduced once decoded. ``source_size`` keeps the
-file's own (oriented) size, from which the video's size is computed.
+pixels are kept no larger than the largest output can use: a JPEG decoded at 1/2, 1/4 or 1/8
+scale (libjpeg's own scaled decode), a PNG resized once decoded. Decodes run one
+at a time per process. ``source_size`` keeps the file's own (oriented) size, from which the
+video's size is computed.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ from reelforge.media.layout import BLOCK_COEFFICIENT_BYTES, JpegLayout, read_jpe
 ACCEPTED_FORMATS = ("JPEG", "PNG")
 DECODE_SHORT_SIDE: Final = 2700
 """Pixels are kept with a shorter side of at least this (the largest output side) where the
-file has them: any output, even cover-cropped, is made without enlarging."""
+file has them and the budget allows: any output, even cover-cropped, is made without
+enlarging."""
 MAX_DECODE_BYTES: Final = 128 * 1024 * 1024
 """Most bytes of pixel and coefficient buffers one decode may hold at once."""
 MAX_SCAN_BLOCKS: Final = 15_000_000
@@ -44,11 +46,11 @@ MAX_SCAN_BLOCKS: Final = 15_000_000
 MAX_JPEG_SCANS: Final = 100
 MAX_JPEG_SEGMENTS: Final = 2000
 MAX_PNG_CHUNKS: Final = 20_000
-DECODES_AT_ONCE: Final = 2
-"""Decodes one process runs at once, on its own threads (the API's request threads, a
-worker's jobs hand them over): images sent together hold at most this many decode budgets,
-and only these threads' malloc arenas keep what the decodes freed (each thread that decoded
-would keep up to a decode's peak)."""
+DECODES_AT_ONCE: Final = 1
+"""Decodes one process runs at once, on the intake's own thread (the API's request threads
+and a worker's jobs hand them over): images sent together hold one decode budget and the
+images already handed back, and only this thread's malloc arena keeps what decodes freed
+(every thread that decoded would keep up to a decode's peak)."""
 SOURCE_SIZE: Final = "reelforge.source_size"
 """``Image.info`` key of the (width, height) the file itself has, EXIF orientation applied."""
 _BYTES_PER_PIXEL: Final = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2}
@@ -194,9 +196,9 @@ def _prepare(opened: ImageFile.ImageFile, coefficients: int, turned: bool, field
     if opened.format == "JPEG":
         while scale < 8 and min(opened.size) // (2 * scale) >= DECODE_SHORT_SIDE:
             scale *= 2
-        while scale < 8 and coefficients + _held(opened, scale, turned) > MAX_DECODE_BYTES:
+        while scale < 8 and _held(opened, scale, turned, coefficients) > MAX_DECODE_BYTES:
             scale *= 2
-    held = coefficients + _held(opened, scale, turned)
+    held = _held(opened, scale, turned, coefficients)
     if held > MAX_DECODE_BYTES:
         mib = 1024 * 1024
         width, height = opened.size
@@ -231,20 +233,39 @@ def _check_jpeg(layout: JpegLayout, field: str) -> None:
         )
 
 
-def _held(opened: ImageFile.ImageFile, scale: int, turned: bool) -> int:
-    """Bytes of the pixel buffers ``_pixels`` and the turn hold at most, all counted as if
-    held at once: the decoded image at 1/``scale``, its reducible working copy, the
-    reduced RGB copy and its transposed copy."""
+def _held(opened: ImageFile.ImageFile, scale: int, turned: bool, coefficients: int) -> int:
+    """Most bytes of buffers ``_pixels`` and the turn hold at once, the file's decoded image
+    (at 1/``scale``) held throughout: beside it, the decoder's ``coefficients``; then its
+    working copy; then the resize's intermediate and its result; then the result's RGB copy;
+    then the turned copy."""
     width, height = (math.ceil(side / scale) for side in opened.size)
-    decoded = width * height
-    held = decoded * _BYTES_PER_PIXEL.get(opened.mode, 4)
     work = _working_mode(opened)
-    if work != opened.mode:
-        held += decoded * _BYTES_PER_PIXEL.get(work, 4)
-    reduced = decoded // max(1, min(width, height) // DECODE_SHORT_SIDE) ** 2
-    if work != "RGB":
-        held += reduced * 4
-    return held + (reduced * 4 if turned else 0)
+    decoded = width * height * _BYTES_PER_PIXEL.get(opened.mode, 4)
+    work_bytes = _BYTES_PER_PIXEL.get(work, 4)
+    copy = width * height * work_bytes if work != opened.mode else 0
+    kept_width, kept_height = _kept_size(opened, (width, height))
+    kept = kept_width * kept_height * work_bytes
+    if (kept_width, kept_height) == (width, height):
+        kept = 0  # no resize: the working copy is kept
+    between = max(kept_width * height, width * kept_height) * work_bytes if kept else 0
+    rgb = kept_width * kept_height * 4
+    converted = rgb if work != "RGB" else 0
+    separate = rgb if converted or kept or copy else 0  # the result is not the decoded image
+    phases = (copy, copy + between + kept, (kept or copy) + converted)
+    return decoded + max(coefficients, *phases, separate + (rgb if turned else 0))
+
+
+def _kept_size(opened: ImageFile.ImageFile, size: tuple[int, int]) -> tuple[int, int]:
+    """The size a decode of ``size`` is kept at: a PNG's scaled to a shorter side of
+    ``DECODE_SHORT_SIDE`` where it is longer; a JPEG's as decoded (its scale already keeps
+    it under twice that)."""
+    short = min(size)
+    if opened.format != "PNG" or short <= DECODE_SHORT_SIDE:
+        return size
+    width, height = (
+        max(DECODE_SHORT_SIDE, round(side * DECODE_SHORT_SIDE / short)) for side in size
+    )
+    return width, height
 
 
 def _working_mode(image: Image.Image) -> str:
@@ -259,14 +280,13 @@ def _working_mode(image: Image.Image) -> str:
 
 
 def _pixels(opened: ImageFile.ImageFile) -> Image.Image:
-    """The decoded pixels in RGB, reduced by a whole factor to a shorter side of at least
-    ``DECODE_SHORT_SIDE`` (a JPEG's scale is already set)."""
+    """The decoded pixels in RGB, at ``_kept_size`` (a JPEG's decode scale is already set)."""
     opened.load()
     image: Image.Image = opened
     work = _working_mode(image)
     if work != image.mode:
         image = image.convert(work)
-    factor = min(image.size) // DECODE_SHORT_SIDE
-    if factor >= 2:
-        image = image.reduce(factor)
+    kept = _kept_size(opened, image.size)
+    if kept != image.size:
+        image = image.resize(kept, Image.Resampling.BICUBIC, reducing_gap=2.0)
     return image if image.mode == "RGB" else image.convert("RGB")
