@@ -92,10 +92,10 @@ def png_chunk_flood(count: int = 1_700_000) -> bytes:
     return data[:at] + _chunk(b"prVt", b"") * count + data[at:]
 
 
-def jpeg_marker_flood(count: int = 5_000_000) -> bytes:
-    """A small JPEG with ``count`` empty APP5 segments after SOI (~20 MB)."""
+def jpeg_marker_flood(count: int = 5_000_000, marker: bytes = b"\xff\xe5\x00\x02") -> bytes:
+    """A small JPEG with ``count`` copies of ``marker`` (an empty APP5 segment) after SOI."""
     data = encoded(Image.new("RGB", (400, 400), (90, 120, 150)), "JPEG")
-    return data[:2] + b"\xff\xe5\x00\x02" * count + data[2:]
+    return data[:2] + marker * count + data[2:]
 
 
 def exif_bomb(entries: int = 65535) -> bytes:

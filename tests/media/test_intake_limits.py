@@ -107,6 +107,11 @@ def within_bounds(result: Measured) -> None:
             id="20 MB of JPEG segments",
         ),
         pytest.param(
+            lambda: hostile.jpeg_marker_flood(10_000_000, b"\xff\x01"),
+            "JPEG has more than 2000 marker segments",
+            id="20 MB of JPEG TEM markers",
+        ),
+        pytest.param(
             hostile.png_chunk_flood, "PNG has more than 20000 chunks", id="20 MB of PNG chunks"
         ),
     ],

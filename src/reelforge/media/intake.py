@@ -55,7 +55,7 @@ SOURCE_SIZE: Final = "reelforge.source_size"
 """``Image.info`` key of the (width, height) the file itself has, EXIF orientation applied."""
 _BYTES_PER_PIXEL: Final = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2}
 """Pillow's bytes per pixel where not 4 (RGB is kept in 4)."""
-_REDUCIBLE: Final = frozenset({"L", "LA", "RGB", "RGBA", "I", "F", "CMYK"})
+_RESIZABLE: Final = frozenset({"L", "LA", "RGB", "RGBA", "I", "F", "CMYK"})
 _TURNS: Final = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
     3: Image.Transpose.ROTATE_180,
@@ -71,10 +71,11 @@ _TURNS: Final = {
 def load_image(data: bytes, *, field: str) -> Image.Image:
     """Decode ``data`` as a JPG/PNG image and check the contract's rules and the decode limits.
 
-    Returns an RGB image with EXIF orientation applied, its shorter side reduced to no less
-    than ``DECODE_SHORT_SIDE`` px (a smaller one is kept as it is); ``source_size`` gives the
-    file's own size. Raises ``InvalidImage`` naming ``field`` for any broken rule and for
-    any failure to decode, whatever the decoder raised.
+    Returns an RGB image with EXIF orientation applied, made smaller where the file's shorter
+    side is over ``DECODE_SHORT_SIDE`` px (to no less than that where the budget allows);
+    ``source_size`` gives the file's own size. Decoded on the process's intake thread, one
+    image at a time. Raises ``InvalidImage`` naming ``field`` for any broken rule and for any
+    failure to decode, whatever the decoder raised.
     """
     if len(data) > MAX_IMAGE_BYTES:
         raise InvalidImage(
@@ -109,8 +110,8 @@ class _Structure:
 def _decode(data: bytes, field: str) -> Image.Image:
     structure = _check_structure(data, field)
     try:
-        # Pillow only warns between its pixel limit and twice that (no warnings filter is
-        # changed here: filters are process-wide, and decodes run on several threads).
+        # Pillow only warns between its pixel limit and twice that; no warnings filter is
+        # changed here (filters are process-wide, and other threads run beside this one).
         with Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as opened:
             _check_pixels(opened.size)
             stored = opened.size
@@ -269,8 +270,8 @@ def _kept_size(opened: ImageFile.ImageFile, size: tuple[int, int]) -> tuple[int,
 
 
 def _working_mode(image: Image.Image) -> str:
-    """The mode ``image`` is reduced in: its own where Pillow can reduce it."""
-    if image.mode in _REDUCIBLE:
+    """The mode ``image`` is resized in: its own where Pillow can resize it smoothly."""
+    if image.mode in _RESIZABLE:
         return image.mode
     if image.mode == "1":
         return "L"

@@ -39,8 +39,8 @@ class Component:
 class JpegLayout:
     """A JPEG's structure: its frame, and what its scans will ask of a decoder.
 
-    ``segments`` counts marker segments (restarts excluded) up to ``max_segments + 1``, where
-    the walk stops: above the limit the other counts are partial.
+    ``segments`` counts markers (restarts excluded, EOI ends the walk) up to
+    ``max_segments + 1``, where the walk stops: above the limit the other counts are partial.
     """
 
     width: int = 0
@@ -86,6 +86,7 @@ def read_jpeg(data: bytes, max_segments: int) -> JpegLayout:
         code, body = data[found.start() + 1], found.end()
         if code == _EOI:
             break
+        layout.segments += 1
         if code in _NO_LENGTH:
             found = _MARKER.search(data, body)
             continue
@@ -93,14 +94,13 @@ def read_jpeg(data: bytes, max_segments: int) -> JpegLayout:
             break
         (length,) = struct.unpack_from(">H", data, body)
         segment = data[body + 2 : body + length]
-        layout.segments += 1
         if code in _SOF and not layout.components:
             _read_frame(layout, code, segment)
         after = body + length
         found = _MARKER.search(data, after)
         if code == _SOS:
             _read_scan(layout, segment)
-            layout.entropy_bytes += (found.start() if found else len(data)) - after
+            layout.entropy_bytes += max(0, (found.start() if found else len(data)) - after)
     return layout
 
 
