@@ -21,7 +21,7 @@ from reelforge.engines.registry import Capabilities, ModelSpec, capabilities
 from reelforge.errors import InvalidRequest
 from reelforge.jobs.model import Job, JobQueue
 from reelforge.media.camera import parse_camera
-from reelforge.media.intake import load_image
+from reelforge.media.intake import load_image, source_size
 from reelforge.media.sizing import output_size
 from reelforge.request import Dimensions, ImageRef, JobRequest
 from reelforge.storage.base import Storage
@@ -156,7 +156,7 @@ def _checked_size(image: ImageInput | None) -> tuple[int, int] | None:
     (the worker checks it once fetched) or no image."""
     if image is None or image.data is None:
         return None
-    return load_image(image.data, field=image.field).size
+    return source_size(load_image(image.data, field=image.field))
 
 
 def _keep(image: ImageInput | None, storage: Storage) -> ImageRef | None:
