@@ -24,6 +24,7 @@ from reelforge.engines import load_engines
 from reelforge.engines.registry import ModelSpec, default_registry, load_registry
 from reelforge.jobs.model import Store
 from reelforge.jobs.sqlite import SQLiteJobStore
+from reelforge.optimizer import PromptOptimizer
 from reelforge.settings import Settings
 from reelforge.startup import check_storage, make_data_dir
 from reelforge.storage.base import Storage
@@ -107,8 +108,10 @@ def build_workers(
 ) -> list[Worker]:
     """``worker_concurrency`` workers, each with engines of its own: two jobs running at once
     never share one pipeline (a diffusers pipeline is not safe to call from two threads).
-    Each job's time limit is its model's ``job_timeout_seconds``, else the settings'."""
+    Each job's time limit is its model's ``job_timeout_seconds``, else the settings'; one
+    prompt optimizer serves them all."""
     registry = load_models(settings)
+    optimizer = PromptOptimizer.from_settings(settings, registry)
     models = worker_models(settings, registry)
     timeouts = {
         model: registry[model].job_timeout_seconds or settings.job_timeout_seconds
@@ -123,6 +126,7 @@ def build_workers(
             worker_id=f"{prefix}:{n}",
             job_timeouts=timeouts,
             on_stuck=on_stuck,
+            optimizer=optimizer,
         )
         for n in range(settings.worker_concurrency)
     ]

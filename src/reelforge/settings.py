@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from reelforge.contract import MAX_IMAGE_BYTES
@@ -83,6 +83,29 @@ class Settings(BaseSettings):
     )
     x264_preset: X264Preset = Field("veryfast", description="libx264 speed/size trade-off.")
     x264_crf: int = Field(20, ge=0, le=51, description="libx264 quality: lower is better.")
+    prompt_optimizer_url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="An OpenAI-compatible chat-completions base URL (…/v1) that rewrites prompts.",
+    )
+    prompt_optimizer_model: str | None = Field(
+        None, min_length=1, description="The model the prompt optimizer's URL serves."
+    )
+    prompt_optimizer_api_key_env: str | None = Field(
+        None, min_length=1, description="Name of the environment variable holding its key."
+    )
+    prompt_optimizer_timeout_seconds: float = Field(
+        15.0, gt=0, description="The longest a job waits for its rewritten prompt."
+    )
+
+    @model_validator(mode="after")
+    def _optimizer_model(self) -> Self:
+        if self.prompt_optimizer_url is not None and self.prompt_optimizer_model is None:
+            raise ValueError(
+                "REELFORGE_PROMPT_OPTIMIZER_URL needs REELFORGE_PROMPT_OPTIMIZER_MODEL "
+                "(the model name its server answers to)"
+            )
+        return self
 
     @property
     def client_base_url(self) -> str:

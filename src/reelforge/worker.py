@@ -46,6 +46,7 @@ from reelforge.media.encoder import EncoderOptions, encode_mp4
 from reelforge.media.fetch import FetchPolicy, fetch_image
 from reelforge.media.intake import load_image
 from reelforge.media.watermark import watermarked
+from reelforge.optimizer import PromptOptimizer
 from reelforge.request import ImageRef
 from reelforge.retention import Retention
 from reelforge.retry import retrying
@@ -97,10 +98,13 @@ class Worker:
         worker_id: str | None = None,
         job_timeouts: Mapping[str, float] | None = None,
         on_stuck: Callable[[], None] = lambda: None,
+        optimizer: PromptOptimizer | None = None,
     ) -> None:
         """``job_timeouts``: model id → its jobs' wall-clock limit in seconds (default: the
         settings' ``job_timeout_seconds``); ``on_stuck`` is called (on a heartbeat thread)
-        when a job's step has not returned by the end of its limit's grace."""
+        when a job's step has not returned by the end of its limit's grace; ``optimizer``
+        rewrites prompts (default: none configured, prompts are used as given)."""
+        self.optimizer = optimizer or PromptOptimizer(None)
         self.settings = settings
         self.job_timeouts = dict(job_timeouts or {})
         self.on_stuck = on_stuck
@@ -192,7 +196,9 @@ class Worker:
 
         A model's finished frames are encoded on the finisher thread, so this returns as
         soon as the model is free and the next job can start on it (at most one encode is
-        pending); a preview's frames are rendered by encoding them, here.
+        pending); a preview's frames are rendered by encoding them, here. The prompt is
+        rewritten (``optimizer``) while the inputs are fetched; the engine waits for it at
+        most the optimizer's timeout, in phase ``optimizing``.
         """
         run = _Run(lease, self.storage.scratch)
         limit = self.job_timeouts.get(lease.job.model, self.settings.job_timeout_seconds)
@@ -201,14 +207,18 @@ class Worker:
             self.store, run, self.settings.lease_seconds, halt, deadline, self.on_stuck
         )
         beat.start()
+        pending = self.optimizer.start(lease.job.request, lease.job.model)
         keyframes = self._attempt(run, beat, lambda: self._keyframes(lease))
         if keyframes is None:
             return
+        if not pending.done():
+            beat.set_phase(Phase.OPTIMIZING)
+        rewrite = pending.result()
+        run.meta["prompt"] = rewrite.meta()
+        request = rewrite.applied(lease.job.request)
         beat.set_phase(Phase.GENERATING)
         engine = self.engines[lease.job.model]
-        video = self._attempt(
-            run, beat, lambda: engine.generate(lease.job.request, keyframes, beat.on_step)
-        )
+        video = self._attempt(run, beat, lambda: engine.generate(request, keyframes, beat.on_step))
         if video is None:
             return
         if lease.job.request.watermark:
@@ -251,7 +261,7 @@ class Worker:
             key, size = stored
             # The MP4 as stored: its size in pixels (not the model's canvas) and in bytes.
             facts = {**video.meta, "width": video.width, "height": video.height, "bytes": size}
-            self._end(run, beat, Completed(key, run.seconds(), {"video": facts}))
+            self._end(run, beat, Completed(key, run.seconds(), {"video": facts, **run.meta}))
 
     def _attempt(self, run: _Run, beat: _Heartbeat, work: Callable[[], T]) -> T | None:
         """``work()``, or None once a failure has ended the job (error, requeued, released,
@@ -375,6 +385,8 @@ class _Run:
         self.name = f"{lease.job.id}-{lease.token[:12]}"
         self.target = scratch / f"{self.name}.mp4"
         self.started = time.perf_counter()
+        self.meta: dict[str, Any] = {}
+        """What the generation's ``meta`` records besides its video (``prompt``)."""
 
     def seconds(self) -> float:
         """Compute seconds spent so far (the job's ``credits_used``)."""

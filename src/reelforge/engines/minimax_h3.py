@@ -229,7 +229,6 @@ class MiniMaxH3Engine:
                 "steps": steps,
                 "sample_rate": rate,
                 "seed": seed,
-                "prompt_optimizer": "unavailable" if request.prompt_optimizer else "off",
             },
         )
 

@@ -20,6 +20,7 @@ last_frame_required = false            # true: a first frame needs a last one (W
 canvas = [768, 1344]                   # generation size (height, width); default: the model's
 keep_native_size = false               # true: the MP4 keeps the generated size
 options = { cpu_offload = "model", vae_tiling = true }   # the engine's options model
+prompt_optimizer = { enabled = true, system_prompt = "…" }  # overrides (see ``optimizer``)
 ```
 
 Each entry is validated by ``ModelSpec`` (pydantic; ``options`` by the engine's own model
@@ -68,6 +69,17 @@ Options = TypeVar("Options", bound=EngineOptions)
 DIFFUSERS_REQUEST_OPTIONS: Final = ("negative_prompt", "num_inference_steps", "guidance_scale")
 
 
+class OptimizerSpec(BaseModel):
+    """A model's own terms for the prompt optimizer (``reelforge.optimizer``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: StrictBool = True
+    """False: this model's prompts are used as given, whatever the request's flag."""
+    system_prompt: Annotated[StrictStr, Field(min_length=1)] | None = None
+    """Replaces the optimizer's system prompt for this model's jobs."""
+
+
 class ModelSpec(BaseModel):
     """One served model: its engine, weights and what it can be asked."""
 
@@ -96,6 +108,7 @@ class ModelSpec(BaseModel):
     ``error``, ``TimedOut``); None: the settings' ``job_timeout_seconds``."""
     options: EngineOptions = Field(default_factory=PreviewOptions)
     """The engine's options model (``ENGINES[engine].options``); a mapping validates into it."""
+    prompt_optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
 
     def options_as(self, kind: type[Options]) -> Options:
         """``options`` as the engine's own model ``kind``; ``TypeError`` if it is another's."""

@@ -122,9 +122,9 @@ def parse_camera(prompt: str) -> CameraScript:
     kept: list[str] = []
     last = 0
     for match in _BRACKET.finditer(prompt):
-        entries = [e.strip() for e in match.group(1).split(",") if e.strip()]
-        if not any(_is_camera_like(e) for e in entries):
+        if not _is_command(match):
             continue
+        entries = [e.strip() for e in match.group(1).split(",") if e.strip()]
         shots.append(_bracket_movements(entries, match.group(0)))
         kept.append(prompt[last : match.start()])
         last = match.end()
@@ -133,6 +133,21 @@ def parse_camera(prompt: str) -> CameraScript:
     if not shots:
         shots = [(movement,) for movement in _plain_movements(prompt)]
     return CameraScript(shots=tuple(shots), text=text)
+
+
+def camera_commands(prompt: str) -> tuple[str, ...]:
+    """The brackets of ``prompt`` that ``parse_camera`` reads as camera commands, as written
+    (``"[Pan left, Zoom in]"``), in order; never raises, whatever the brackets say."""
+    return tuple(match.group(0) for match in _BRACKET.finditer(prompt) if _is_command(match))
+
+
+def without_camera_commands(prompt: str) -> str:
+    """``prompt`` with its camera commands taken out and its whitespace collapsed."""
+    return " ".join(_BRACKET.sub(lambda m: " " if _is_command(m) else m.group(0), prompt).split())
+
+
+def _is_command(bracket: re.Match[str]) -> bool:
+    return any(_is_camera_like(entry.strip()) for entry in bracket.group(1).split(","))
 
 
 def _is_camera_like(entry: str) -> bool:
