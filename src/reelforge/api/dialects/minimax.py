@@ -6,7 +6,7 @@ create a task, query it, retrieve its file.
   registry entry named ``T2V-01`` serves ``T2V-01``). MiniMax's rules: 6 or 10 s at 768P, 6 s
   at 1080P; 512P is refused (reelforge makes 768P and 1080P). Unknown fields are refused.
   ``aigc_watermark`` stamps a visible "AI-generated" mark (``media.watermark``);
-  ``fast_pretreatment`` changes nothing (no engine here rewrites prompts).
+  ``fast_pretreatment`` changes nothing (``prompt_optimizer`` asks ``reelforge.optimizer``).
 - ``GET /v1/query/video_generation?task_id=`` → ``{task_id, status, file_id, video_width,
   video_height, base_resp}``; ``file_id`` (the task id) and the size only on ``Success``.
 - ``GET /v1/files/retrieve?file_id=`` → ``{"file": {...}, "base_resp"}``; ``download_url`` is
@@ -73,7 +73,7 @@ class Create(StrictBody):
     model: str = Field(description="`MiniMax-Hailuo-02`, or a served model id.")
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
     prompt_optimizer: bool = True
-    fast_pretreatment: bool = Field(False, description="Accepted; no optimizer runs here.")
+    fast_pretreatment: bool = Field(False, description="Accepted; changes nothing.")
     duration: int = Field(6, description="Seconds: 6 or 10 at 768P, 6 at 1080P.")
     resolution: str = "768P"
     first_frame_image: str | None = Field(None, description="URL or base64 image.")
