@@ -157,7 +157,7 @@ def test_a_hanging_optimizer_gives_the_original_at_its_timeout(chat: ChatServer)
     started = time.monotonic()
     done = optimizing.rewrite(JobRequest(prompt=PROMPT), "preview")
     waited = time.monotonic() - started
-    assert 0.9 <= waited < 1.5
+    assert 0.9 <= waited < 2.0
     assert (done.used, done.optimizer["reason"]) == (PROMPT, "no answer within 1 s")
     chat.released.set()
     optimizing.close()
@@ -248,3 +248,21 @@ def test_the_registry_takes_a_models_terms_and_refuses_unknown_keys(tmp_path: Pa
     path.write_text('[models.bad]\nengine = "preview"\nprompt_optimizer = { enable = false }\n')
     with pytest.raises(ValueError, match=r"models.'bad'.prompt_optimizer.enable: unknown key"):
         load_registry(path)
+
+
+def test_a_fault_in_judging_the_answer_gives_the_original(
+    chat: ChatServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*args: object) -> Rewrite:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("reelforge.optimizer.judge", broken)
+    done = rewrite(chat)
+    assert (done.used, done.optimizer["status"]) == (PROMPT, "failed")
+    assert "a bug" in caplog.text
+
+
+def test_a_prompt_that_opens_like_a_refusal_may_be_rewritten_so(chat: ChatServer) -> None:
+    chat.reply = "Sorry, we're closed: a hand-painted sign swings on a shop door in the wind"
+    done = rewrite(chat, prompt="Sorry, we're closed: a sign on a shop door")
+    assert done.used == chat.reply

@@ -155,6 +155,10 @@ class Pending:
         except WaitTimedOut:
             assert self._endpoint is not None  # a skipped rewrite is done from the start
             return _too_slow(self._original, self._endpoint)
+        except Exception:  # a fault of ours must not fail the job either: it is logged
+            log.exception("the prompt optimizer failed")
+            model = "" if self._endpoint is None else self._endpoint.model
+            return _failed(self._original, "the optimizer failed (see the worker's log)", model)
 
 
 class PromptOptimizer:
@@ -297,7 +301,7 @@ def _fault(original: str, text: str) -> str | None:
     """What makes ``text`` unfit to replace ``original``; None if nothing."""
     if not text:
         return "an empty answer"
-    if _REFUSAL.match(text):
+    if _REFUSAL.match(text) and not _REFUSAL.match(original):
         return "a refusal"
     words, limit = len(text.split()), max(MAX_ANSWER_WORDS, 2 * len(original.split()))
     if words > limit:

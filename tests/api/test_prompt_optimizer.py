@@ -5,6 +5,7 @@ never reaches the LLM, and the poll's ``meta.prompt`` says what happened."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from tests.chat_server import ChatServer, chat_server
 from tests.service import LEGACY, UNIFIED, Api, running_api, running_workers, service_settings
 
 PROMPT = 'A neon sign reads "OPEN" in the rain [Zoom in]'
+TIMEOUT = 1.5
 REWRITE = 'Close-up at night: a neon sign reads "OPEN", rain streaking past, the glow pulsing'
 
 
@@ -30,7 +32,7 @@ def service(tmp_path: Path, chat: ChatServer) -> Iterator[Api]:
         preview_scale=0.25,
         prompt_optimizer_url=chat.url,
         prompt_optimizer_model="qwen-test",
-        prompt_optimizer_timeout_seconds=5.0,
+        prompt_optimizer_timeout_seconds=TIMEOUT,
     )
     with running_api(settings) as live, running_workers(settings):
         yield live
@@ -62,3 +64,16 @@ def test_prompt_optimizer_false_never_reaches_the_llm(service: Api, chat: ChatSe
         "used": PROMPT,
         "optimizer": {"status": "skipped", "reason": "the request's prompt_optimizer is false"},
     }
+
+
+def test_a_hanging_llm_delays_the_job_by_its_timeout_only(service: Api, chat: ChatServer) -> None:
+    chat.delay = 60
+    body = {"model": "minimax/hailuo-02", "prompt": PROMPT, "prompt_optimizer": True}
+    started = time.monotonic()
+    created = service.create(body, route=LEGACY).json()
+    done = service.wait(created["generation_id"])
+    took = time.monotonic() - started
+    assert done["status"] == "completed", done
+    assert done["meta"]["prompt"]["used"] == PROMPT
+    assert done["meta"]["prompt"]["optimizer"]["reason"] == "no answer within 1.5 s"
+    assert TIMEOUT <= took < TIMEOUT + 5
