@@ -131,8 +131,18 @@ def test_nonsense_gives_the_original_prompt_and_says_why(
 
 
 def test_a_thinking_block_and_wrapping_quotes_are_taken_off(chat: ChatServer) -> None:
-    chat.reply = f'<think>The user wants a fox.</think>\n"{REWRITE}"'
-    assert rewrite(chat).used == REWRITE
+    plain = "Wide shot: a red fox sleeps in the snow at dawn [Zoom in]"
+    chat.reply = f'<think>The user wants a fox.</think>\n"{plain}"'
+    assert rewrite(chat, prompt="A fox sleeps [Zoom in]").used == plain
+
+
+@pytest.mark.parametrize(
+    "answer",
+    ['A sign reads "OPEN"', '"OPEN" glows on a sign, then "CLOSED"', '"HELLO" says a fox'],
+)
+def test_quotes_that_belong_to_the_answer_are_kept(chat: ChatServer, answer: str) -> None:
+    chat.reply = answer
+    assert rewrite(chat, prompt="A shop sign at night").used == answer
 
 
 def test_an_http_error_gives_the_original(chat: ChatServer) -> None:

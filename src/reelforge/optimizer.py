@@ -72,6 +72,7 @@ POOL_THREADS: Final = 8
 """Calls in flight at once per process; more wait their turn within their own deadline."""
 
 _THINKING = re.compile(r"^\s*<think>.*?</think>", re.DOTALL)
+_QUOTES: Final = '"“”'
 _QUOTED = re.compile(r'"([^"\n]+)"|“([^”\n]+)”|«([^»\n]+)»')
 _REFUSAL = re.compile(
     r"^\W*(?:i'?m sorry|i am sorry|sorry\b|i can(?:no|')t\b|i am unable|i'?m unable|"
@@ -260,7 +261,7 @@ def judge(original: str, completion: Any, report: dict[str, JSON]) -> Rewrite:
     text, refusal = _answer(completion)
     if text is None:
         return _failed(original, refusal or "its answer is not a chat completion", model)
-    text = _THINKING.sub("", text).strip().strip('"“”').strip()
+    text = _unwrapped(_THINKING.sub("", text).strip())
     fault = _fault(original, text)
     if fault is not None:
         return _failed(original, fault, model)
@@ -295,6 +296,14 @@ def _answer(completion: Any) -> tuple[str | None, str | None]:
     if finish == "length":
         return None, f"its answer was cut off at {MAX_ANSWER_TOKENS} tokens"
     return (content, None) if isinstance(content, str) else (None, None)
+
+
+def _unwrapped(text: str) -> str:
+    """``text`` without quotes around it all; a quote inside leaves it as it is (``"OPEN" …
+    "CLOSED"`` is not wrapped)."""
+    inside = text[1:-1]
+    wrapped = len(text) > 1 and text[0] in _QUOTES and text[-1] in _QUOTES
+    return inside.strip() if wrapped and not any(q in inside for q in _QUOTES) else text
 
 
 def _fault(original: str, text: str) -> str | None:
