@@ -77,3 +77,12 @@ def test_a_hanging_llm_delays_the_job_by_its_timeout_only(service: Api, chat: Ch
     assert done["meta"]["prompt"]["used"] == PROMPT
     assert done["meta"]["prompt"]["optimizer"]["reason"] == "no answer within 1.5 s"
     assert TIMEOUT <= took < TIMEOUT + 5
+
+
+def test_the_engine_renders_the_rewrite(service: Api, chat: ChatServer) -> None:
+    chat.reply = "Wide shot of a lighthouse at dusk as the camera pans left over the waves"
+    body = {"model": "minimax/hailuo-02", "prompt": "A lighthouse at dusk"}
+    done = service.wait(service.create(body, route=LEGACY).json()["generation_id"])
+    assert done["status"] == "completed", done
+    # The preview engine reads the camera from the prompt it was given: the rewrite's words.
+    assert done["meta"]["video"]["camera"] == [["Pan left"]]
