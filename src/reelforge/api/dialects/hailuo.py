@@ -19,8 +19,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import Receive, Scope, Send
 
-from reelforge.api.accept import Submission, accept, image_input
-from reelforge.api.deps import CallerDep, Services, ServicesDep, services_of
+from reelforge.api.accept import Submission, image_input
+from reelforge.api.deps import CallerDep, IdempotencyKey, Services, ServicesDep, services_of
 from reelforge.api.dialects.base import Dialect
 from reelforge.contract import MAX_PROMPT_CHARS, Status
 from reelforge.engines.registry import ModelSpec, capabilities
@@ -298,26 +298,25 @@ def _generation_id(value: str, *, field: str = "generation_id") -> str:
 
 
 @router.post(LEGACY, response_model=LegacyCreated)
-def create_legacy(body: LegacyCreate, caller: CallerDep, services: ServicesDep) -> LegacyCreated:
-    job = _accept(body.submission(), caller.id, services)
+def create_legacy(
+    body: LegacyCreate,
+    caller: CallerDep,
+    services: ServicesDep,
+    idempotency_key: IdempotencyKey = None,
+) -> LegacyCreated:
+    job = services.admit(body.submission(), caller, idempotency_key)
     return LegacyCreated(generation_id=job.id, status=job.status)
 
 
 @router.post(UNIFIED, response_model=UnifiedCreated)
-def create_unified(body: UnifiedCreate, caller: CallerDep, services: ServicesDep) -> UnifiedCreated:
-    job = _accept(body.submission(), caller.id, services)
+def create_unified(
+    body: UnifiedCreate,
+    caller: CallerDep,
+    services: ServicesDep,
+    idempotency_key: IdempotencyKey = None,
+) -> UnifiedCreated:
+    job = services.admit(body.submission(), caller, idempotency_key)
     return UnifiedCreated(id=job.id, status=job.status)
-
-
-def _accept(submission: Submission, owner: str, services: Services) -> Job:
-    return accept(
-        submission,
-        owner=owner,
-        models=services.models,
-        max_attempts=services.settings.max_attempts,
-        queue=services.store,
-        storage=services.storage,
-    )
 
 
 @router.delete(LEGACY, response_model=Generation | Deleted)

@@ -27,8 +27,8 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from reelforge.api.accept import MAX_URL_CHARS, Submission, accept, image_input
-from reelforge.api.deps import CallerDep, ServicesDep
+from reelforge.api.accept import MAX_URL_CHARS, Submission, image_input
+from reelforge.api.deps import CallerDep, IdempotencyKey, ServicesDep
 from reelforge.api.dialects.base import Dialect
 from reelforge.contract import DEFAULT_MODEL, MAX_PROMPT_CHARS, Status
 from reelforge.errors import InvalidRequest
@@ -149,16 +149,11 @@ class Created(BaseModel):
 
 
 @router.post(CREATE, response_model=Created)
-def create(body: Create, caller: CallerDep, services: ServicesDep) -> Created:
+def create(
+    body: Create, caller: CallerDep, services: ServicesDep, idempotency_key: IdempotencyKey = None
+) -> Created:
     """Queue a generation; its ``task_id`` is also its id on every other dialect."""
-    job = accept(
-        body.submission(),
-        owner=caller.id,
-        models=services.models,
-        max_attempts=services.settings.max_attempts,
-        queue=services.store,
-        storage=services.storage,
-    )
+    job = services.admit(body.submission(), caller, idempotency_key)
     return Created(task_id=job.id, base_resp=BASE_OK)
 
 
