@@ -37,16 +37,16 @@ def usage(conn: PgConnection, owner: str, now: float | None) -> Usage:
         WITH clock AS (SELECT reelforge_now(%(now)s) AS now)
         SELECT clock.now,
             (SELECT count(*) FROM jobs
-             WHERE owner = %(owner)s AND created_at > clock.now - %(window)s),
+             WHERE owner = %(owner)s AND created_at > clock.now - %(window)s) AS recent,
             (SELECT min(created_at) FROM jobs
-             WHERE owner = %(owner)s AND created_at > clock.now - %(window)s),
-            (SELECT count(*) FROM jobs WHERE owner = %(owner)s AND status = 'queued'),
+             WHERE owner = %(owner)s AND created_at > clock.now - %(window)s) AS oldest,
+            (SELECT count(*) FROM jobs WHERE owner = %(owner)s AND status = 'queued') AS queued,
             (SELECT COALESCE(sum((request->>'duration_s')::integer), 0) FROM jobs
-             WHERE owner = %(owner)s AND status = 'queued'),
+             WHERE owner = %(owner)s AND status = 'queued') AS queued_seconds,
             (SELECT COALESCE(sum((request->>'duration_s')::integer), 0) FROM jobs
              WHERE owner = %(owner)s
-               AND started_at >= clock.now - mod(clock.now::numeric, %(day)s)),
-            (SELECT count(*) FROM jobs WHERE status = 'queued')
+               AND started_at >= clock.now - mod(clock.now::numeric, %(day)s)) AS started_seconds,
+            (SELECT count(*) FROM jobs WHERE status = 'queued') AS queued_everywhere
         FROM clock
         """,
         {"now": now, "owner": owner, "window": RATE_WINDOW_SECONDS, "day": DAY_SECONDS},
