@@ -79,17 +79,17 @@ class Gate:
         )
         if held is None:
             return None
+        if held.job is None:  # answered first: whether the bodies differ shows later
+            raise IdempotencyConflict(
+                f"a request with {IDEMPOTENCY_HEADER} {self.idempotency_key!r} is still being"
+                " processed; try again shortly",
+                retry_after=CONFLICT_RETRY_SECONDS,
+            )
         if held.fingerprint != mine:
             raise IdempotencyMismatch(
                 IDEMPOTENCY_HEADER,
                 f"{self.idempotency_key!r} was used for a different request in the last 24 h;"
                 " send a new key for a new request",
-            )
-        if held.job is None:
-            raise IdempotencyConflict(
-                f"a request with {IDEMPOTENCY_HEADER} {self.idempotency_key!r} is still being"
-                " processed; try again shortly",
-                retry_after=CONFLICT_RETRY_SECONDS,
             )
         return held.job
 

@@ -55,8 +55,10 @@ CODES: Final[Mapping[int, int]] = {
     400: INVALID_PARAMETERS,
     401: AUTHENTICATION_FAILED,
     404: INVALID_PARAMETERS,
+    409: RATE_LIMITED,  # IdempotencyConflict: try again shortly, as after a rate limit
     413: INVALID_PARAMETERS,
     429: RATE_LIMITED,
+    503: RATE_LIMITED,  # QueueFull
 }
 """reelforge's HTTP status of an error → MiniMax's ``base_resp.status_code`` (else 1000)."""
 BASE_OK: Final = {"status_code": OK, "status_msg": "success"}
