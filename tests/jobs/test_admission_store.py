@@ -12,7 +12,17 @@ from reelforge.api.admission import Gate
 from reelforge.errors import RateLimited
 from reelforge.jobs.admission import Admission, Usage
 from reelforge.jobs.model import KeyLimits, Store
-from tests.jobs.contract import REQUEST, Backend, FakeClock, claim, create
+from reelforge.jobs.postgres import PostgresJobStore
+from reelforge.jobs.sqlite import SQLiteJobStore
+from tests.jobs.contract import (
+    REQUEST,
+    Backend,
+    FakeClock,
+    PostgresBackend,
+    SQLiteBackend,
+    claim,
+    create,
+)
 
 SIX = replace(REQUEST, duration_s=6)
 TEN = replace(REQUEST, duration_s=10)
@@ -187,3 +197,48 @@ def test_limits_hold_across_stores_creating_at_once(backend: Backend, clock: Fak
     finally:
         for store in stores:
             store.close()
+
+
+def test_one_of_two_stores_reserving_a_key_at_once_gets_it(
+    backend: Backend, clock: FakeClock
+) -> None:
+    stores = [backend.open(clock) for _ in range(4)]
+    start = threading.Barrier(len(stores))
+    got: list[object] = []
+
+    def reserve(store: Store) -> None:
+        start.wait()
+        got.append(store.reserve_idempotency(owner="key-a", key="k", fingerprint="f"))
+
+    threads = [threading.Thread(target=reserve, args=(store,)) for store in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert got.count(None) == 1 and len(got) == 4
+    finally:
+        for store in stores:
+            store.close()
+
+
+def test_the_default_max_running_applies_to_keys_without_their_own(
+    backend: Backend, clock: FakeClock
+) -> None:
+    if isinstance(backend, SQLiteBackend):
+        store: Store = SQLiteJobStore(backend.path, clock=clock, key_max_running=1)
+    else:
+        assert isinstance(backend, PostgresBackend)
+        store = PostgresJobStore(backend.url, clock=clock, key_max_running=1)
+    try:
+        own = store.add_key(
+            name="b", key_hash="b" * 64, prefix="rf_bbbbb", limits=KeyLimits(max_running=2)
+        )
+        for owner in ("key-a", "key-a", own.id, own.id, own.id):
+            create(store, owner=owner)
+            clock.advance(1)
+        claimed = [claim(store).job.owner for _ in range(3)]
+        assert claimed == ["key-a", own.id, own.id]
+        assert store.claim(worker_id="w1", lease_seconds=30) is None
+    finally:
+        store.close()
