@@ -34,20 +34,26 @@ def usage(conn: PgConnection, owner: str, now: float | None) -> Usage:
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (ADMISSION_LOCK_KEY,))
     row = conn.execute(
         """
-        WITH clock AS (SELECT reelforge_now(%(now)s) AS now)
-        SELECT clock.now,
-            (SELECT count(*) FROM jobs
-             WHERE owner = %(owner)s AND created_at > clock.now - %(window)s) AS recent,
-            (SELECT min(created_at) FROM jobs
-             WHERE owner = %(owner)s AND created_at > clock.now - %(window)s) AS oldest,
-            (SELECT count(*) FROM jobs WHERE owner = %(owner)s AND status = 'queued') AS queued,
-            (SELECT COALESCE(sum((request->>'duration_s')::integer), 0) FROM jobs
-             WHERE owner = %(owner)s AND status = 'queued') AS queued_seconds,
-            (SELECT COALESCE(sum((request->>'duration_s')::integer), 0) FROM jobs
-             WHERE owner = %(owner)s
-               AND started_at >= clock.now - mod(clock.now::numeric, %(day)s)) AS started_seconds,
-            (SELECT count(*) FROM jobs WHERE status = 'queued') AS queued_everywhere
-        FROM clock
+        WITH clock AS (SELECT reelforge_now(%(now)s) AS now),
+        recent AS (
+            SELECT count(*) AS created, min(created_at) AS oldest FROM jobs, clock
+            WHERE owner = %(owner)s AND created_at > clock.now - %(window)s
+        ),
+        waiting AS (
+            SELECT count(*) AS queued,
+                   COALESCE(sum((request->>'duration_s')::integer), 0) AS seconds
+            FROM jobs WHERE owner = %(owner)s AND status = 'queued'
+        ),
+        today AS (
+            SELECT COALESCE(sum((request->>'duration_s')::integer), 0) AS seconds
+            FROM jobs, clock
+            WHERE owner = %(owner)s
+              AND started_at >= clock.now - mod(clock.now::numeric, %(day)s)
+        )
+        SELECT clock.now, recent.created, recent.oldest, waiting.queued, waiting.seconds,
+               today.seconds AS started,
+               (SELECT count(*) FROM jobs WHERE status = 'queued') AS everywhere
+        FROM clock, recent, waiting, today
         """,
         {"now": now, "owner": owner, "window": RATE_WINDOW_SECONDS, "day": DAY_SECONDS},
     ).fetchone()

@@ -23,15 +23,22 @@ def usage(conn: sqlite3.Connection, owner: str, now: float) -> Usage:
     jobs_owner_started, jobs_claim)."""
     row = conn.execute(
         """
-        SELECT
-            (SELECT COUNT(*) FROM jobs WHERE owner = :owner AND created_at > :since),
-            (SELECT MIN(created_at) FROM jobs WHERE owner = :owner AND created_at > :since),
-            (SELECT COUNT(*) FROM jobs WHERE owner = :owner AND status = 'queued'),
-            (SELECT COALESCE(SUM(json_extract(request, '$.duration_s')), 0) FROM jobs
-             WHERE owner = :owner AND status = 'queued'),
-            (SELECT COALESCE(SUM(json_extract(request, '$.duration_s')), 0) FROM jobs
-             WHERE owner = :owner AND started_at >= :midnight),
-            (SELECT COUNT(*) FROM jobs WHERE status = 'queued')
+        WITH recent AS (
+            SELECT COUNT(*) AS created, MIN(created_at) AS oldest FROM jobs
+            WHERE owner = :owner AND created_at > :since
+        ),
+        waiting AS (
+            SELECT COUNT(*) AS queued,
+                   COALESCE(SUM(json_extract(request, '$.duration_s')), 0) AS seconds
+            FROM jobs WHERE owner = :owner AND status = 'queued'
+        ),
+        today AS (
+            SELECT COALESCE(SUM(json_extract(request, '$.duration_s')), 0) AS seconds
+            FROM jobs WHERE owner = :owner AND started_at >= :midnight
+        )
+        SELECT recent.created, recent.oldest, waiting.queued, waiting.seconds, today.seconds,
+               (SELECT COUNT(*) FROM jobs WHERE status = 'queued')
+        FROM recent, waiting, today
         """,
         {
             "owner": owner,
