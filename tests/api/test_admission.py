@@ -30,6 +30,7 @@ from tests.service import (
 )
 
 pytestmark = pytest.mark.filterwarnings("ignore:The Sora API is scheduled:DeprecationWarning")
+ONE_S: Any = "1"  # the SDK's types list OpenAI's lengths; the preview model makes 1 s
 HAILUO = {"model": "minimax/hailuo-02", "prompt": "a fox", "duration": 6}
 ROUTES: dict[str, tuple[str, dict[str, Any], Callable[[dict[str, Any]], str]]] = {
     "hailuo-legacy": (LEGACY, HAILUO, lambda answer: answer["generation_id"]),
@@ -110,7 +111,8 @@ def test_a_multipart_repeat_matches_on_the_parsed_request(api: Api) -> None:
         )
         assert answer.status_code == 200, answer.text
         ids.add(answer.json()["id"])
-    assert len(ids) == 1 and jobs_of(api) == 1
+    assert len(ids) == 1
+    assert jobs_of(api) == 1
 
 
 def test_a_key_longer_than_255_characters_is_refused(api: Api) -> None:
@@ -162,17 +164,24 @@ def test_the_openai_sdk_retries_a_409_to_the_job(api: Api) -> None:
             release = {"owner": owner, "key": "sdk-1"}
             threading.Timer(0.2, api.store.abandon_idempotency, kwargs=release).start()
 
-    with httpx.Client(event_hooks={"response": [seen]}) as http:
+    with openai.DefaultHttpxClient(event_hooks={"response": [seen]}) as http:
         sdk = openai.OpenAI(
             base_url=f"{api.base_url}/v1", api_key=TEST_KEY, max_retries=2, http_client=http
         )
         video = sdk.videos.create(
-            model="preview", prompt="a fox", seconds="1", extra_headers={"Idempotency-Key": "sdk-1"}
+            model="preview",
+            prompt="a fox",
+            seconds=ONE_S,
+            extra_headers={"Idempotency-Key": "sdk-1"},
         )
         assert statuses == [409, 200]
-        assert video.status == "queued" and jobs_of(api) == 1
+        assert video.status == "queued"
+        assert jobs_of(api) == 1
         again = sdk.videos.create(
-            model="preview", prompt="a fox", seconds="1", extra_headers={"Idempotency-Key": "sdk-1"}
+            model="preview",
+            prompt="a fox",
+            seconds=ONE_S,
+            extra_headers={"Idempotency-Key": "sdk-1"},
         )
         assert again.id == video.id
 
@@ -281,12 +290,12 @@ def test_a_keys_own_daily_seconds_from_the_cli(tmp_path: Path) -> None:
 
 def test_two_apis_share_idempotency_keys_and_rate_limits(tmp_path: Path) -> None:
     settings = service_settings(tmp_path, key_rpm=3)
-    with running_api(settings) as one:
-        with running_api(settings.model_copy(update={"port": free_port()})) as two:
-            first = one.client.post(UNIFIED, json=HAILUO, headers={"Idempotency-Key": "x"})
-            again = two.client.post(UNIFIED, json=HAILUO, headers={"Idempotency-Key": "x"})
-            assert again.json()["id"] == first.json()["id"]
-            assert two.client.post(UNIFIED, json=HAILUO).status_code == 200
-            assert one.client.post(UNIFIED, json=HAILUO).status_code == 200
-            assert two.client.post(UNIFIED, json=HAILUO).status_code == 429
-            assert one.client.post(UNIFIED, json=HAILUO).status_code == 429
+    second = settings.model_copy(update={"port": free_port()})
+    with running_api(settings) as one, running_api(second) as two:
+        first = one.client.post(UNIFIED, json=HAILUO, headers={"Idempotency-Key": "x"})
+        again = two.client.post(UNIFIED, json=HAILUO, headers={"Idempotency-Key": "x"})
+        assert again.json()["id"] == first.json()["id"]
+        assert two.client.post(UNIFIED, json=HAILUO).status_code == 200
+        assert one.client.post(UNIFIED, json=HAILUO).status_code == 200
+        assert two.client.post(UNIFIED, json=HAILUO).status_code == 429
+        assert one.client.post(UNIFIED, json=HAILUO).status_code == 429

@@ -99,7 +99,8 @@ def test_an_idempotency_key_is_held_bound_then_forgotten_after_a_day(
 ) -> None:
     assert store.reserve_idempotency(owner="key-a", key="k1", fingerprint="f1") is None
     pending = store.reserve_idempotency(owner="key-a", key="k1", fingerprint="f2")
-    assert pending is not None and (pending.fingerprint, pending.job) == ("f1", None)
+    assert pending is not None
+    assert (pending.fingerprint, pending.job) == ("f1", None)
     assert store.reserve_idempotency(owner="key-b", key="k1", fingerprint="f1") is None
     job = store.create(
         owner="key-a",
@@ -110,7 +111,9 @@ def test_an_idempotency_key_is_held_bound_then_forgotten_after_a_day(
     )
     store.delete(job.id, owner="key-a")
     held = store.reserve_idempotency(owner="key-a", key="k1", fingerprint="f1")
-    assert held is not None and held.job is not None and held.job.id == job.id
+    assert held is not None
+    assert held.job is not None
+    assert held.job.id == job.id
     clock.advance(86400)
     assert store.reserve_idempotency(owner="key-a", key="k1", fingerprint="f3") is None
 
@@ -144,7 +147,8 @@ def test_key_limits_are_stored_and_updated_one_at_a_time(store: Store) -> None:
     key = store.add_key(name="a", key_hash="h" * 64, prefix="rf_aaaaa", limits=KeyLimits(rpm=5))
     assert key.limits == KeyLimits(rpm=5)
     updated = store.set_key_limits("rf_aaaaa", KeyLimits(max_running=2))
-    assert updated is not None and updated.limits == KeyLimits(rpm=5, max_running=2)
+    assert updated is not None
+    assert updated.limits == KeyLimits(rpm=5, max_running=2)
     assert store.key_for_hash("h" * 64) == updated
     assert store.set_key_limits("nope", KeyLimits(rpm=1)) is None
 
@@ -216,7 +220,8 @@ def test_one_of_two_stores_reserving_a_key_at_once_gets_it(
     for thread in threads:
         thread.join()
     try:
-        assert got.count(None) == 1 and len(got) == 4
+        assert len(got) == 4
+        assert got.count(None) == 1
     finally:
         for store in stores:
             store.close()
