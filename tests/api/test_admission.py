@@ -19,6 +19,7 @@ import pytest
 from reelforge.api.auth import hash_key
 from reelforge.jobs.model import ApiKey
 from tests.pictures import encoded, textured
+from tests.postgres import throwaway_schema
 from tests.service import (
     LEGACY,
     TEST_KEY,
@@ -68,9 +69,19 @@ def refusal_name(route: str, response: httpx.Response) -> str:
     return str(body["base_resp"]["status_code"])
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
+    """The settings of each store in turn: SQLite in the data dir, a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield {}
+        return
+    with throwaway_schema() as url:
+        yield {"database_url": url}
+
+
 @pytest.fixture
-def api(tmp_path: Path) -> Iterator[Api]:
-    with running_api(service_settings(tmp_path)) as live:
+def api(tmp_path: Path, database: dict[str, Any]) -> Iterator[Api]:
+    with running_api(service_settings(tmp_path, **database)) as live:
         yield live
 
 
@@ -123,6 +134,22 @@ def test_a_key_longer_than_255_characters_is_refused(api: Api) -> None:
     )
     assert answer.status_code == 400
     assert answer.json()["error"]["message"].startswith("Idempotency-Key: must be 1 to 255")
+
+
+def test_a_refused_create_leaves_its_key_free(tmp_path: Path, database: dict[str, Any]) -> None:
+    with running_api(service_settings(tmp_path, key_max_queued=1, **database)) as api:
+        bad = api.client.post(
+            UNIFIED, json={**HAILUO, "duration": 7}, headers={"Idempotency-Key": "k"}
+        )
+        assert bad.status_code == 400
+        good = api.client.post(UNIFIED, json=HAILUO, headers={"Idempotency-Key": "k"})
+        assert good.status_code == 200
+        limited = api.client.post(UNIFIED, json=HAILUO, headers={"Idempotency-Key": "k2"})
+        assert limited.status_code == 429
+        api.client.delete(UNIFIED, params={"generation_id": good.json()["id"]})
+        retried = api.client.post(UNIFIED, json=HAILUO, headers={"Idempotency-Key": "k2"})
+        assert retried.status_code == 200
+        assert retried.json()["id"] != good.json()["id"]
 
 
 def test_a_key_still_being_admitted_answers_409_with_retry_after(api: Api) -> None:
@@ -198,9 +225,11 @@ def ratelimit_fields(response: httpx.Response) -> tuple[int, str, str]:
 
 
 @pytest.mark.parametrize("dialect", sorted(ROUTES))
-def test_over_its_rpm_a_key_gets_429_in_its_dialect(tmp_path: Path, dialect: str) -> None:
+def test_over_its_rpm_a_key_gets_429_in_its_dialect(
+    tmp_path: Path, database: dict[str, Any], dialect: str
+) -> None:
     route, body, id_of = ROUTES[dialect]
-    with running_api(service_settings(tmp_path, key_rpm=2)) as api:
+    with running_api(service_settings(tmp_path, key_rpm=2, **database)) as api:
         first = api.client.post(route, json=body, headers={"Idempotency-Key": "one"})
         api.client.post(route, json=body)
         refused = api.client.post(route, json=body)
@@ -219,8 +248,10 @@ def test_over_its_rpm_a_key_gets_429_in_its_dialect(tmp_path: Path, dialect: str
     assert id_of(replay.json()) == id_of(first.json())  # a repeat is not a new create
 
 
-def test_max_queued_counts_queued_jobs_and_a_cancel_frees_a_place(tmp_path: Path) -> None:
-    with running_api(service_settings(tmp_path, key_max_queued=1)) as api:
+def test_max_queued_counts_queued_jobs_and_a_cancel_frees_a_place(
+    tmp_path: Path, database: dict[str, Any]
+) -> None:
+    with running_api(service_settings(tmp_path, key_max_queued=1, **database)) as api:
         first = api.client.post(UNIFIED, json=HAILUO).json()["id"]
         refused = api.client.post(UNIFIED, json=HAILUO)
         assert refused.status_code == 429
@@ -233,8 +264,10 @@ def test_max_queued_counts_queued_jobs_and_a_cancel_frees_a_place(tmp_path: Path
         assert api.client.post(UNIFIED, json=HAILUO).status_code == 200
 
 
-def test_the_service_queue_cap_answers_503_queue_full(tmp_path: Path) -> None:
-    with running_api(service_settings(tmp_path, max_queued=2)) as api:
+def test_the_service_queue_cap_answers_503_queue_full(
+    tmp_path: Path, database: dict[str, Any]
+) -> None:
+    with running_api(service_settings(tmp_path, max_queued=2, **database)) as api:
         for _ in range(2):
             assert api.client.post(UNIFIED, json=HAILUO).status_code == 200
         full = api.client.post(UNIFIED, json=HAILUO)
@@ -244,8 +277,10 @@ def test_the_service_queue_cap_answers_503_queue_full(tmp_path: Path) -> None:
     assert (openai_full.status_code, openai_full.json()["error"]["type"]) == (503, "server_error")
 
 
-def test_a_keys_own_daily_seconds_from_the_cli(tmp_path: Path) -> None:
+def test_a_keys_own_daily_seconds_from_the_cli(tmp_path: Path, database: dict[str, Any]) -> None:
     env = {**os.environ, "REELFORGE_DATA_DIR": str(tmp_path)}
+    if database:
+        env["REELFORGE_DATABASE_URL"] = database["database_url"]
     made = subprocess.run(
         [
             sys.executable,
@@ -272,7 +307,7 @@ def test_a_keys_own_daily_seconds_from_the_cli(tmp_path: Path) -> None:
         check=True,
     )
     assert "rpm=50 daily_video_seconds=10" in updated.stdout
-    with running_api(service_settings(tmp_path)) as api:
+    with running_api(service_settings(tmp_path, **database)) as api:
         headers = {"Authorization": f"Bearer {key}"}
         first = api.client.post(UNIFIED, json=HAILUO, headers=headers)
         refused = api.client.post(UNIFIED, json=HAILUO, headers=headers)
