@@ -415,7 +415,8 @@ class JobArchive(Protocol):
 
     def prune_events(self) -> int:
         """Drop the ``progress`` events of jobs that ended over ``PROGRESS_EVENTS_KEPT_SECONDS``
-        ago; how many went."""
+        ago; how many went. Also drops idempotency keys past ``IDEMPOTENCY_SECONDS`` (up to
+        ``PRUNE_BATCH`` a call; older ones are ignored until then)."""
         ...
 
 
