@@ -20,6 +20,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from reelforge import __version__, client_cli
 from reelforge.contract import DEFAULT_MODEL
 from reelforge.errors import InvalidRequest
+from reelforge.jobs.model import KeyLimits
 from reelforge.request import JobRequest, Resolution
 from reelforge.settings import Settings
 
@@ -386,17 +387,60 @@ keys = typer.Typer(
 app.add_typer(keys, name="keys")
 
 
+Rpm = Annotated[int | None, typer.Option(min=1, help="Creates per minute.")]
+MaxQueued = Annotated[int | None, typer.Option(min=1, help="Jobs queued at once.")]
+MaxRunning = Annotated[int | None, typer.Option(min=1, help="Jobs running at once.")]
+DailyVideoSeconds = Annotated[
+    int | None, typer.Option(min=1, help="Seconds of video per UTC day (counted at start).")
+]
+"""A key's own limits; one not given is the ``REELFORGE_KEY_*`` default (unset: unlimited)."""
+
+
 @keys.command("create")
-def keys_create(name: Annotated[str, typer.Option(help="A label for the key.")] = "cli") -> None:
+def keys_create(
+    name: Annotated[str, typer.Option(help="A label for the key.")] = "cli",
+    rpm: Rpm = None,
+    max_queued: MaxQueued = None,
+    max_running: MaxRunning = None,
+    daily_video_seconds: DailyVideoSeconds = None,
+) -> None:
     """Make a key and print it once."""
     from reelforge.api.auth import new_key, register
     from reelforge.runtime import open_store
 
+    limits = KeyLimits(rpm, max_queued, max_running, daily_video_seconds)
     with closing(open_store(_settings())) as store:
         key = new_key()
-        record = register(store, key, name=name)
+        record = register(store, key, name=name, limits=limits)
     err.print(f"key {record.id} ({name}); it is shown only now:")
     out.print(key, soft_wrap=True)
+
+
+@keys.command("update")
+def keys_update(
+    key_id: Annotated[str, typer.Argument(help="Key id or prefix.")],
+    rpm: Rpm = None,
+    max_queued: MaxQueued = None,
+    max_running: MaxRunning = None,
+    daily_video_seconds: DailyVideoSeconds = None,
+) -> None:
+    """Set a key's own limits (those given; the others stay as they are). API processes see
+    the change within 2 s."""
+    from reelforge.runtime import open_store
+
+    limits = KeyLimits(rpm, max_queued, max_running, daily_video_seconds)
+    with closing(open_store(_settings())) as store:
+        record = store.set_key_limits(key_id, limits)
+    if record is None:
+        err.print(f"[red]error:[/red] no active key {key_id!r}")
+        raise typer.Exit(2)
+    out.print(f"updated {record.id}: {_limits_text(record.limits)}")
+
+
+def _limits_text(limits: KeyLimits) -> str:
+    """A key's own limits as ``rpm=10 max_queued=5``; ``defaults`` if it has none."""
+    own = [f"{name}={value}" for name, value in vars(limits).items() if value is not None]
+    return " ".join(own) or "defaults"
 
 
 @keys.command("list")
@@ -406,12 +450,14 @@ def keys_list() -> None:
 
     from reelforge.runtime import open_store
 
-    table = Table("id", "prefix", "name", "created", "revoked")
+    table = Table("id", "prefix", "name", "created", "revoked", "limits")
     with closing(open_store(_settings())) as store:
         records = store.list_keys()
     for record in records:
         revoked = time.ctime(record.revoked_at) if record.revoked_at else ""
-        table.add_row(record.id, record.prefix, record.name, time.ctime(record.created_at), revoked)
+        created = time.ctime(record.created_at)
+        limits = _limits_text(record.limits)
+        table.add_row(record.id, record.prefix, record.name, created, revoked, limits)
     out.print(table)
 
 

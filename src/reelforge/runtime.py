@@ -46,9 +46,11 @@ def open_store(settings: Settings) -> Store:
             from reelforge.jobs.postgres import PostgresJobStore
         except ImportError as exc:
             raise RuntimeError("PostgreSQL needs: pip install 'reelforge[postgres]'") from exc
-        return PostgresJobStore(settings.database_url.get_secret_value())
+        return PostgresJobStore(
+            settings.database_url.get_secret_value(), key_max_running=settings.key_max_running
+        )
     make_data_dir(settings.data_dir)
-    return SQLiteJobStore(settings.database_path)
+    return SQLiteJobStore(settings.database_path, key_max_running=settings.key_max_running)
 
 
 def open_storage(settings: Settings) -> Storage:

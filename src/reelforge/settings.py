@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from reelforge.contract import MAX_IMAGE_BYTES
+from reelforge.jobs.model import KeyLimits
 
 X264Preset = Literal[
     "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"
@@ -83,6 +84,21 @@ class Settings(BaseSettings):
     )
     x264_preset: X264Preset = Field("veryfast", description="libx264 speed/size trade-off.")
     x264_crf: int = Field(20, ge=0, le=51, description="libx264 quality: lower is better.")
+    key_rpm: int | None = Field(
+        None, ge=1, description="Creates per minute of a key without its own `--rpm`."
+    )
+    key_max_queued: int | None = Field(
+        None, ge=1, description="Jobs queued at once, for a key without its own `--max-queued`."
+    )
+    key_max_running: int | None = Field(
+        None, ge=1, description="Jobs running at once, for a key without its own `--max-running`."
+    )
+    key_daily_video_seconds: int | None = Field(
+        None, ge=1, description="Video seconds per UTC day, for a key without its own limit."
+    )
+    max_queued: int | None = Field(
+        None, ge=1, description="Jobs queued at once, all keys together (503 QueueFull past it)."
+    )
     prompt_optimizer_url: str | None = Field(
         None,
         pattern=r"^https?://",
@@ -97,6 +113,16 @@ class Settings(BaseSettings):
     prompt_optimizer_timeout_seconds: float = Field(
         15.0, gt=0, description="The longest a job waits for its rewritten prompt."
     )
+
+    @property
+    def key_limits(self) -> KeyLimits:
+        """The ``REELFORGE_KEY_*`` defaults of every key's limits."""
+        return KeyLimits(
+            rpm=self.key_rpm,
+            max_queued=self.key_max_queued,
+            max_running=self.key_max_running,
+            daily_video_seconds=self.key_daily_video_seconds,
+        )
 
     @model_validator(mode="after")
     def _optimizer_model(self) -> Self:

@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated
 
-from fastapi import Depends, Request, Security
+from fastapi import Depends, Header, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials
 
+from reelforge.api.accept import Submission, accept
+from reelforge.api.admission import Gate
 from reelforge.api.auth import KeyCache, authenticate
 from reelforge.api.openapi import BEARER
 from reelforge.engines.registry import ModelSpec
@@ -35,6 +37,20 @@ class Services:
     def caller(self, authorization: str | None) -> ApiKey:
         """The key behind an ``Authorization`` header: the one check every route makes."""
         return authenticate(self.keys, authorization)
+
+    def admit(self, submission: Submission, caller: ApiKey, idempotency_key: str | None) -> Job:
+        """``caller``'s create, held to its limits and its ``Idempotency-Key`` (``accept``).
+        Blocking: call it from the thread pool."""
+        settings = self.settings
+        gate = Gate.of(caller, settings.key_limits, settings.max_queued, idempotency_key)
+        return accept(
+            submission,
+            gate=gate,
+            models=self.models,
+            max_attempts=settings.max_attempts,
+            queue=self.store,
+            storage=self.storage,
+        )
 
     def delete_job(self, job_id: str, *, owner: str) -> Job | None:
         """An owner's delete, whichever dialect asks: cancel the job, hide it
@@ -71,3 +87,13 @@ async def get_caller(
 
 
 CallerDep = Annotated[ApiKey, Depends(get_caller)]
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="Send a create again with the same key (up to 255 characters, 24 h) to get"
+        " the first answer instead of a second job.",
+    ),
+]
+"""A create route's ``Idempotency-Key`` header (default None)."""

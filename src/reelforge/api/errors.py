@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from reelforge.api.dialects import dialect_for
 from reelforge.api.headers import SECURITY_HEADERS
-from reelforge.errors import InvalidRequest, ReelforgeError
+from reelforge.errors import Busy, InvalidRequest, ReelforgeError
 
 log = logging.getLogger("reelforge.api")
 
@@ -42,7 +42,11 @@ def install(app: FastAPI) -> None:
 def reelforge_error_response(path: str, exc: ReelforgeError) -> Response:
     """A reelforge error raised by a handler for ``path``, in that route's dialect."""
     param = exc.field if isinstance(exc, InvalidRequest) else None
-    return error_response(path, exc.status_code, exc.name, exc.message, param)
+    response = error_response(path, exc.status_code, exc.name, exc.message, param)
+    if isinstance(exc, Busy):
+        response.headers["Retry-After"] = str(exc.retry_after)
+        response.headers.update(exc.headers)
+    return response
 
 
 async def _reelforge_error(request: Request, exc: ReelforgeError) -> Response:

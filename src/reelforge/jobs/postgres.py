@@ -34,6 +34,7 @@ import threading
 import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import asdict
 from typing import Any, Final
 
 try:
@@ -44,17 +45,20 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError("the PostgreSQL job store needs: pip install 'reelforge[postgres]'") from exc
 
 from reelforge.contract import Status
-from reelforge.jobs import base, migrate
+from reelforge.jobs import base, migrate, postgres_admission
+from reelforge.jobs.admission import Admission, Reservation
 from reelforge.jobs.base import Ending, StoreBase
 from reelforge.jobs.listener import EVENTS_CHANNEL, JOBS_CHANNEL, Listener, channel
 from reelforge.jobs.model import (
     DEFAULT_DIALECT,
+    NO_LIMITS,
     PROGRESS_EVENT_SECONDS,
     PROGRESS_EVENTS_KEPT_SECONDS,
     ApiKey,
     EventKind,
     Job,
     JobEvent,
+    KeyLimits,
     Lease,
     ListOrder,
     Outcome,
@@ -100,9 +104,11 @@ class PostgresJobStore(StoreBase):
         clock: Callable[[], float] | None = None,
         min_size: int = 1,
         max_size: int = 8,
+        key_max_running: int | None = None,
     ) -> None:
         """Connect to the database at ``url`` (a URL or conninfo string). Times are the
-        database's unless ``clock`` is given.
+        database's unless ``clock`` is given. ``key_max_running`` is the claim's limit for
+        keys without their own ``max_running`` (None: none).
 
         Raises ``RuntimeError`` if the schema is missing, older than this code's (run
         ``reelforge db upgrade``) or newer; ``psycopg.OperationalError`` if the database
@@ -114,6 +120,7 @@ class PostgresJobStore(StoreBase):
         self._events_channel = channel(EVENTS_CHANNEL, schema)
         self._url = url
         self._clock = clock
+        self._key_max_running = key_max_running
         self._pid = os.getpid()
         self._pool = ConnectionPool(
             url,
@@ -161,6 +168,7 @@ class PostgresJobStore(StoreBase):
         dialect: str = DEFAULT_DIALECT,
         callback_url: str | None = None,
         lora: str | None = None,
+        admission: Admission | None = None,
     ) -> Job:
         params = self._new_job(
             owner=owner,
@@ -174,6 +182,8 @@ class PostgresJobStore(StoreBase):
         )
         try:
             with self._transaction() as conn:
+                if admission is not None and admission.check is not None:
+                    admission.check(postgres_admission.usage(conn, owner, params["now"]))
                 row = _one(
                     conn.execute(
                         """
@@ -197,6 +207,9 @@ class PostgresJobStore(StoreBase):
                         [(row["id"], key) for key in request.input_keys],
                     )
                 self._queued(conn, [row], EventKind.QUEUED, {})
+                if admission is not None and admission.idempotency_key is not None:
+                    key = admission.idempotency_key
+                    postgres_admission.bind(conn, owner=owner, key=key, job_id=row["id"])
         except psycopg.errors.UntranslatableCharacter as exc:
             raise ValueError(f"request cannot be stored in PostgreSQL's jsonb: {exc}") from exc
         return base.job_from_row(row)
@@ -243,6 +256,7 @@ class PostgresJobStore(StoreBase):
             "worker_id": worker_id,
             "now": self._now(),
             "models": None if models is None else sorted(models),
+            "max_running": self._key_max_running,
         }
         with self._transaction() as conn:
             self._settle_expired(conn)
@@ -255,6 +269,13 @@ class PostgresJobStore(StoreBase):
                     WHERE status = 'queued'
                       AND (run_after IS NULL OR run_after <= reelforge_now(%(now)s))
                       AND (%(models)s::text[] IS NULL OR model = ANY(%(models)s::text[]))
+                      -- Admission: a key at its max_running limit (its own, else the default
+                      -- %(max_running)s; neither: no limit) is skipped. Two workers claiming
+                      -- at once for one key may each see it one below its limit.
+                      AND (SELECT count(*) FROM jobs AS running
+                           WHERE running.owner = jobs.owner AND running.status = 'generating')
+                          < COALESCE((SELECT max_running FROM api_keys WHERE id = jobs.owner),
+                                     %(max_running)s::integer, 2147483647)
                     ORDER BY created_at, id
                     LIMIT 1
                     FOR UPDATE SKIP LOCKED
@@ -653,6 +674,7 @@ class PostgresJobStore(StoreBase):
             "batch": base.PRUNE_BATCH,
         }
         with self._connection() as conn:
+            postgres_admission.prune(conn, params["now"])
             return conn.execute(
                 """
                 DELETE FROM job_events WHERE id IN (
@@ -668,29 +690,35 @@ class PostgresJobStore(StoreBase):
 
     # --- keys -----------------------------------------------------------------------------
 
-    def add_key(self, *, name: str, key_hash: str, prefix: str) -> ApiKey:
+    def add_key(
+        self, *, name: str, key_hash: str, prefix: str, limits: KeyLimits = NO_LIMITS
+    ) -> ApiKey:
         params = {"id": uuid.uuid4().hex, "name": name, "key_hash": key_hash, "prefix": prefix}
         with self._connection() as conn:
             row = conn.execute(
                 """
-                INSERT INTO api_keys (id, name, key_hash, prefix, created_at)
-                VALUES (%(id)s, %(name)s, %(key_hash)s, %(prefix)s, reelforge_now(%(now)s))
-                RETURNING id, name, created_at, revoked_at, prefix
+                INSERT INTO api_keys (id, name, key_hash, prefix, created_at, rpm, max_queued,
+                                      max_running, daily_video_seconds)
+                VALUES (%(id)s, %(name)s, %(key_hash)s, %(prefix)s, reelforge_now(%(now)s),
+                        %(rpm)s, %(max_queued)s, %(max_running)s, %(daily_video_seconds)s)
+                RETURNING id, name, created_at, revoked_at, prefix, rpm, max_queued,
+                          max_running, daily_video_seconds
                 """,
-                {**params, "now": self._now()},
+                {**params, "now": self._now(), **asdict(limits)},
             ).fetchone()
-        return ApiKey(**_one(row))
+        return base.key_from_row(_one(row))
 
     def key_for_hash(self, key_hash: str) -> ApiKey | None:
         with self._connection() as conn:
             row = conn.execute(
                 """
-                SELECT id, name, created_at, revoked_at, prefix FROM api_keys
-                WHERE key_hash = %s AND revoked_at IS NULL
+                SELECT id, name, created_at, revoked_at, prefix, rpm, max_queued, max_running,
+                       daily_video_seconds
+                FROM api_keys WHERE key_hash = %s AND revoked_at IS NULL
                 """,
                 (key_hash,),
             ).fetchone()
-        return None if row is None else ApiKey(**row)
+        return None if row is None else base.key_from_row(row)
 
     def key_revoked(self, key_hash: str) -> bool:
         with self._connection() as conn:
@@ -704,32 +732,67 @@ class PostgresJobStore(StoreBase):
         with self._connection() as conn:
             rows = conn.execute(
                 """
-                SELECT id, name, created_at, revoked_at, prefix FROM api_keys
-                ORDER BY created_at, id
+                SELECT id, name, created_at, revoked_at, prefix, rpm, max_queued, max_running,
+                       daily_video_seconds
+                FROM api_keys ORDER BY created_at, id
                 """
             ).fetchall()
-        return [ApiKey(**row) for row in rows]
+        return [base.key_from_row(row) for row in rows]
 
     def revoke_key(self, key_id_or_prefix: str) -> bool:
         with self._transaction() as conn:
-            ids = conn.execute(
-                """
-                SELECT id FROM api_keys
-                WHERE (id = %(needle)s OR prefix = %(needle)s) AND revoked_at IS NULL
-                FOR UPDATE
-                """,
-                {"needle": key_id_or_prefix},
-            ).fetchall()
-            if len(ids) > 1:
-                raise ValueError(
-                    f"{key_id_or_prefix!r} matches {len(ids)} active keys; revoke by id"
-                )
+            ids = self._active_key_ids(conn, key_id_or_prefix)
             if ids:
                 conn.execute(
                     "UPDATE api_keys SET revoked_at = reelforge_now(%s) WHERE id = %s",
-                    (self._now(), ids[0]["id"]),
+                    (self._now(), ids[0]),
                 )
         return len(ids) == 1
+
+    def set_key_limits(self, key_id_or_prefix: str, limits: KeyLimits) -> ApiKey | None:
+        with self._transaction() as conn:
+            ids = self._active_key_ids(conn, key_id_or_prefix)
+            row = conn.execute(
+                """
+                UPDATE api_keys
+                SET rpm = COALESCE(%(rpm)s, rpm),
+                    max_queued = COALESCE(%(max_queued)s, max_queued),
+                    max_running = COALESCE(%(max_running)s, max_running),
+                    daily_video_seconds = COALESCE(%(daily_video_seconds)s, daily_video_seconds)
+                WHERE id = %(id)s
+                RETURNING id, name, created_at, revoked_at, prefix, rpm, max_queued,
+                          max_running, daily_video_seconds
+                """,
+                {**asdict(limits), "id": ids[0] if ids else None},
+            ).fetchone()
+        return None if row is None else base.key_from_row(row)
+
+    def _active_key_ids(self, conn: PgConnection, key_id_or_prefix: str) -> builtins.list[str]:
+        """The id of the active key with this id or prefix (none or one), locked; ``ValueError``
+        if a prefix matches several."""
+        ids = conn.execute(
+            """
+            SELECT id FROM api_keys
+            WHERE (id = %(needle)s OR prefix = %(needle)s) AND revoked_at IS NULL
+            FOR UPDATE
+            """,
+            {"needle": key_id_or_prefix},
+        ).fetchall()
+        if len(ids) > 1:
+            raise ValueError(f"{key_id_or_prefix!r} matches {len(ids)} active keys; use its id")
+        return [row["id"] for row in ids]
+
+    # --- idempotency keys -----------------------------------------------------------------
+
+    def reserve_idempotency(self, *, owner: str, key: str, fingerprint: str) -> Reservation | None:
+        with self._transaction() as conn:
+            return postgres_admission.reserve(
+                conn, owner=owner, key=key, fingerprint=fingerprint, now=self._now()
+            )
+
+    def abandon_idempotency(self, *, owner: str, key: str) -> None:
+        with self._connection() as conn:
+            postgres_admission.abandon(conn, owner=owner, key=key)
 
     # --- coordination ---------------------------------------------------------------------
 

@@ -15,20 +15,24 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Collection, Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from reelforge.contract import Status
-from reelforge.jobs import base, migrate
+from reelforge.jobs import base, migrate, sqlite_admission
+from reelforge.jobs.admission import Admission, Reservation
 from reelforge.jobs.base import Ending, StoreBase
 from reelforge.jobs.model import (
     DEFAULT_DIALECT,
+    NO_LIMITS,
     PROGRESS_EVENT_SECONDS,
     PROGRESS_EVENTS_KEPT_SECONDS,
     ApiKey,
     EventKind,
     Job,
     JobEvent,
+    KeyLimits,
     Lease,
     ListOrder,
     Outcome,
@@ -41,13 +45,22 @@ from reelforge.request import JobRequest
 class SQLiteJobStore(StoreBase):
     """A ``Store`` on one SQLite file."""
 
-    def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        clock: Callable[[], float] = time.time,
+        key_max_running: int | None = None,
+    ) -> None:
         """Open (creating if missing) the database at ``path`` and migrate it.
+        ``key_max_running`` is the claim's limit for keys without their own ``max_running``
+        (None: none).
 
         Raises ``RuntimeError`` if the SQLite library is older than 3.35, the file holds a
         schema newer than this code, or it cannot be put in WAL mode.
         """
         self._clock = clock
+        self._key_max_running = key_max_running
         self._db = SQLiteFile(path)
         try:
             migrate.upgrade_sqlite(self._db.write)
@@ -67,6 +80,7 @@ class SQLiteJobStore(StoreBase):
         dialect: str = DEFAULT_DIALECT,
         callback_url: str | None = None,
         lora: str | None = None,
+        admission: Admission | None = None,
     ) -> Job:
         params = self._new_job(
             owner=owner,
@@ -79,6 +93,8 @@ class SQLiteJobStore(StoreBase):
             now=self._clock(),
         )
         with self._db.write() as conn:
+            if admission is not None and admission.check is not None:
+                admission.check(sqlite_admission.usage(conn, owner, params["now"]))
             row = conn.execute(
                 """
                 INSERT INTO jobs (id, owner, model, request, status, progress, attempts,
@@ -95,6 +111,9 @@ class SQLiteJobStore(StoreBase):
                 [(params["id"], key) for key in request.input_keys],
             )
             _append(conn, row, EventKind.QUEUED)
+            if admission is not None and admission.idempotency_key is not None:
+                key = admission.idempotency_key
+                sqlite_admission.bind(conn, owner=owner, key=key, job_id=row["id"])
         return base.job_from_row(_fields(row))
 
     def get(self, job_id: str, *, owner: str | None = None) -> Job | None:
@@ -144,6 +163,7 @@ class SQLiteJobStore(StoreBase):
             "worker_id": worker_id,
             "now": now,
             "models": None if models is None else json.dumps(sorted(models)),
+            "max_running": self._key_max_running,
         }
         with self._db.write() as conn:
             self._settle_expired(conn, now)
@@ -158,6 +178,12 @@ class SQLiteJobStore(StoreBase):
                     SELECT id FROM jobs
                     WHERE status = 'queued' AND (run_after IS NULL OR run_after <= :now)
                       AND (:models IS NULL OR model IN (SELECT value FROM json_each(:models)))
+                      -- Admission: a key at its max_running limit (its own, else the
+                      -- default :max_running; neither: no limit) is skipped.
+                      AND (SELECT COUNT(*) FROM jobs AS running
+                           WHERE running.owner = jobs.owner AND running.status = 'generating')
+                          < COALESCE((SELECT max_running FROM api_keys WHERE id = jobs.owner),
+                                     :max_running, 1 << 62)
                     ORDER BY created_at, id
                     LIMIT 1
                 )
@@ -452,6 +478,7 @@ class SQLiteJobStore(StoreBase):
     def prune_events(self) -> int:
         params = {"cutoff": self._clock() - PROGRESS_EVENTS_KEPT_SECONDS, "batch": base.PRUNE_BATCH}
         with self._db.write() as conn:
+            sqlite_admission.prune(conn, self._clock())
             return conn.execute(
                 """
                 DELETE FROM job_events WHERE id IN (
@@ -466,32 +493,38 @@ class SQLiteJobStore(StoreBase):
 
     # --- keys -----------------------------------------------------------------------------
 
-    def add_key(self, *, name: str, key_hash: str, prefix: str) -> ApiKey:
+    def add_key(
+        self, *, name: str, key_hash: str, prefix: str, limits: KeyLimits = NO_LIMITS
+    ) -> ApiKey:
         params = {"id": uuid.uuid4().hex, "name": name, "key_hash": key_hash, "prefix": prefix}
         with self._db.write() as conn:
             row = conn.execute(
                 """
-                INSERT INTO api_keys (id, name, key_hash, prefix, created_at)
-                VALUES (:id, :name, :key_hash, :prefix, :now)
-                RETURNING id, name, created_at, revoked_at, prefix
+                INSERT INTO api_keys (id, name, key_hash, prefix, created_at, rpm, max_queued,
+                                      max_running, daily_video_seconds)
+                VALUES (:id, :name, :key_hash, :prefix, :now, :rpm, :max_queued, :max_running,
+                        :daily_video_seconds)
+                RETURNING id, name, created_at, revoked_at, prefix, rpm, max_queued,
+                          max_running, daily_video_seconds
                 """,
-                {**params, "now": self._clock()},
+                {**params, "now": self._clock(), **asdict(limits)},
             ).fetchone()
-        return ApiKey(**_fields(row))
+        return base.key_from_row(_fields(row))
 
     def key_for_hash(self, key_hash: str) -> ApiKey | None:
         row = (
             self._db.read()
             .execute(
                 """
-                SELECT id, name, created_at, revoked_at, prefix FROM api_keys
-                WHERE key_hash = ? AND revoked_at IS NULL
+                SELECT id, name, created_at, revoked_at, prefix, rpm, max_queued, max_running,
+                       daily_video_seconds
+                FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL
                 """,
                 (key_hash,),
             )
             .fetchone()
         )
-        return None if row is None else ApiKey(**_fields(row))
+        return None if row is None else base.key_from_row(_fields(row))
 
     def key_revoked(self, key_hash: str) -> bool:
         row = (
@@ -509,33 +542,68 @@ class SQLiteJobStore(StoreBase):
             self._db.read()
             .execute(
                 """
-                SELECT id, name, created_at, revoked_at, prefix FROM api_keys
-                ORDER BY created_at, id
+                SELECT id, name, created_at, revoked_at, prefix, rpm, max_queued, max_running,
+                       daily_video_seconds
+                FROM api_keys ORDER BY created_at, id
                 """
             )
             .fetchall()
         )
-        return [ApiKey(**_fields(row)) for row in rows]
+        return [base.key_from_row(_fields(row)) for row in rows]
 
     def revoke_key(self, key_id_or_prefix: str) -> bool:
         with self._db.write() as conn:
-            ids = conn.execute(
-                """
-                SELECT id FROM api_keys
-                WHERE (id = :needle OR prefix = :needle) AND revoked_at IS NULL
-                """,
-                {"needle": key_id_or_prefix},
-            ).fetchall()
-            if len(ids) > 1:
-                raise ValueError(
-                    f"{key_id_or_prefix!r} matches {len(ids)} active keys; revoke by id"
-                )
+            ids = self._active_key_ids(conn, key_id_or_prefix)
             if ids:
                 conn.execute(
-                    "UPDATE api_keys SET revoked_at = ? WHERE id = ?",
-                    (self._clock(), ids[0]["id"]),
+                    "UPDATE api_keys SET revoked_at = ? WHERE id = ?", (self._clock(), ids[0])
                 )
         return len(ids) == 1
+
+    def _active_key_ids(
+        self, conn: sqlite3.Connection, key_id_or_prefix: str
+    ) -> builtins.list[str]:
+        """The id of the active key with this id or prefix (none or one); ``ValueError`` if
+        a prefix matches several."""
+        ids = conn.execute(
+            """
+            SELECT id FROM api_keys
+            WHERE (id = :needle OR prefix = :needle) AND revoked_at IS NULL
+            """,
+            {"needle": key_id_or_prefix},
+        ).fetchall()
+        if len(ids) > 1:
+            raise ValueError(f"{key_id_or_prefix!r} matches {len(ids)} active keys; use its id")
+        return [row["id"] for row in ids]
+
+    def set_key_limits(self, key_id_or_prefix: str, limits: KeyLimits) -> ApiKey | None:
+        with self._db.write() as conn:
+            ids = self._active_key_ids(conn, key_id_or_prefix)
+            row = conn.execute(
+                """
+                UPDATE api_keys
+                SET rpm = COALESCE(:rpm, rpm), max_queued = COALESCE(:max_queued, max_queued),
+                    max_running = COALESCE(:max_running, max_running),
+                    daily_video_seconds = COALESCE(:daily_video_seconds, daily_video_seconds)
+                WHERE id = :id
+                RETURNING id, name, created_at, revoked_at, prefix, rpm, max_queued,
+                          max_running, daily_video_seconds
+                """,
+                {**asdict(limits), "id": ids[0] if ids else None},
+            ).fetchone()
+        return None if row is None else base.key_from_row(_fields(row))
+
+    # --- idempotency keys -----------------------------------------------------------------
+
+    def reserve_idempotency(self, *, owner: str, key: str, fingerprint: str) -> Reservation | None:
+        with self._db.write() as conn:
+            return sqlite_admission.reserve(
+                conn, owner=owner, key=key, fingerprint=fingerprint, now=self._clock()
+            )
+
+    def abandon_idempotency(self, *, owner: str, key: str) -> None:
+        with self._db.write() as conn:
+            sqlite_admission.abandon(conn, owner=owner, key=key)
 
     # --- coordination ---------------------------------------------------------------------
 

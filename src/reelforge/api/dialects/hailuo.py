@@ -22,14 +22,23 @@ from pydantic import BaseModel, BeforeValidator, Field
 from pydantic_core import PydanticCustomError
 from starlette.types import Receive, Scope, Send
 
-from reelforge.api.accept import Submission, accept, image_input
-from reelforge.api.deps import CallerDep, Services, ServicesDep, services_of
+from reelforge.api.accept import Submission, image_input
+from reelforge.api.deps import CallerDep, IdempotencyKey, Services, ServicesDep, services_of
 from reelforge.api.dialects.base import Dialect, StrictBody
 from reelforge.api.headers import SECURITY_HEADERS
 from reelforge.api.openapi import BEARER, ErrorAnswer, ErrorInfo, error_responses
 from reelforge.contract import MAX_PROMPT_CHARS, Status
 from reelforge.engines.registry import ModelSpec, capabilities
-from reelforge.errors import InvalidRequest, NotFound, PayloadTooLarge, Unauthorized
+from reelforge.errors import (
+    IdempotencyConflict,
+    IdempotencyMismatch,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    QueueFull,
+    RateLimited,
+    Unauthorized,
+)
 from reelforge.jobs.model import Job
 from reelforge.request import JobRequest, Resolution
 
@@ -338,30 +347,37 @@ def _generation_id(value: str, *, field: str = "generation_id") -> str:
     return value
 
 
-_CREATE_ERRORS: Final = error_responses(*_AUTHENTICATED, PayloadTooLarge, model=ErrorAnswer)
+_CREATE_ERRORS: Final = error_responses(
+    *_AUTHENTICATED,
+    PayloadTooLarge,
+    IdempotencyMismatch,
+    IdempotencyConflict,
+    RateLimited,
+    QueueFull,
+    model=ErrorAnswer,
+)
 
 
 @router.post(LEGACY, response_model=LegacyCreated, responses=_CREATE_ERRORS)
-def create_legacy(body: LegacyCreate, caller: CallerDep, services: ServicesDep) -> LegacyCreated:
-    job = _accept(body.submission(), caller.id, services)
+def create_legacy(
+    body: LegacyCreate,
+    caller: CallerDep,
+    services: ServicesDep,
+    idempotency_key: IdempotencyKey = None,
+) -> LegacyCreated:
+    job = services.admit(body.submission(), caller, idempotency_key)
     return LegacyCreated(generation_id=job.id, status=job.status)
 
 
 @router.post(UNIFIED, response_model=UnifiedCreated, responses=_CREATE_ERRORS)
-def create_unified(body: UnifiedCreate, caller: CallerDep, services: ServicesDep) -> UnifiedCreated:
-    job = _accept(body.submission(), caller.id, services)
+def create_unified(
+    body: UnifiedCreate,
+    caller: CallerDep,
+    services: ServicesDep,
+    idempotency_key: IdempotencyKey = None,
+) -> UnifiedCreated:
+    job = services.admit(body.submission(), caller, idempotency_key)
     return UnifiedCreated(id=job.id, status=job.status)
-
-
-def _accept(submission: Submission, owner: str, services: Services) -> Job:
-    return accept(
-        submission,
-        owner=owner,
-        models=services.models,
-        max_attempts=services.settings.max_attempts,
-        queue=services.store,
-        storage=services.storage,
-    )
 
 
 _CANCEL_ERRORS: Final = error_responses(*_AUTHENTICATED, NotFound, model=ErrorAnswer)
