@@ -16,7 +16,7 @@ back at its end. What happened is the generation's ``meta.prompt``: ``original``
 and ``optimizer`` (``status`` rewritten | skipped | failed, ``reason``, ``model``, ``seconds``).
 
 The worker starts the call when it claims a job and fetches the job's images meanwhile, so a
-GPU waits at most the timeout, usually the LLM's 1-5 s (``worker.Worker.process``).
+GPU waits at most the timeout, and only for the LLM's answer (``worker.Worker.process``).
 """
 
 from __future__ import annotations
