@@ -21,12 +21,15 @@ from reelforge.media.camera import CameraPath, CameraScript, parse_camera, plan_
 from reelforge.media.morph import Morph
 from reelforge.media.sizing import output_size
 from reelforge.media.surround import Surround
-from reelforge.media.title import title_card
+from reelforge.media.title import Lettered, gradient, title_card
 from reelforge.request import JobRequest, Resolution
 from reelforge.video import Frame, Video
 
 FPS = ENGINES["preview"].fps
 """The reference's frame rate, for a request without ``fps``."""
+_HELD = 0.25
+"""A title's text is held still on screen when the part of the card every frame shows is
+smaller than this share of the frame's height on either side."""
 
 
 class PreviewEngine:
@@ -63,26 +66,34 @@ class PreviewEngine:
         if self.scale != 1:
             width, height = (max(16, 2 * round(side * self.scale / 2)) for side in (width, height))
 
-        # 3. The two ends: the given pictures, or a title card for a missing first frame. A
-        #    resolution class has the first frame's aspect: scaled; explicit dimensions may
-        #    not: cover-cropped, as the last frame always is.
-        if keyframes.first is None:
-            first = np.asarray(title_card(script.text or request.prompt, width, height))
-        elif isinstance(request.size, Resolution):
-            first = _fit(keyframes.first, width, height)
-        else:
-            first = _cover(keyframes.first, width, height)
-        last = _cover(keyframes.last, width, height) if keyframes.last else None
-
-        # 4. The camera path: pinned to the whole picture where a frame is given.
+        # 3. The camera path: pinned to the whole picture where a frame is given.
         path = plan_path(
             script,
             frame_count,
             fps,
             seed=seed,
             pinned_start=keyframes.first is not None,
-            pinned_end=last is not None,
+            pinned_end=keyframes.last is not None,
         )
+
+        # 4. The two ends: the given pictures, or a title card for a missing first frame, its
+        #    text inside the part of the card the camera keeps in view (held still on screen
+        #    when the moves keep too little in view). A resolution class has the first frame's
+        #    aspect: scaled; explicit dimensions may not: cover-cropped, as the last frame
+        #    always is.
+        overlay = None
+        if keyframes.first is None:
+            text = script.text or request.prompt
+            view = path.steady_view(width, height)
+            if view is None or min(view[2] - view[0], view[3] - view[1]) < _HELD * height:
+                first, overlay = gradient(text, width, height), Lettered(text, width, height)
+            else:
+                first = title_card(text, width, height, view)
+        elif isinstance(request.size, Resolution):
+            first = _fit(keyframes.first, width, height)
+        else:
+            first = _cover(keyframes.first, width, height)
+        last = _cover(keyframes.last, width, height) if keyframes.last else None
 
         # 5. The content of each frame: the still picture, or the way along the morph; where
         #    the camera looks past the picture (pulling back from a first frame), extended.
@@ -98,7 +109,7 @@ class PreviewEngine:
             height=height,
             fps=fps,
             frame_count=frame_count,
-            frames=_render(content, path, frame_count, on_step, pad),
+            frames=_render(content, path, frame_count, on_step, pad, overlay),
             meta=_meta(script, width, height, fps, seed),
         )
 
@@ -117,10 +128,15 @@ def _check(request: JobRequest, width: int, height: int) -> None:
 
 
 def _render(
-    content: Callable[[int], Frame], path: CameraPath, frame_count: int, on_step: OnStep, pad: int
+    content: Callable[[int], Frame],
+    path: CameraPath,
+    frame_count: int,
+    on_step: OnStep,
+    pad: int,
+    overlay: Lettered | None,
 ) -> Iterator[Frame]:
     """Each frame: the camera's view of the content (``pad`` pixels of surround around the
-    picture on every side)."""
+    picture on every side), with ``overlay`` held still on it."""
     for index in range(frame_count):
         canvas = content(index)
         height, width = canvas.shape[0] - 2 * pad, canvas.shape[1] - 2 * pad
@@ -137,7 +153,7 @@ def _render(
                 borderMode=cv2.BORDER_REFLECT_101,
             )
         on_step(index + 1, frame_count)
-        yield picture
+        yield picture if overlay is None else overlay.over(picture)
 
 
 def _still(picture: Frame) -> Callable[[int], Frame]:
