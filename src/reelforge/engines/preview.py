@@ -17,8 +17,8 @@ from PIL import Image, ImageOps
 from reelforge.engines.base import Keyframes, OnStep, request_seed
 from reelforge.engines.registry import ENGINES, PREVIEW, capabilities
 from reelforge.errors import InvalidRequest
-from reelforge.media.camera import CameraPath, CameraScript, parse_camera, plan_path
-from reelforge.media.morph import Morph
+from reelforge.media.camera import CameraPath, CameraScript, FloatArray, parse_camera, plan_path
+from reelforge.media.morph import Morph, look
 from reelforge.media.sizing import output_size
 from reelforge.media.surround import Surround
 from reelforge.media.title import Lettered, gradient, title_card
@@ -95,21 +95,22 @@ class PreviewEngine:
             first = _cover(keyframes.first, width, height)
         last = _cover(keyframes.last, width, height) if keyframes.last else None
 
-        # 5. The content of each frame: the still picture, or the way along the morph; where
-        #    the camera looks past the picture (pulling back from a first frame), extended.
+        # 5. The content: the still picture, or the morph from first to last; where the
+        #    camera looks past the picture (pulling back from a first frame), extended.
         pad = path.reach(width, height)
         surround = Surround(width, height, pad) if pad else None
+        extend = surround.extend if surround else (lambda picture: picture)
         if last is None:
-            content = _still(surround.extend(first) if surround else first)
+            view = _still(extend(first), width, height, pad)
         else:
-            content = _morph_content(first, last, frame_count, surround)
+            view = _morphing(Morph(extend(first), extend(last)), frame_count, width, height)
 
         return Video(
             width=width,
             height=height,
             fps=fps,
             frame_count=frame_count,
-            frames=_render(content, path, frame_count, on_step, pad, overlay),
+            frames=_render(view, path, (width, height, pad), frame_count, on_step, overlay),
             meta=_meta(script, width, height, fps, seed),
         )
 
@@ -127,59 +128,53 @@ def _check(request: JobRequest, width: int, height: int) -> None:
         raise InvalidRequest("size", f"{width}x{height}: {problem}")
 
 
+View = Callable[[int, "FloatArray | None"], Frame]
+"""The content of frame ``index`` seen through the camera: the 2x3 matrix from output pixels
+to the content's (surround included), or None where the camera shows the whole picture."""
+
+
 def _render(
-    content: Callable[[int], Frame],
+    view: View,
     path: CameraPath,
+    size: tuple[int, int, int],
     frame_count: int,
     on_step: OnStep,
-    pad: int,
     overlay: Lettered | None,
 ) -> Iterator[Frame]:
-    """Each frame: the camera's view of the content (``pad`` pixels of surround around the
-    picture on every side), with ``overlay`` held still on it."""
+    """Each frame: the camera's view of the content (``size``: width, height and the
+    surround's pad in pixels), with ``overlay`` held still on it."""
+    width, height, pad = size
     for index in range(frame_count):
-        canvas = content(index)
-        height, width = canvas.shape[0] - 2 * pad, canvas.shape[1] - 2 * pad
-        if path.is_still(index):
-            picture = np.ascontiguousarray(canvas[pad : pad + height, pad : pad + width])
-        else:
-            matrix = path.inverse_affine(index, width, height)
-            matrix[:, 2] += pad
-            picture = cv2.warpAffine(
-                canvas,
-                matrix,
-                (width, height),
-                flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                borderMode=cv2.BORDER_REFLECT_101,
-            )
+        camera = None
+        if not path.is_still(index):
+            camera = path.inverse_affine(index, width, height)
+            camera[:, 2] += pad
+        picture = view(index, camera)
         on_step(index + 1, frame_count)
         yield picture if overlay is None else overlay.over(picture)
 
 
-def _still(picture: Frame) -> Callable[[int], Frame]:
-    return lambda _index: picture
+def _still(canvas: Frame, width: int, height: int, pad: int) -> View:
+    four = cv2.cvtColor(canvas, cv2.COLOR_RGB2RGBA)  # OpenCV warps four channels faster
+
+    def view(_index: int, camera: FloatArray | None) -> Frame:
+        if camera is None:
+            return np.ascontiguousarray(canvas[pad : pad + height, pad : pad + width])
+        return look(four, camera, width, height)
+
+    return view
 
 
-def _morph_content(
-    first: Frame, last: Frame, frame_count: int, surround: Surround | None
-) -> Callable[[int], Frame]:
-    """The morph's frame at each index (eased); with ``surround``, in the middle of the two
-    ends' extensions, crossfaded (soft as they are, a crossfade is all they need)."""
-    morph = Morph(first, last)
-    ends = (surround.extend(first), surround.extend(last)) if surround else None
-    pad = surround.pad if surround else 0
+def _morphing(morph: Morph, frame_count: int, width: int, height: int) -> View:
+    """The morph's frame at each index, eased (zero speed at both ends)."""
+    pad = (morph.height - height) // 2
+    whole = np.array([[1, 0, pad], [0, 1, pad]], np.float32)
 
-    def content(index: int) -> Frame:
+    def view(index: int, camera: FloatArray | None) -> Frame:
         x = index / (frame_count - 1)
-        eased = x * x * (3 - 2 * x)
-        picture = morph.frame(eased)
-        if ends is None:
-            return picture
-        canvas: Frame = cv2.addWeighted(ends[0], 1 - eased, ends[1], eased, 0)
-        canvas[pad : pad + picture.shape[0], pad : pad + picture.shape[1]] = picture
-        return canvas
+        return morph.frame(x * x * (3 - 2 * x), whole if camera is None else camera, width, height)
 
-    return content
+    return view
 
 
 def _fit(image: Image.Image, width: int, height: int) -> Frame:
