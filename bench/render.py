@@ -123,9 +123,7 @@ def main() -> None:
     parser.add_argument("--only", default="", help="run only the cases whose name has this")
     parser.add_argument("--rounds", type=int, default=1, help="render and floor taking turns")
     args = parser.parse_args()
-    print(
-        "case                    render s  floor s  x floor  x realtime  peak RSS  CPU x floor"
-    )
+    print("case                    render s  floor s  x floor  x realtime  peak RSS  CPU x floor")
     with tempfile.TemporaryDirectory() as directory:
         for index, case in enumerate(CASES):
             if args.only in case.name:

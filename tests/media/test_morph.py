@@ -14,6 +14,7 @@ scores about the number of frames; a smooth one, low).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import cv2
@@ -85,7 +86,9 @@ def clip(first: Image.Image, last: Image.Image) -> list[Frame]:
     return list(video.frames)
 
 
-def ghosting(middle: Frame, first: Image.Image, last: Image.Image, clean: list[Image.Image]) -> float:
+def ghosting(
+    middle: Frame, first: Image.Image, last: Image.Image, clean: list[Image.Image]
+) -> float:
     m = middle.astype(np.float32)
     nearest = np.min([np.abs(m - np.asarray(c, np.float32)).sum(axis=2) for c in clean], axis=0)
     ends = np.abs(np.asarray(first, np.float32) - np.asarray(last, np.float32)).sum(axis=2)
@@ -93,7 +96,7 @@ def ghosting(middle: Frame, first: Image.Image, last: Image.Image, clean: list[I
 
 
 def largest_step(frames: list[Frame]) -> float:
-    steps = [np.abs(b.astype(np.float32) - a).mean() for a, b in zip(frames, frames[1:])]
+    steps = [np.abs(b.astype(np.float32) - a).mean() for a, b in itertools.pairwise(frames)]
     return float(max(steps) / np.mean(steps))
 
 

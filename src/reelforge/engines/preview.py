@@ -84,11 +84,11 @@ class PreviewEngine:
         overlay = None
         if keyframes.first is None:
             text = script.text or request.prompt
-            view = path.steady_view(width, height)
-            if view is None or min(view[2] - view[0], view[3] - view[1]) < _HELD * height:
+            steady = path.steady_view(width, height)
+            if steady is None or min(steady[2] - steady[0], steady[3] - steady[1]) < _HELD * height:
                 first, overlay = gradient(text, width, height), Lettered(text, width, height)
             else:
-                first = title_card(text, width, height, view)
+                first = title_card(text, width, height, steady)
         elif isinstance(request.size, Resolution):
             first = _fit(keyframes.first, width, height)
         else:

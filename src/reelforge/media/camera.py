@@ -182,7 +182,9 @@ class CameraPath:
         edges = []
         for size, offset in ((width, self.u), (height, self.v)):
             centre, half = size / 2 + offset * size, size / (2 * self.zoom)
-            edges.append((max(0.0, float(np.max(centre - half))), min(size, float(np.min(centre + half)))))
+            edges.append(
+                (max(0.0, float(np.max(centre - half))), min(size, float(np.min(centre + half))))
+            )
         (left, right), (top, bottom) = edges
         if left >= right or top >= bottom:
             return None

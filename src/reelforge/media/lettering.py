@@ -53,11 +53,15 @@ def _format4(data: bytes, at: int) -> frozenset[int]:
     ranges_at = starts_at + 4 * segments
     ranges = struct.unpack_from(f">{segments}H", data, ranges_at)
     found: set[int] = set()
-    for i, (first, last, delta, offset) in enumerate(zip(starts, ends, deltas, ranges, strict=True)):
+    for i, (first, last, delta, offset) in enumerate(
+        zip(starts, ends, deltas, ranges, strict=True)
+    ):
         for c in range(first, min(last, 0xFFFE) + 1):
             glyph = c
             if offset:
-                (glyph,) = struct.unpack_from(">H", data, ranges_at + 2 * i + offset + 2 * (c - first))
+                (glyph,) = struct.unpack_from(
+                    ">H", data, ranges_at + 2 * i + offset + 2 * (c - first)
+                )
                 glyph = (glyph + delta) & 0xFFFF if glyph else 0
             else:
                 glyph = (c + delta) & 0xFFFF

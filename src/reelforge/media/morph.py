@@ -56,7 +56,9 @@ class Morph:
         height, width = start.shape[:2]
         self.height = height
         half = (max(1, (width + 1) // 2), max(1, (height + 1) // 2))
-        self._halves = tuple(cv2.resize(f, half, interpolation=cv2.INTER_AREA) for f in (self._start, self._end))
+        self._halves = tuple(
+            cv2.resize(f, half, interpolation=cv2.INTER_AREA) for f in (self._start, self._end)
+        )
         # The flow both ways, measured at ``_FLOW_WIDTH``; its trust and the switch times.
         scale = min(1.0, _FLOW_WIDTH / width)
         small = (max(8, round(width * scale)), max(8, round(height * scale)))
@@ -80,7 +82,9 @@ class Morph:
         self._trust = (coarse(trust[0]), coarse(trust[1]))
         self._switch = coarse(_switch_times(*grey))
 
-    def frame(self, alpha: float, camera: npt.NDArray[np.floating], width: int, height: int) -> Frame:
+    def frame(
+        self, alpha: float, camera: npt.NDArray[np.floating], width: int, height: int
+    ) -> Frame:
         """The picture ``alpha`` of the way from start (0.0) to end (1.0), ``width`` x
         ``height`` px, seen through ``camera``: the 2x3 matrix that maps output pixels to the
         ends' pixels."""
@@ -105,7 +109,9 @@ class Morph:
         start = self._resample(self._halves[0], from_start, half)
         end = self._resample(self._halves[1], from_end, half)
         weight = cv2.resize(weight, half, interpolation=cv2.INTER_LINEAR)
-        blended = cv2.cvtColor(cv2.blendLinear(start, end, 1.0 - weight, weight), cv2.COLOR_RGBA2RGB)
+        blended = cv2.cvtColor(
+            cv2.blendLinear(start, end, 1.0 - weight, weight), cv2.COLOR_RGBA2RGB
+        )
         frame: Frame = cv2.resize(blended, (width, height), interpolation=cv2.INTER_LINEAR)
         sharp = 1.0 - min(alpha, 1.0 - alpha) / _SHARP_SPAN
         if sharp > 0.0:
@@ -148,26 +154,34 @@ def look(picture: Frame, camera: npt.NDArray[np.floating], width: int, height: i
         flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
         borderMode=cv2.BORDER_REFLECT_101,
     )
-    return cv2.cvtColor(looked, cv2.COLOR_RGBA2RGB)
+    rgb: Frame = cv2.cvtColor(looked, cv2.COLOR_RGBA2RGB)
+    return rgb
 
 
 def _sample(field: FloatArray, at: FloatArray) -> FloatArray:
     """``field`` (small scale) read at the small-scale positions ``at``, bilinearly."""
-    sampled: FloatArray = cv2.remap(field, at, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    sampled: FloatArray = cv2.remap(
+        field, at, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
     return sampled
 
 
-def _trust(flow: FloatArray, back: FloatArray, grey: npt.NDArray[np.uint8], other: npt.NDArray[np.uint8]) -> FloatArray:
+def _trust(
+    flow: FloatArray, back: FloatArray, grey: npt.NDArray[np.uint8], other: npt.NDArray[np.uint8]
+) -> FloatArray:
     """How much each pixel's ``flow`` can be trusted (0..1): the flow ``back`` from where it
     lands returns it home, and the pixel it lands on looks like it."""
     height, width = flow.shape[:2]
-    grid = np.dstack(np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32)))
+    grid = np.dstack(
+        np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
+    )
     landing = grid + flow
     returned = flow + _sample(back, landing)
     disagreement = np.hypot(returned[..., 0], returned[..., 1]) / _AGREEMENT
     unlike = (grey.astype(np.float32) - _sample(other.astype(np.float32), landing)) / _LIKENESS
-    trust: FloatArray = np.exp(-(disagreement**2) - unlike**2).astype(np.float32)
-    return cv2.GaussianBlur(trust, (0, 0), 1.5)
+    trust = np.exp(-(disagreement**2) - unlike**2).astype(np.float32)
+    smooth: FloatArray = cv2.GaussianBlur(trust, (0, 0), 1.5)
+    return smooth
 
 
 def _switch_times(start: npt.NDArray[np.uint8], end: npt.NDArray[np.uint8]) -> FloatArray:
