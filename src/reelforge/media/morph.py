@@ -1,20 +1,21 @@
 """A transition between two pictures along dense optical flow (OpenCV DIS), seen through a
 moving camera.
 
-Everything that does not change along the way is computed once per pair, at a reduced
-scale: the flow both ways, how far each pixel's flow can be trusted, and when each pixel
-switches from one end to the other. For each in-between frame, each end's pixels are pushed
+Everything that does not change along the way is computed once per pair: the flow both ways
+(at ``_FLOW_WIDTH``), how far each pixel's flow can be trusted, and when each pixel switches
+from one end to the other. For each in-between frame, each end's pixels are pushed
 (splatted) along their flow to where they are at that moment (faster-moving pixels in
-front), giving for every output pixel the place in each end to sample from; the camera's
-affine is folded into those places, so each end is resampled once per frame at full size.
+front), giving for every output pixel the place in each end to sample from, planned on a
+coarse grid with the camera's affine folded in; each end is then resampled once, at half
+size, and the blend enlarged (near either end, the sharp end picture fades in).
 
 Where the flows agree both ways and the pixels they pair look alike, the content is the same
 thing moving: the two warped ends are blended in proportion to the way along. Elsewhere (an
 object in one picture only, unrelated pictures) a blend would show both pictures at half
 strength, doubled objects and ghosts: there each pixel switches from the first picture to
-the last within a short window, so that
-at any moment most pixels show one picture or the other, and what stands out in the first
-picture leaves before what stands out in the last one arrives.
+the last within a short window, so that at any moment most pixels show one picture or the
+other, and what stands out in the first picture leaves before what stands out in the last
+one arrives.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ in between are made at half size and enlarged)."""
 
 
 class Morph:
-    """In-between frames from ``start`` to ``end`` (RGB frames of the same size)."""
+    """In-between frames from ``start`` to ``end`` (RGB frames of the same size; ``height``
+    is theirs, in pixels)."""
 
     def __init__(self, start: Frame, end: Frame) -> None:
         if start.shape != end.shape:
@@ -90,7 +92,7 @@ class Morph:
         ends' pixels."""
         if alpha <= 0.0 or alpha >= 1.0:
             return look(self._start if alpha <= 0.0 else self._end, camera, width, height)
-        # Where each output pixel sits in the small grid of the ends' frame at ``alpha``.
+        # Where each output pixel sits on the plan grid of the ends' frame at ``alpha``.
         view = self._small_view(camera.astype(np.float32), width, height)
         # A pixel moves along its flow only as far as the flow is trusted.
         from_start = _sample(self._forward.sources(alpha), view)
@@ -120,8 +122,8 @@ class Morph:
         return frame
 
     def _small_view(self, camera: FloatArray, width: int, height: int) -> FloatArray:
-        """For a small grid over the output (about ``_FLOW_WIDTH`` wide), the small-scale
-        position each of its points looks at (pixel centres aligned as ``cv2.resize`` does)."""
+        """For a coarse grid over the output (about ``_PLAN_WIDTH`` wide), the position on the
+        plan grid each of its points looks at (pixel centres aligned as ``cv2.resize`` does)."""
         columns, rows = max(2, round(width * self._scale)), max(2, round(height * self._scale))
         xs = (np.arange(columns, dtype=np.float32) + 0.5) * (width / columns) - 0.5
         ys = (np.arange(rows, dtype=np.float32) + 0.5) * (height / rows) - 0.5
@@ -159,7 +161,7 @@ def look(picture: Frame, camera: npt.NDArray[np.floating], width: int, height: i
 
 
 def _sample(field: FloatArray, at: FloatArray) -> FloatArray:
-    """``field`` (small scale) read at the small-scale positions ``at``, bilinearly."""
+    """``field`` read at the positions ``at`` (pixels of the same grid), bilinearly."""
     sampled: FloatArray = cv2.remap(
         field, at, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
     )
@@ -200,7 +202,7 @@ def _switch_times(start: npt.NDArray[np.uint8], end: npt.NDArray[np.uint8]) -> F
 
 
 class _Splat:
-    """Forward splatting of one flow field (in small-scale pixels)."""
+    """Forward splatting of one flow field (in pixels of its grid)."""
 
     def __init__(self, flow: FloatArray) -> None:
         height, width = flow.shape[:2]
