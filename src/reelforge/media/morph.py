@@ -30,7 +30,7 @@ FloatArray = npt.NDArray[np.float32]
 
 _FLOW_WIDTH = 320
 """Width, in pixels, at which the flow is measured."""
-_PLAN_WIDTH = 160
+_PLAN_WIDTH = 128
 """Width, in pixels, of the grid on which each frame's sampling positions and blend are
 planned (then enlarged: they vary smoothly)."""
 _AGREEMENT = 1.5
