@@ -1,9 +1,10 @@
-"""The preview engine: a watchable video that follows every part of a request, with no model.
+"""The preview engine: a deterministic stand-in for a model, for development and tests.
 
-It emulates the deterministic parts of the reference: the contract's size, length and
-frame rate; the first frame (the given image, or a title card designed from the prompt);
-the last frame reached along optical flow; and the camera commands. It runs on any CPU and
-renders each frame only when the encoder asks for it.
+It follows the request's deterministic parts: the contract's size, length and frame rate;
+the first frame (the given image, or a title card showing the prompt); the last frame,
+reached along optical flow; the camera commands; and the seed. It does not depict the scene
+the prompt describes. It runs on any CPU and renders each frame only when the encoder asks
+for it.
 """
 
 from __future__ import annotations
