@@ -80,11 +80,11 @@ def test_the_character_maps_read_agree_with_what_freetype_draws(index: int, span
 
 def test_long_text_wraps_and_cjk_breaks_between_characters() -> None:
     lettering = Lettering(20)
-    lines = lettering.wrap("灯" * 40, 200)
+    lines = lettering.wrap("灯" * 40, 200, limit=10)
     assert len(lines) > 1
     assert all(lettering.width(line) <= 200 for line in lines)
     assert "".join(lines) == "灯" * 40
-    words = lettering.wrap("a lighthouse at dusk with waves on the rocks", 150)
+    words = lettering.wrap("a lighthouse at dusk with waves on the rocks", 150, limit=10)
     assert all(lettering.width(line) <= 150 for line in words)
     assert " ".join(words) == "a lighthouse at dusk with waves on the rocks"
 
@@ -98,3 +98,13 @@ def test_the_text_stays_inside_the_area_it_is_given() -> None:
     assert xs.max() < 640
     assert ys.min() >= 50
     assert ys.max() < 200
+
+
+def test_a_long_prompt_sets_only_the_lines_that_fit_ending_in_an_ellipsis() -> None:
+    lettering = Lettering(20)
+    assert len(lettering.wrap("word " * 400, 200, limit=3)) == 3
+    assert len(lettering.wrap("x" * 2000, 200, limit=3)) == 3
+    short, long = text_mask("word " * 5), text_mask("word " * 400)
+    rows = np.flatnonzero(long.any(axis=1))
+    assert rows[-1] - rows[0] < long.shape[0] * 0.8  # six lines at most, not 80 tiny ones
+    assert long.sum() > short.sum()

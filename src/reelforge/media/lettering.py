@@ -128,9 +128,10 @@ class Lettering:
         """The advance of ``text`` set on one line, in pixels."""
         return sum(run.font.getlength(run.text) for run in self.runs(text))
 
-    def wrap(self, text: str, max_width: float) -> list[str]:
+    def wrap(self, text: str, max_width: float, limit: int) -> list[str]:
         """``text`` broken into lines no wider than ``max_width`` pixels: between words, and
-        between any two wide (CJK) characters; a word wider than a line is split."""
+        between any two wide (CJK) characters; a word wider than a line is split. At most
+        ``limit`` lines: the rest of a longer text is not set."""
         lines: list[str] = []
         line = ""
         for unit in _units(text):
@@ -138,15 +139,21 @@ class Lettering:
             if not line.strip() or self.width(candidate.rstrip()) <= max_width:
                 line = candidate
                 continue
-            lines.append(line.strip())
+            lines.extend(self._split(line.strip(), max_width, limit))
             line = "" if unit.isspace() else unit
-        lines.append(line.strip())
-        return [piece for raw in lines for piece in self._split(raw, max_width)]
+            if len(lines) >= limit:
+                return lines[:limit]
+        lines.extend(self._split(line.strip(), max_width, limit))
+        return lines[:limit]
 
-    def _split(self, line: str, max_width: float) -> list[str]:
+    def _split(self, line: str, max_width: float, limit: int) -> list[str]:
+        """``line`` cut between characters into pieces no wider than ``max_width`` (at most
+        ``limit`` of them)."""
         pieces = [""]
         for char in line:
             if pieces[-1] and self.width(pieces[-1] + char) > max_width:
+                if len(pieces) == limit:
+                    break
                 pieces.append("")
             pieces[-1] += char
         return pieces

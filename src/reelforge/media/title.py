@@ -84,8 +84,8 @@ def _gradient(digest: bytes, width: int, height: int) -> Image.Image:
 def _ink(text: str, width: int, height: int, area: Box) -> tuple[Image.Image, int]:
     """The text's ink as an ``L`` image of the card's size, centred in ``area`` with a margin
     of half the font size (room for the shadow), and the font size used. The size starts at
-    1/14 of the card's height and shrinks until the lines fit; at the smallest size, lines
-    beyond what fits end in an ellipsis."""
+    1/14 of the card's height and shrinks while the area cannot hold a line, or (down to half
+    that size) the lines; lines beyond what fits end in an ellipsis."""
     left, top, right, bottom = area
     text = settable(text)
     size = max(_MIN_SIZE, height // 14)
@@ -94,8 +94,10 @@ def _ink(text: str, width: int, height: int, area: Box) -> tuple[Image.Image, in
         room_w = min(right - left, width * _TEXT_WIDTH) - size
         room_h = bottom - top - size
         fitting = max(1, min(_MAX_LINES, int((room_h - size * 1.1) // (size * LINE_SPACING)) + 1))
-        lines = lettering.wrap(text, max(room_w, size))
-        if (len(lines) <= fitting and _widest(lettering, lines) <= room_w) or size <= _MIN_SIZE:
+        lines = lettering.wrap(text, max(room_w, size), limit=fitting + 1)
+        overflow = len(lines) > fitting and size > height // 28
+        cramped = room_h < size * LINE_SPACING or _widest(lettering, lines) > room_w
+        if not (overflow or cramped) or size <= _MIN_SIZE:
             break
         size = max(_MIN_SIZE, int(size * 0.85))
     if len(lines) > fitting:
