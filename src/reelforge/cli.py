@@ -36,7 +36,7 @@ app = typer.Typer(
     rich_markup_mode=None,  # help texts are plain text: [brackets] are shown as written
     context_settings={"max_content_width": 100},
 )
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # a message is one line, however long (paths)
 out = Console()
 
 

@@ -36,7 +36,7 @@ from reelforge.contract import Resolution, Status
 from reelforge.errors import InvalidRequest
 from reelforge.settings import Settings
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # a message is one line, however long (paths)
 out = Console()
 
 NOT_FOUND = 5
