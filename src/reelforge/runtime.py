@@ -20,6 +20,7 @@ from reelforge.api.app import Services, create_app
 from reelforge.api.auth import new_key, register
 from reelforge.engines import load_engines
 from reelforge.engines.registry import ModelSpec, default_registry, load_registry
+from reelforge.events.delivery import Deliverer
 from reelforge.jobs.model import Store
 from reelforge.jobs.sqlite import SQLiteJobStore
 from reelforge.settings import Settings
@@ -71,7 +72,12 @@ def ensure_key(settings: Settings, store: Store) -> str | None:
     """Register ``REELFORGE_API_KEY``; with no key at all, make one, keep it in the data dir
     for local tools and return it (to be shown once)."""
     if settings.api_key is not None:
-        register(store, settings.api_key.get_secret_value(), name="REELFORGE_API_KEY")
+        record = register(store, settings.api_key.get_secret_value(), name="REELFORGE_API_KEY")
+        if settings.webhook_secret is not None:
+            secret = settings.webhook_secret.get_secret_value()
+            current = store.key_webhook(record.id, new_secret=secret)
+            url = None if current is None else current.url
+            store.set_key_webhook(record.id, url=url, secret=secret)
     if store.list_keys():
         return None
     key = new_key()
@@ -151,7 +157,12 @@ def run_worker(settings: Settings, *, child: bool = False) -> None:
     store = open_store(settings)
     store.on_new_work(signals.wake.set)
     prefix = f"{socket.gethostname()}:{os.getpid()}"
-    workers = build_workers(settings, store, open_storage(settings), prefix=prefix)
+    storage = open_storage(settings)
+    workers = build_workers(settings, store, storage, prefix=prefix)
+    deliverer = Deliverer(settings, store, storage)
+    threading.Thread(
+        target=deliverer.run, args=(signals.drain,), name="reelforge-webhooks", daemon=True
+    ).start()
     threads = [
         threading.Thread(target=worker.run, args=(signals,), name=f"reelforge-worker-{n}")
         for n, worker in enumerate(workers)

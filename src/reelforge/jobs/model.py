@@ -42,6 +42,7 @@ from enum import StrEnum
 from typing import Any, Final, Literal, Protocol
 
 from reelforge.contract import Status
+from reelforge.jobs.outbox import Outbox
 from reelforge.request import JobRequest
 
 WORKER_LOST: Final = "WorkerLost"
@@ -373,7 +374,8 @@ class JobArchive(Protocol):
         ...
 
     def mark_purged(self, job_ids: Collection[str]) -> None:
-        """Record that the jobs' files are gone (``purged_at``) and drop their events."""
+        """Record that the jobs' files are gone (``purged_at``) and drop their events and
+        webhook deliveries (with their attempts)."""
         ...
 
     def prune_events(self) -> int:
@@ -427,7 +429,7 @@ class Coordination(Protocol):
         ...
 
 
-class Store(JobQueue, JobArchive, KeyStore, Coordination, Protocol):
+class Store(JobQueue, JobArchive, KeyStore, Coordination, Outbox, Protocol):
     """One backend implements every interface on one database; callers take the part they
     need."""
 

@@ -47,6 +47,7 @@ from reelforge.contract import Status
 from reelforge.jobs import base, migrate
 from reelforge.jobs.base import Ending, StoreBase
 from reelforge.jobs.listener import EVENTS_CHANNEL, JOBS_CHANNEL, Listener, channel
+from reelforge.jobs.postgres_outbox import PostgresOutbox
 from reelforge.jobs.model import (
     DEFAULT_DIALECT,
     PROGRESS_EVENT_SECONDS,
@@ -90,7 +91,7 @@ def _checked_schema(url: str) -> str:
     )
 
 
-class PostgresJobStore(StoreBase):
+class PostgresJobStore(StoreBase, PostgresOutbox):
     """A ``Store`` on PostgreSQL (see the module docstring for threads, time and events)."""
 
     def __init__(
@@ -637,6 +638,7 @@ class PostgresJobStore(StoreBase):
             )
             conn.execute("DELETE FROM job_events WHERE job_id = ANY(%(ids)s)", params)
             conn.execute("DELETE FROM job_inputs WHERE job_id = ANY(%(ids)s)", params)
+            self._drop_deliveries(conn, params["ids"])
 
     def prune_events(self) -> int:
         params = {
