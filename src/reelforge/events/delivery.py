@@ -47,17 +47,26 @@ ANSWER_BYTES: Final = 64 * 1024
 """The most of a receiver's answer that is read."""
 
 
-def retry_delay(attempts: int, first: float, *, jitter: Callable[[], float] = random.random) -> float:
+def retry_delay(
+    attempts: int, first: float, *, jitter: Callable[[], float] = random.random
+) -> float:
     """Seconds before the next try after ``attempts`` failed ones (1 or more): ``first``
     doubled per earlier failure, at most ``MAX_DELAY_SECONDS``, times 0.8..1.2."""
-    base = min(first * 2 ** (attempts - 1), MAX_DELAY_SECONDS)
+    base = min(first * 2.0 ** (attempts - 1), MAX_DELAY_SECONDS)
     return base * (1 - JITTER + 2 * JITTER * jitter())
 
 
 class Deliverer:
     """Derives deliveries from the event log and sends them until ``stop`` is set."""
 
-    def __init__(self, settings: Settings, store: Store, storage: Storage, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        storage: Storage,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._store = store
         self._settings = settings
         self._clock = clock

@@ -47,7 +47,6 @@ from reelforge.contract import Status
 from reelforge.jobs import base, migrate
 from reelforge.jobs.base import Ending, StoreBase
 from reelforge.jobs.listener import EVENTS_CHANNEL, JOBS_CHANNEL, Listener, channel
-from reelforge.jobs.postgres_outbox import PostgresOutbox
 from reelforge.jobs.model import (
     DEFAULT_DIALECT,
     PROGRESS_EVENT_SECONDS,
@@ -61,6 +60,7 @@ from reelforge.jobs.model import (
     Outcome,
     Phase,
 )
+from reelforge.jobs.postgres_outbox import PostgresOutbox
 from reelforge.request import JobRequest
 from reelforge.retry import retrying
 
@@ -638,7 +638,7 @@ class PostgresJobStore(StoreBase, PostgresOutbox):
             )
             conn.execute("DELETE FROM job_events WHERE job_id = ANY(%(ids)s)", params)
             conn.execute("DELETE FROM job_inputs WHERE job_id = ANY(%(ids)s)", params)
-            self._drop_deliveries(conn, params["ids"])
+            self._drop_deliveries(conn, sorted(job_ids))
 
     def prune_events(self) -> int:
         params = {

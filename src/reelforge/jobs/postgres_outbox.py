@@ -10,10 +10,10 @@ from collections.abc import Collection, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
+import psycopg
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
-import psycopg
 from reelforge.jobs.outbox import CURSOR, Attempt, Delivery, KeyWebhook, NewDelivery
 from reelforge.jobs.sqlite_outbox import PER_URL
 

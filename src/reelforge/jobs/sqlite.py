@@ -445,7 +445,7 @@ class SQLiteJobStore(StoreBase, SQLiteOutbox):
                 "DELETE FROM job_inputs WHERE job_id IN (SELECT value FROM json_each(:ids))",
                 params,
             )
-            self._drop_deliveries(conn, params["ids"])
+            self._drop_deliveries(conn, json.dumps(sorted(job_ids)))
 
     def prune_events(self) -> int:
         params = {"cutoff": self._clock() - PROGRESS_EVENTS_KEPT_SECONDS, "batch": base.PRUNE_BATCH}
