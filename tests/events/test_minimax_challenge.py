@@ -33,7 +33,8 @@ def test_an_echoed_challenge_lets_the_create_through_and_pushes_follow(service: 
         task_id = answer["task_id"]
         arrived = receiver.wait_for(4)
     challenge, *pushes = arrived
-    assert set(challenge.json()) == {"challenge"} and "webhook-id" not in challenge.headers
+    assert set(challenge.json()) == {"challenge"}
+    assert "webhook-id" not in challenge.headers
     payloads = [Webhook(SECRET).verify(got.body, got.headers) for got in pushes]
     assert [p["status"] for p in payloads] == ["Queueing", "Preparing", "Success"]
     assert {p["task_id"] for p in payloads} == {task_id}
@@ -57,7 +58,8 @@ def test_a_challenge_not_echoed_refuses_the_create(service: Api, reply: Any, why
     assert answer.status_code == 200
     resp = answer.json()["base_resp"]
     assert resp["status_code"] == 2013
-    assert resp["status_msg"].startswith("callback_url") and why in resp["status_msg"]
+    assert resp["status_msg"].startswith("callback_url")
+    assert why in resp["status_msg"]
     assert "task_id" not in answer.json()
     assert service.client.get("/v1/videos").json()["data"] == []
 

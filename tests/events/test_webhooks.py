@@ -42,7 +42,8 @@ def test_a_completion_answered_500_twice_arrives_three_times_with_one_id(service
     payloads = [verified(got) for got in arrived]
     assert payloads[0] == payloads[1] == payloads[2]
     event = payloads[0]
-    assert event["id"].startswith("evt_") and event["object"] == "event"
+    assert event["id"].startswith("evt_")
+    assert event["object"] == "event"
     assert (event["type"], event["data"]) == ("video.completed", {"id": video_id})
     assert isinstance(event["created_at"], int)
     attempts = deliveries(service, video_id)

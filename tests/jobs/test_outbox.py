@@ -48,9 +48,7 @@ def test_an_event_and_url_pair_is_stored_once(store: Store) -> None:
     assert len(store.claim_deliveries(limit=10, lease_seconds=30)) == 1
 
 
-def test_a_claim_takes_the_head_of_each_line_and_holds_it(
-    store: Store, clock: FakeClock
-) -> None:
+def test_a_claim_takes_the_head_of_each_line_and_holds_it(store: Store, clock: FakeClock) -> None:
     one, two = create(store), create(store)
     lines = [new(one.id, 1), new(one.id, 2), new(one.id, 3, B), new(two.id, 4)]
     store.add_deliveries(seen=store.webhook_cursor(), upto=10, deliveries=lines)
@@ -126,13 +124,16 @@ def test_retention_drops_a_jobs_deliveries(store: Store) -> None:
 def test_keys_hold_their_endpoint_and_one_secret(store: Store) -> None:
     key = store.add_key(name="k", key_hash="h" * 64, prefix="rf_abcde")
     made = store.key_webhook(key.id, new_secret="whsec_first")
-    assert made is not None and (made.url, made.secret) == (None, "whsec_first")
+    assert made is not None
+    assert (made.url, made.secret) == (None, "whsec_first")
     assert store.set_key_webhook("rf_abcde", url=A)
     found = store.key_webhook(key.id, new_secret="whsec_second")
-    assert found is not None and (found.url, found.secret) == (A, "whsec_first")
+    assert found is not None
+    assert (found.url, found.secret) == (A, "whsec_first")
     assert store.set_key_webhook(key.id, url=None, secret="whsec_set")
     found = store.key_webhook("rf_abcde", new_secret="whsec_third")
-    assert found is not None and (found.url, found.secret) == (None, "whsec_set")
+    assert found is not None
+    assert (found.url, found.secret) == (None, "whsec_set")
     assert store.key_webhook("rf_nobody", new_secret="whsec_x") is None
     assert not store.set_key_webhook("rf_nobody", url=A)
     store.add_key(name="twin", key_hash="i" * 64, prefix="rf_abcde")
