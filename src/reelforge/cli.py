@@ -381,18 +381,19 @@ def keys_create(
 def keys_update(
     key_id: Annotated[str, typer.Argument(help="Key id or prefix.")],
     webhook: Annotated[
-        str | None,
-        typer.Option(
-            "--webhook/--no-webhook",
-            help="Set the key's default webhook endpoint (URL), or remove it.",
-            show_default=False,
-        ),
+        str | None, typer.Option(help="Set the key's default webhook endpoint.")
     ] = None,
+    no_webhook: Annotated[
+        bool, typer.Option("--no-webhook", help="Remove the key's default webhook endpoint.")
+    ] = False,
 ) -> None:
-    """Change a key's default webhook endpoint."""
+    """Change a key's default webhook endpoint (--webhook URL or --no-webhook)."""
     from reelforge.runtime import open_store
 
-    url = _webhook_url(webhook) if webhook else None
+    if (webhook is None) == (not no_webhook):
+        err.print("[red]error:[/red] give one of --webhook URL and --no-webhook")
+        raise typer.Exit(2)
+    url = _webhook_url(webhook)
     with closing(open_store(_settings())) as store:
         found = _keyed(lambda: store.set_key_webhook(key_id, url=url))
     if not found:
