@@ -25,7 +25,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Final
 
 from reelforge.errors import ImageFetchFailed
-from reelforge.events.webhooks import Deriver, encode, new_secret, now_utc, public_base_url, sign
+from reelforge.events.webhooks import (
+    DERIVE_BATCH,
+    Deriver,
+    encode,
+    new_secret,
+    now_utc,
+    public_base_url,
+    sign,
+)
 from reelforge.jobs.model import Store
 from reelforge.jobs.outbox import Delivery
 from reelforge.jobs.sqlite_outbox import PER_URL
@@ -98,7 +106,9 @@ class Deliverer:
 
     def step(self, pool: ThreadPoolExecutor) -> bool:
         """One pass: derive new deliveries, then claim what the pool has room for and send
-        it. True if there was anything to do (the loop then goes on at once)."""
+        it. True if there may be more to do at once (a full batch of events or of claims);
+        otherwise the loop waits ``POLL_SECONDS`` or for a send to end, so that the outbox's
+        writes stay few while the API is busy (they share the database's write turns)."""
         derived = self._deriver.derive()
         with self._lock:
             room = CONCURRENCY - sum(self._in_flight.values())
@@ -112,7 +122,7 @@ class Deliverer:
             with self._lock:
                 self._in_flight[delivery.url] += 1
             pool.submit(self.send, delivery).add_done_callback(self._sent(delivery.url))
-        return derived > 0 or bool(claimed)
+        return derived >= DERIVE_BATCH or (room > 0 and len(claimed) == room)
 
     def _sent(self, url: str) -> Callable[[Future[None]], None]:
         def done(_: Future[None]) -> None:
