@@ -47,7 +47,7 @@ def sleepy_receiver() -> Iterator[tuple[str, list[int]]]:
     got = [0]
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        def do_POST(self) -> None:
             self.rfile.read(int(self.headers.get("Content-Length", "0")))
             got[0] += 1
             time.sleep(RECEIVER_SLEEP_S)

@@ -359,7 +359,7 @@ def keys_create(
         str | None, typer.Option(help="Default webhook endpoint of the key's generations.")
     ] = None,
 ) -> None:
-    """Make a key and print it once, then its webhook signing secret."""
+    """Make a key and print it once (stdout); its webhook signing secret goes to stderr."""
     from reelforge.api.auth import new_key, register
     from reelforge.events.webhooks import new_secret
     from reelforge.runtime import open_store
@@ -372,9 +372,8 @@ def keys_create(
         hook = store.key_webhook(record.id, new_secret=new_secret())
     err.print(f"key {record.id} ({name}); it is shown only now:")
     out.print(key, soft_wrap=True)
-    if hook is not None:
-        err.print("webhook signing secret (also: reelforge keys webhook-secret KEY):")
-        out.print(hook.secret, soft_wrap=True)
+    if hook is not None:  # on stderr: stdout stays the key alone, for scripts
+        err.print(f"its webhook signing secret (reelforge keys webhook-secret): {hook.secret}")
 
 
 @keys.command("update")

@@ -45,7 +45,8 @@ def test_keys_carry_a_webhook_endpoint_and_secret(tmp_path: Path) -> None:
     url = "https://shop.example/hook"
     made = reelforge("keys", "create", "--name", "shop", "--webhook", url, data=tmp_path)
     assert made.returncode == 0, made.stderr
-    key, secret = made.stdout.split()
+    key = made.stdout.strip()
+    secret = made.stderr.split("(reelforge keys webhook-secret): ")[1].split()[0]
     assert secret.startswith("whsec_")
     Webhook(secret)  # a secret the package takes
     assert webhook_of(tmp_path, key) == url

@@ -151,12 +151,13 @@ class Deliverer:
         ok = status_code is not None and 200 <= status_code < 300
         if status_code is not None and not ok:
             error = f"HTTP {status_code}"
-        retry_at = None if ok else self._retry_at(delivery)
+        retry_at = None if ok else self.retry_at(delivery)
         self._store.record_attempt(
             delivery, status_code=status_code, error=error, retry_at=retry_at
         )
 
-    def _retry_at(self, delivery: Delivery) -> float | None:
+    def retry_at(self, delivery: Delivery) -> float | None:
+        """When to try ``delivery`` again after its attempt failed now; None to give up."""
         delay = retry_delay(delivery.attempts + 1, self._settings.webhook_backoff_seconds)
         at = self._clock() + delay
         return None if at > delivery.created_at + GIVE_UP_SECONDS else at

@@ -1,0 +1,122 @@
+"""The delivery loop in-process, on a real SQLite store and a loopback receiver: the retry
+schedule (doubling from the first delay, jittered ±20%, capped, given up after 24 h), OpenAI's
+``video.failed`` for a cancelled video, and no webhook for progress or for a deleted job."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+from standardwebhooks import Webhook
+
+from reelforge.events.delivery import GIVE_UP_SECONDS, MAX_DELAY_SECONDS, Deliverer, retry_delay
+from reelforge.jobs.model import Store
+from reelforge.jobs.outbox import Delivery
+from reelforge.jobs.sqlite import SQLiteJobStore
+from reelforge.request import JobRequest, Resolution
+from reelforge.runtime import open_storage
+from reelforge.settings import Settings
+from tests.events.conftest import SECRET, hook_settings
+from tests.events.receiver import Receiver, receiving
+
+REQUEST = JobRequest(prompt="a kite", duration_s=6, size=Resolution.P768)
+
+
+def test_the_retry_delay_doubles_from_the_first_within_its_jitter() -> None:
+    assert [retry_delay(n, 5.0, jitter=lambda: 0.5) for n in (1, 2, 3, 4)] == [5, 10, 20, 40]
+    assert retry_delay(1, 5.0, jitter=lambda: 0.0) == pytest.approx(4.0)
+    assert retry_delay(1, 5.0, jitter=lambda: 1.0) == pytest.approx(6.0)
+    assert retry_delay(40, 5.0, jitter=lambda: 0.5) == MAX_DELAY_SECONDS
+
+
+def test_a_delivery_gives_up_after_24_hours(tmp_path: Path) -> None:
+    settings = hook_settings(tmp_path)
+    now = [1_000_000.0]
+    with closing(SQLiteJobStore(settings.database_path)) as store:
+        deliverer = Deliverer(settings, store, open_storage(settings), clock=lambda: now[0])
+        young = _delivery(created_at=now[0] - 60)
+        old = _delivery(created_at=now[0] - GIVE_UP_SECONDS + 0.01)
+        assert deliverer.retry_at(young) is not None
+        assert deliverer.retry_at(old) is None
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    with closing(SQLiteJobStore(hook_settings(tmp_path).database_path)) as opened:
+        key = opened.add_key(name="k", key_hash="h" * 64, prefix="rf_abcde")
+        opened.set_key_webhook(key.id, url=None, secret=SECRET)
+        yield opened
+
+
+def test_a_cancelled_openai_video_sends_video_failed_only(store: Store, tmp_path: Path) -> None:
+    owner = store.list_keys()[0].id
+    with receiving() as receiver:
+        job = store.create(
+            owner=owner,
+            model="preview",
+            request=REQUEST,
+            max_attempts=1,
+            dialect="openai",
+            callback_url=receiver.url,
+        )
+        store.cancel(job.id, owner=owner)
+        _deliver_until(hook_settings(tmp_path), store, receiver, count=1)
+    (only,) = receiver.received
+    event = Webhook(SECRET).verify(only.body, only.headers)
+    assert (event["type"], event["data"]) == ("video.failed", {"id": job.id})
+
+
+def test_a_job_deleted_before_its_events_are_read_sends_nothing(
+    store: Store, tmp_path: Path
+) -> None:
+    owner = store.list_keys()[0].id
+    with receiving() as receiver:
+        job = store.create(
+            owner=owner,
+            model="preview",
+            request=REQUEST,
+            max_attempts=1,
+            callback_url=receiver.url,
+        )
+        store.delete(job.id, owner=owner)
+        kept = store.create(
+            owner=owner,
+            model="preview",
+            request=REQUEST,
+            max_attempts=1,
+            callback_url=receiver.url,
+        )
+        _deliver_until(hook_settings(tmp_path), store, receiver, count=1)
+    assert [got.json()["id"] for got in receiver.received] == [kept.id]
+
+
+def _deliver_until(settings: Settings, store: Store, receiver: Receiver, *, count: int) -> None:
+    """Run a delivery loop until ``receiver`` has ``count`` requests (and a little longer)."""
+    stop = threading.Event()
+    deliverer = Deliverer(settings, store, open_storage(settings))
+    thread = threading.Thread(target=deliverer.run, args=(stop,))
+    thread.start()
+    try:
+        receiver.wait_for(count, timeout=10)
+        stop.wait(0.5)  # room for anything that should not come
+    finally:
+        stop.set()
+        thread.join(10)
+
+
+def _delivery(*, created_at: float) -> Delivery:
+    return Delivery(
+        id="msg_x",
+        event_id=1,
+        job_id="j",
+        owner="o",
+        url="http://x/",
+        event="e",
+        body={},
+        attempts=0,
+        created_at=created_at,
+        token="t",
+    )
