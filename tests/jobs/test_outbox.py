@@ -9,8 +9,7 @@ from __future__ import annotations
 import pytest
 
 from reelforge.jobs.model import Store
-from reelforge.jobs.outbox import NewDelivery
-from reelforge.jobs.sqlite_outbox import PER_URL
+from reelforge.jobs.outbox import PER_URL, NewDelivery
 from tests.jobs.contract import T0, FakeClock, create
 
 A, B = "http://a.example/hook", "http://b.example/hook"

@@ -35,8 +35,7 @@ from reelforge.events.webhooks import (
     sign,
 )
 from reelforge.jobs.model import Store
-from reelforge.jobs.outbox import Delivery
-from reelforge.jobs.sqlite_outbox import PER_URL
+from reelforge.jobs.outbox import PER_URL, Delivery
 from reelforge.media.fetch import FetchPolicy, post_json
 from reelforge.settings import Settings
 from reelforge.storage.base import Storage

@@ -25,6 +25,8 @@ from typing import Any, Final, Protocol
 
 CURSOR: Final = "webhooks"
 """Name of the deriver's cursor row in ``webhook_cursor``."""
+PER_URL: Final = 4
+"""Most deliveries to one URL one claim returns (a slow receiver takes few senders)."""
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,7 @@ import psycopg
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
-from reelforge.jobs.outbox import CURSOR, Attempt, Delivery, KeyWebhook, NewDelivery
-from reelforge.jobs.sqlite_outbox import PER_URL
+from reelforge.jobs.outbox import CURSOR, PER_URL, Attempt, Delivery, KeyWebhook, NewDelivery
 
 PgConnection = psycopg.Connection[DictRow]
 

@@ -10,12 +10,8 @@ import sqlite3
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, Final
 
-from reelforge.jobs.outbox import CURSOR, Attempt, Delivery, KeyWebhook, NewDelivery
+from reelforge.jobs.outbox import CURSOR, PER_URL, Attempt, Delivery, KeyWebhook, NewDelivery
 from reelforge.jobs.sqlitefile import SQLiteFile
-
-PER_URL: Final = 4
-"""Most deliveries to one URL one claim returns (a slow receiver takes few senders)."""
-
 
 _HEADS: Final = """
     WITH heads AS (
@@ -157,6 +153,18 @@ class SQLiteOutbox:
         return [Attempt(**dict(zip(row.keys(), row, strict=True))) for row in rows]
 
     def key_webhook(self, key_id_or_prefix: str, *, new_secret: str) -> KeyWebhook | None:
+        # A read first: a key has its secret after its first webhook, and the deriver asks
+        # for every batch of events; only a key without one takes a write turn.
+        key_id = _key_id(self._db.read(), key_id_or_prefix)
+        if key_id is None:
+            return None
+        row = (
+            self._db.read()
+            .execute("SELECT webhook_url, webhook_secret FROM api_keys WHERE id = ?", (key_id,))
+            .fetchone()
+        )
+        if row["webhook_secret"] is not None:
+            return KeyWebhook(key_id=key_id, url=row["webhook_url"], secret=row["webhook_secret"])
         with self._db.write() as conn:
             key_id = _key_id(conn, key_id_or_prefix)
             if key_id is None:
