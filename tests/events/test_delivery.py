@@ -5,22 +5,31 @@ schedule (doubling from the first delay, jittered ±20%, capped, given up after 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
-from contextlib import closing
+from contextlib import ExitStack, closing
 from pathlib import Path
 
 import pytest
 from standardwebhooks import Webhook
 
-from reelforge.events.delivery import GIVE_UP_SECONDS, MAX_DELAY_SECONDS, Deliverer, retry_delay
+from reelforge.events.delivery import (
+    CONCURRENCY,
+    GIVE_UP_SECONDS,
+    MAX_DELAY_SECONDS,
+    Deliverer,
+    retry_delay,
+)
 from reelforge.jobs.model import Store
 from reelforge.jobs.outbox import Delivery
+from reelforge.jobs.postgres import PostgresJobStore
 from reelforge.jobs.sqlite import SQLiteJobStore
 from reelforge.request import JobRequest, Resolution
 from reelforge.runtime import open_storage
 from reelforge.settings import Settings
 from tests.events.conftest import SECRET, hook_settings
 from tests.events.receiver import Receiver, receiving
+from tests.postgres import throwaway_schema
 
 REQUEST = JobRequest(prompt="a kite", duration_s=6, size=Resolution.P768)
 
@@ -43,9 +52,15 @@ def test_a_delivery_gives_up_after_24_hours(tmp_path: Path) -> None:
         assert deliverer.retry_at(old) is None
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with closing(SQLiteJobStore(hook_settings(tmp_path).database_path)) as opened:
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """Each backend, with one key whose secret is ``SECRET``."""
+    with ExitStack() as stack:
+        if request.param == "sqlite":
+            opened: Store = SQLiteJobStore(hook_settings(tmp_path).database_path)
+        else:
+            opened = PostgresJobStore(stack.enter_context(throwaway_schema()))
+        stack.enter_context(closing(opened))
         key = opened.add_key(name="k", key_hash="h" * 64, prefix="rf_abcde")
         opened.set_key_webhook(key.id, url=None, secret=SECRET)
         yield opened
@@ -91,6 +106,33 @@ def test_a_job_deleted_before_its_events_are_read_sends_nothing(
         )
         _deliver_until(hook_settings(tmp_path), store, receiver, count=1)
     assert [got.json()["id"] for got in receiver.received] == [kept.id]
+
+
+def test_a_slow_receiver_holds_up_no_other(store: Store, tmp_path: Path) -> None:
+    owner = store.list_keys()[0].id
+    with receiving(delay=3.0) as slow, receiving() as fast:
+        for _ in range(2 * CONCURRENCY):  # more than the whole pool, all to the slow one
+            job = store.create(
+                owner=owner,
+                model="preview",
+                request=REQUEST,
+                max_attempts=1,
+                callback_url=slow.url,
+            )
+        started = time.monotonic()
+        job = store.create(
+            owner=owner,
+            model="preview",
+            request=REQUEST,
+            max_attempts=1,
+            callback_url=fast.url,
+        )
+        _deliver_until(hook_settings(tmp_path), store, fast, count=1)
+        took = time.monotonic() - started
+        in_flight = len(slow.received)
+    assert [got.json()["id"] for got in fast.received] == [job.id]
+    assert took < 2.5, f"the fast receiver waited {took:.2f} s"
+    assert in_flight == 0  # the slow one had not answered anything yet
 
 
 def _deliver_until(settings: Settings, store: Store, receiver: Receiver, *, count: int) -> None:
