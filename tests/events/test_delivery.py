@@ -108,6 +108,22 @@ def test_a_job_deleted_before_its_events_are_read_sends_nothing(
     assert [got.json()["id"] for got in receiver.received] == [kept.id]
 
 
+def test_a_2xx_with_a_large_answer_is_delivered(store: Store, tmp_path: Path) -> None:
+    owner = store.list_keys()[0].id
+    with receiving() as receiver:
+        receiver.answer = lambda request: (200, {"pad": "x" * 200_000})
+        job = store.create(
+            owner=owner,
+            model="preview",
+            request=REQUEST,
+            max_attempts=1,
+            callback_url=receiver.url,
+        )
+        _deliver_until(hook_settings(tmp_path), store, receiver, count=1)
+    attempts = store.attempts(owner=owner, job_id=job.id, limit=10)
+    assert [(a.attempt, a.status_code, a.error) for a in attempts] == [(1, 200, None)]
+
+
 def test_a_slow_receiver_holds_up_no_other(store: Store, tmp_path: Path) -> None:
     owner = store.list_keys()[0].id
     with receiving(delay=3.0) as slow, receiving() as fast:

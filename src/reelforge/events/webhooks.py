@@ -144,6 +144,7 @@ def _as_at(job: Job, event: JobEvent) -> Job:
         progress=event.progress,
         phase=event.phase,
         updated_at=event.created_at,
+        finished_at=job.finished_at if event.status.is_terminal else None,
         error_name=error_name if event.status is Status.ERROR else None,
         error_message=error_message if event.status is Status.ERROR else None,
     )

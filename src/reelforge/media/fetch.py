@@ -103,8 +103,9 @@ def post_json(
     resolver: Resolver | None = None,
 ) -> tuple[int, bytes]:
     """``POST`` the JSON ``body`` to ``url`` (webhooks) under the same guard as image
-    fetches: the status and body of the answer, whatever the status (a redirect is not
-    followed). Every failure to get an answer raises ``ImageFetchFailed`` naming ``field``."""
+    fetches: the status and the first ``policy.max_bytes`` of the answer's body, whatever
+    the status (a redirect is not followed). Every failure to get an answer raises
+    ``ImageFetchFailed`` naming ``field``."""
     deadline = _Deadline(policy.deadline_seconds)
     hop = _checked_hop(_parse(url, field), field, policy, resolver or _system_resolver, deadline)
     sent = {"Content-Type": "application/json", "User-Agent": "reelforge-webhooks", **headers}
@@ -121,7 +122,12 @@ def post_json(
             httpcore.ConnectionPool(ssl_context=ssl_context, network_backend=backend) as pool,
             pool.stream("POST", request, headers=request_headers, content=body) as response,
         ):
-            return response.status, _read_body(hop, response, field, policy.max_bytes)
+            answer = bytearray()
+            for chunk in response.iter_stream():  # the first ``max_bytes`` are enough
+                answer += chunk
+                if len(answer) >= policy.max_bytes:
+                    break
+            return response.status, bytes(answer[: policy.max_bytes])
     except httpcore.TimeoutException as exc:
         reason = f"no complete answer from host {hop.host} within {deadline.seconds:g} s"
         raise _failure(field, reason) from exc
