@@ -9,7 +9,7 @@ from typing import Any
 
 from standardwebhooks import Webhook
 
-from reelforge.api.auth import hash_key
+from reelforge.api.auth import hash_key, register
 from tests.events.conftest import SECRET
 from tests.events.receiver import Received, receiving
 from tests.service import LEGACY, TEST_KEY, Api
@@ -56,6 +56,14 @@ def test_a_completion_answered_500_twice_arrives_three_times_with_one_id(service
         (arrived[0].headers["webhook-id"], "video.completed", receiver.url)
     }
     assert attempts[0]["at"] >= attempts[1]["at"] >= attempts[2]["at"]
+    other = "rf_another-key-of-the-suite-0123456789"
+    register(service.store, other, name="other")
+    theirs = service.client.get(
+        "/v2/webhooks/deliveries",
+        params={"generation_id": video_id},
+        headers={"Authorization": f"Bearer {other}"},
+    )
+    assert theirs.json() == {"data": []}  # only the key's own
 
 
 def test_hailuo_sends_the_poll_json_on_each_status_change(service: Api) -> None:
