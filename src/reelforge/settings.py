@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from reelforge.contract import MAX_IMAGE_BYTES
@@ -76,6 +76,19 @@ class Settings(BaseSettings):
         False, description="Let image URLs reach private addresses and any port (tests only)."
     )
     fetch_deadline_seconds: float = Field(20.0, gt=0, description="Total time to fetch an image.")
+    webhook_allow_private: bool = Field(
+        False, description="Let webhooks reach private addresses and any port (not image URLs)."
+    )
+    webhook_backoff_seconds: float = Field(
+        5.0, gt=0, description="First wait before a failed webhook is sent again; then doubles."
+    )
+    webhook_timeout_seconds: float = Field(
+        10.0, gt=0, description="Time a webhook receiver has to answer one delivery."
+    )
+    webhook_secret: SecretStr | None = Field(
+        None,
+        description="Signing secret (`whsec_…`) of the `REELFORGE_API_KEY` key's webhooks.",
+    )
     models: Path | None = Field(
         None, description="The model registry (TOML); default: the preview engine serves all."
     )
@@ -132,6 +145,14 @@ class Settings(BaseSettings):
                 "(the model name its server answers to)"
             )
         return self
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _standard_secret(cls, secret: SecretStr | None) -> SecretStr | None:
+        """A webhook secret must be Standard Webhooks' ``whsec_<base64>``."""
+        if secret is not None and not secret.get_secret_value().startswith("whsec_"):
+            raise ValueError("must start with whsec_ (whsec_<base64 of 24 to 64 bytes>)")
+        return secret
 
     @property
     def client_base_url(self) -> str:

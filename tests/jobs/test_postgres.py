@@ -307,7 +307,7 @@ def test_the_shipped_migrations_are_numbered_files() -> None:
         (5, "0005_events.sql"),
         (6, "0006_deployment.sql"),
         (7, "0007_deleted.sql"),
-        (8, "0008_reserved.sql"),
+        (8, "0008_webhooks.sql"),
         (9, "0009_admission.sql"),
     ]
     assert migrate.latest_version() == 9

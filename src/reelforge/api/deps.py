@@ -13,6 +13,7 @@ from reelforge.api.admission import Gate
 from reelforge.api.auth import KeyCache, authenticate
 from reelforge.api.openapi import BEARER
 from reelforge.engines.registry import ModelSpec
+from reelforge.events.challenge import Challenges
 from reelforge.jobs.model import ApiKey, Job, Store
 from reelforge.retention import discard_files
 from reelforge.settings import Settings
@@ -30,9 +31,13 @@ class Services:
     """Served model id → its registry entry."""
     keys: KeyCache = field(init=False)
     """Keys found lately (a revoked key keeps working here for up to 2 s)."""
+    challenges: Challenges = field(init=False)
+    """MiniMax's callback checks, bounded per key."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "keys", KeyCache(self.store))
+        challenges = Challenges(allow_private=self.settings.webhook_allow_private)
+        object.__setattr__(self, "challenges", challenges)
 
     def caller(self, authorization: str | None) -> ApiKey:
         """The key behind an ``Authorization`` header: the one check every route makes."""

@@ -43,6 +43,7 @@ from typing import Any, Final, Literal, Protocol
 
 from reelforge.contract import Status
 from reelforge.jobs.admission import Admission, IdempotencyStore
+from reelforge.jobs.outbox import Outbox
 from reelforge.request import JobRequest
 
 WORKER_LOST: Final = "WorkerLost"
@@ -411,7 +412,8 @@ class JobArchive(Protocol):
         ...
 
     def mark_purged(self, job_ids: Collection[str]) -> None:
-        """Record that the jobs' files are gone (``purged_at``) and drop their events."""
+        """Record that the jobs' files are gone (``purged_at``) and drop their events and
+        webhook deliveries (with their attempts)."""
         ...
 
     def prune_events(self) -> int:
@@ -483,7 +485,7 @@ class Coordination(Protocol):
         ...
 
 
-class Store(JobQueue, JobArchive, KeyStore, Coordination, IdempotencyStore, Protocol):
+class Store(JobQueue, JobArchive, KeyStore, Coordination, IdempotencyStore, Outbox, Protocol):
     """One backend implements every interface on one database; callers take the part they
     need."""
 

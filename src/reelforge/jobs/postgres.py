@@ -64,6 +64,7 @@ from reelforge.jobs.model import (
     Outcome,
     Phase,
 )
+from reelforge.jobs.postgres_outbox import PostgresOutbox
 from reelforge.request import JobRequest
 from reelforge.retry import retrying
 
@@ -94,7 +95,7 @@ def _checked_schema(url: str) -> str:
     )
 
 
-class PostgresJobStore(StoreBase):
+class PostgresJobStore(StoreBase, PostgresOutbox):
     """A ``Store`` on PostgreSQL (see the module docstring for threads, time and events)."""
 
     def __init__(
@@ -666,6 +667,7 @@ class PostgresJobStore(StoreBase):
             )
             conn.execute("DELETE FROM job_events WHERE job_id = ANY(%(ids)s)", params)
             conn.execute("DELETE FROM job_inputs WHERE job_id = ANY(%(ids)s)", params)
+            self._drop_deliveries(conn, sorted(job_ids))
 
     def prune_events(self) -> int:
         params = {

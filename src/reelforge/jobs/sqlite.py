@@ -38,11 +38,12 @@ from reelforge.jobs.model import (
     Outcome,
     Phase,
 )
+from reelforge.jobs.sqlite_outbox import SQLiteOutbox
 from reelforge.jobs.sqlitefile import SQLiteFile
 from reelforge.request import JobRequest
 
 
-class SQLiteJobStore(StoreBase):
+class SQLiteJobStore(StoreBase, SQLiteOutbox):
     """A ``Store`` on one SQLite file."""
 
     def __init__(
@@ -474,6 +475,7 @@ class SQLiteJobStore(StoreBase):
                 "DELETE FROM job_inputs WHERE job_id IN (SELECT value FROM json_each(:ids))",
                 params,
             )
+            self._drop_deliveries(conn, json.dumps(sorted(job_ids)))
 
     def prune_events(self) -> int:
         params = {"cutoff": self._clock() - PROGRESS_EVENTS_KEPT_SECONDS, "batch": base.PRUNE_BATCH}

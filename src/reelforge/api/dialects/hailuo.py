@@ -22,9 +22,9 @@ from pydantic import BaseModel, BeforeValidator, Field
 from pydantic_core import PydanticCustomError
 from starlette.types import Receive, Scope, Send
 
-from reelforge.api.accept import Submission, image_input
+from reelforge.api.accept import Submission, image_input, webhook_url
 from reelforge.api.deps import CallerDep, IdempotencyKey, Services, ServicesDep, services_of
-from reelforge.api.dialects.base import Dialect, StrictBody
+from reelforge.api.dialects.base import Dialect, StrictBody, WebhookPayload
 from reelforge.api.headers import SECURITY_HEADERS
 from reelforge.api.openapi import BEARER, ErrorAnswer, ErrorInfo, error_responses
 from reelforge.contract import MAX_PROMPT_CHARS, Status
@@ -39,8 +39,9 @@ from reelforge.errors import (
     RateLimited,
     Unauthorized,
 )
-from reelforge.jobs.model import Job
+from reelforge.jobs.model import EventKind, Job
 from reelforge.request import JobRequest, Resolution
+from reelforge.storage.base import Storage
 
 NAME: Final = "hailuo"
 LEGACY: Final = "/v2/generate/video/minimax/generation"
@@ -118,6 +119,9 @@ class _Create(StrictBody):
     prompt_optimizer: bool = Field(True, description="Rewrite the prompt (legacy route's name).")
     enhance_prompt: bool = Field(True, description="Rewrite the prompt (unified route's name).")
     seed: int | None = Field(None, ge=0, lt=2**32, description="reelforge extension.")
+    callback_url: str | None = Field(
+        None, description="reelforge extension: where the status changes are POSTed."
+    )
 
     def submission(self) -> Submission:
         """The body as a dialect-free submission, the contract's rules checked."""
@@ -143,6 +147,7 @@ class _Create(StrictBody):
                 "first_frame": first_field,
                 "last_frame": "last_image_url",
             },
+            callback_url=webhook_url(self.callback_url),
         )
 
     def _one_value(self, names: tuple[str, str]) -> tuple[str, Any]:
@@ -433,9 +438,20 @@ def _listed(model_id: str, spec: ModelSpec) -> dict[str, Any]:
 def view(job: Job, services: Services, *, base_url: str) -> dict[str, Any]:
     """The wire form of ``job`` (a ``Generation``): video only when completed, error only
     when in error. Plain data, serialised as it is on every poll."""
+    return _generation(job, services.storage, base_url)
+
+
+def webhook_payload(
+    job: Job, kind: EventKind, storage: Storage, base_url: str
+) -> WebhookPayload | None:
+    """The poll's answer, on each status change."""
+    return WebhookPayload(event=job.status.value, body=_generation(job, storage, base_url))
+
+
+def _generation(job: Job, storage: Storage, base_url: str) -> dict[str, Any]:
     video = None
     if job.status is Status.COMPLETED and job.video_key and job.purged_at is None:
-        video = {"url": services.storage.video_url(job.video_key, base_url=base_url)}
+        video = {"url": storage.video_url(job.video_key, base_url=base_url)}
     error = None
     if job.status is Status.ERROR:
         error = {"name": job.error_name or "Error", "message": job.error_message or ""}
@@ -469,4 +485,5 @@ DIALECT: Final = Dialect(
     router=router,
     render_error=render_error,
     hot_routes=HOT_ROUTES,
+    webhook_payload=webhook_payload,
 )

@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import re
 import time
+import uuid
 from dataclasses import asdict
 from typing import Annotated, Any, Final, Literal
 
@@ -30,14 +31,15 @@ from starlette.concurrency import run_in_threadpool
 
 from reelforge.api.deps import CallerDep, IdempotencyKey, Services, ServicesDep
 from reelforge.api.dialects import openai_create as create_body
-from reelforge.api.dialects.base import Dialect
+from reelforge.api.dialects.base import Dialect, WebhookPayload
 from reelforge.api.files import VideoFile
 from reelforge.contract import Status
 from reelforge.engines.registry import capabilities
 from reelforge.errors import NotFound, Unprocessable
-from reelforge.jobs.model import Job
+from reelforge.jobs.model import EventKind, Job
 from reelforge.media import stills
 from reelforge.request import Dimensions, Resolution
+from reelforge.storage.base import Storage
 from reelforge.storage.local import LocalStorage
 
 NAME: Final = create_body.NAME
@@ -309,6 +311,36 @@ def render_error(status: int, name: str, message: str, param: str | None = None)
     return JSONResponse({"error": body}, status_code=status)
 
 
+WEBHOOK_EVENTS: Final = {
+    EventKind.COMPLETED: "video.completed",
+    EventKind.ERROR: "video.failed",
+    EventKind.CANCELLED: "video.failed",
+}
+"""The event kinds OpenAI's webhooks tell of, by their type; no others are sent."""
+
+
+def webhook_payload(
+    job: Job, kind: EventKind, storage: Storage, base_url: str
+) -> WebhookPayload | None:
+    """OpenAI's webhook event: ``{id: "evt_…", object: "event", type, created_at,
+    data: {id}}``, sent only when the video is done (``video.completed``/``video.failed``)."""
+    event = WEBHOOK_EVENTS.get(kind)
+    if event is None:
+        return None
+    body = {
+        "id": f"evt_{uuid.uuid4().hex}",
+        "object": "event",
+        "type": event,
+        "created_at": int(job.updated_at),
+        "data": {"id": job.id},
+    }
+    return WebhookPayload(event=event, body=body)
+
+
 DIALECT: Final = Dialect(
-    name=NAME, prefixes=(VIDEOS, "/v1/models"), router=router, render_error=render_error
+    name=NAME,
+    prefixes=(VIDEOS, "/v1/models"),
+    router=router,
+    render_error=render_error,
+    webhook_payload=webhook_payload,
 )
