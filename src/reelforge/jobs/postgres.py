@@ -2,10 +2,11 @@
 
 Concurrency model: each ``PostgresJobStore`` owns a pool of connections (thread-safe; open
 one store per process, after any fork). Every method is one short transaction on one
-pooled connection, never held while a job runs. Claims never wait for each other: the
-claim locks the oldest eligible queued job with ``FOR UPDATE SKIP LOCKED``, so concurrent
-claimers take different jobs, and the expired-lease pass skips rows another transaction
-holds. The store does not create its schema: ``reelforge db upgrade`` (``jobs.migrate``)
+pooled connection, never held while a job runs. Claims take turns (each first takes the
+event log's lock, which its ``started`` event needs anyway), so each sees the running jobs
+of the claims before it and the fair order (``_FAIR_TURNS``) is exact; the picked job is
+locked with ``FOR UPDATE SKIP LOCKED``, passing over one that another writer holds, and the
+expired-lease pass skips rows another transaction holds. The store does not create its schema: ``reelforge db upgrade`` (``jobs.migrate``)
 does, and the store refuses a schema older or newer than the code's.
 
 Time: every time the store writes or compares is ``reelforge_now(%(now)s)`` (migration
@@ -51,14 +52,18 @@ from reelforge.jobs.model import (
     DEFAULT_DIALECT,
     PROGRESS_EVENT_SECONDS,
     PROGRESS_EVENTS_KEPT_SECONDS,
+    PACE_WEIGHT,
     ApiKey,
+    Completed,
     EventKind,
     Job,
     JobEvent,
     Lease,
     ListOrder,
+    ModelOutlook,
     Outcome,
     Phase,
+    Priority,
 )
 from reelforge.request import JobRequest
 from reelforge.retry import retrying
@@ -245,19 +250,21 @@ class PostgresJobStore(StoreBase):
             "models": None if models is None else sorted(models),
         }
         with self._transaction() as conn:
+            # Claims take turns (the event log's lock, which the claim's event needs anyway,
+            # taken first): each sees the running jobs of the claims before it, so turns are
+            # exact. SKIP LOCKED passes over a job another writer (a cancel) holds.
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (EVENTS_LOCK_KEY,))
             self._settle_expired(conn)
-            # Every eligibility filter is inside the locked sub-select: SKIP LOCKED then
-            # moves on to the next eligible job instead of returning nothing.
             row = conn.execute(
-                """
-                WITH picked AS MATERIALIZED (
-                    SELECT id FROM jobs
-                    WHERE status = 'queued'
-                      AND (run_after IS NULL OR run_after <= reelforge_now(%(now)s))
-                      AND (%(models)s::text[] IS NULL OR model = ANY(%(models)s::text[]))
-                    ORDER BY created_at, id
+                _FAIR_TURNS
+                + """,
+                picked AS MATERIALIZED (
+                    SELECT jobs.id FROM jobs JOIN turns ON jobs.id = turns.id
+                    WHERE jobs.status = 'queued'
+                    ORDER BY turns.rank, turns.running, turns.served_at NULLS FIRST,
+                             jobs.created_at, jobs.id
                     LIMIT 1
-                    FOR UPDATE SKIP LOCKED
+                    FOR UPDATE OF jobs SKIP LOCKED
                 )
                 UPDATE jobs
                 SET status = 'generating', lease_token = %(token)s,
@@ -319,6 +326,9 @@ class PostgresJobStore(StoreBase):
                 where="id = %(id)s AND status = 'generating' AND lease_token = %(token)s",
                 lease=lease,
             )
+            if isinstance(outcome, Completed):
+                for row in ended:
+                    _note_pace(conn, row)
         return bool(ended)
 
     def _back_to_queue(
@@ -660,14 +670,23 @@ class PostgresJobStore(StoreBase):
 
     # --- keys -----------------------------------------------------------------------------
 
-    def add_key(self, *, name: str, key_hash: str, prefix: str) -> ApiKey:
-        params = {"id": uuid.uuid4().hex, "name": name, "key_hash": key_hash, "prefix": prefix}
+    def add_key(
+        self, *, name: str, key_hash: str, prefix: str, priority: Priority = Priority.NORMAL
+    ) -> ApiKey:
+        params = {
+            "id": uuid.uuid4().hex,
+            "name": name,
+            "key_hash": key_hash,
+            "prefix": prefix,
+            "priority": Priority(priority).value,
+        }
         with self._connection() as conn:
             row = conn.execute(
                 """
-                INSERT INTO api_keys (id, name, key_hash, prefix, created_at)
-                VALUES (%(id)s, %(name)s, %(key_hash)s, %(prefix)s, reelforge_now(%(now)s))
-                RETURNING id, name, created_at, revoked_at, prefix
+                INSERT INTO api_keys (id, name, key_hash, prefix, created_at, priority)
+                VALUES (%(id)s, %(name)s, %(key_hash)s, %(prefix)s, reelforge_now(%(now)s),
+                        %(priority)s)
+                RETURNING id, name, created_at, revoked_at, prefix, priority
                 """,
                 {**params, "now": self._now()},
             ).fetchone()
@@ -677,7 +696,7 @@ class PostgresJobStore(StoreBase):
         with self._connection() as conn:
             row = conn.execute(
                 """
-                SELECT id, name, created_at, revoked_at, prefix FROM api_keys
+                SELECT id, name, created_at, revoked_at, prefix, priority FROM api_keys
                 WHERE key_hash = %s AND revoked_at IS NULL
                 """,
                 (key_hash,),
@@ -688,7 +707,7 @@ class PostgresJobStore(StoreBase):
         with self._connection() as conn:
             rows = conn.execute(
                 """
-                SELECT id, name, created_at, revoked_at, prefix FROM api_keys
+                SELECT id, name, created_at, revoked_at, prefix, priority FROM api_keys
                 ORDER BY created_at, id
                 """
             ).fetchall()
@@ -696,24 +715,23 @@ class PostgresJobStore(StoreBase):
 
     def revoke_key(self, key_id_or_prefix: str) -> bool:
         with self._transaction() as conn:
-            ids = conn.execute(
-                """
-                SELECT id FROM api_keys
-                WHERE (id = %(needle)s OR prefix = %(needle)s) AND revoked_at IS NULL
-                FOR UPDATE
-                """,
-                {"needle": key_id_or_prefix},
-            ).fetchall()
-            if len(ids) > 1:
-                raise ValueError(
-                    f"{key_id_or_prefix!r} matches {len(ids)} active keys; revoke by id"
-                )
-            if ids:
+            key_id = _active_key(conn, key_id_or_prefix)
+            if key_id is not None:
                 conn.execute(
                     "UPDATE api_keys SET revoked_at = reelforge_now(%s) WHERE id = %s",
-                    (self._now(), ids[0]["id"]),
+                    (self._now(), key_id),
                 )
-        return len(ids) == 1
+        return key_id is not None
+
+    def set_key_priority(self, key_id_or_prefix: str, priority: Priority) -> bool:
+        with self._transaction() as conn:
+            key_id = _active_key(conn, key_id_or_prefix)
+            if key_id is not None:
+                conn.execute(
+                    "UPDATE api_keys SET priority = %s WHERE id = %s",
+                    (Priority(priority).value, key_id),
+                )
+        return key_id is not None
 
     # --- coordination ---------------------------------------------------------------------
 
@@ -740,6 +758,47 @@ class PostgresJobStore(StoreBase):
             ).fetchall()
         return {row["model"] for row in rows}
 
+    def outlook(self, model: str, *, within: float) -> ModelOutlook:
+        params = {"model": model, "within": within, "now": self._now()}
+        with self._connection() as conn:
+            row = _one(
+                conn.execute(
+                    """
+                    SELECT reelforge_now(%(now)s) AS now,
+                        ARRAY(
+                            SELECT queued.id FROM (
+                                SELECT jobs.id, jobs.created_at,
+                                    CASE api_keys.priority WHEN 'high' THEN 0
+                                        WHEN 'low' THEN 2 ELSE 1 END AS rank,
+                                    ROW_NUMBER() OVER (
+                                        PARTITION BY jobs.owner ORDER BY jobs.created_at, jobs.id
+                                    ) AS round
+                                FROM jobs LEFT JOIN api_keys ON api_keys.id = jobs.owner
+                                WHERE jobs.status = 'queued' AND jobs.model = %(model)s
+                            ) AS queued
+                            ORDER BY queued.rank, queued.round, queued.created_at, queued.id
+                        ) AS queued_order,
+                        (SELECT mean_seconds FROM model_pace WHERE model = %(model)s) AS pace,
+                        (SELECT COUNT(*) FROM workers
+                         WHERE seen_at >= reelforge_now(%(now)s) - %(within)s
+                           AND models ? %(model)s) AS workers,
+                        ARRAY(
+                            SELECT started_at FROM jobs
+                            WHERE status = 'generating' AND model = %(model)s
+                            ORDER BY started_at
+                        ) AS running_since
+                    """,
+                    params,
+                ).fetchone()
+            )
+        return ModelOutlook(
+            order=tuple(row["queued_order"]),
+            generation_seconds=row["pace"],
+            workers=row["workers"],
+            running_since=tuple(row["running_since"]),
+            now=row["now"],
+        )
+
     def take_chore(self, name: str, *, holder: str, seconds: float) -> bool:
         with self._connection() as conn:
             row = conn.execute(
@@ -762,6 +821,73 @@ class PostgresJobStore(StoreBase):
             if self._listener is not None:
                 self._listener.stop()
         self._pool.close()
+
+
+_FAIR_TURNS: Final = """
+    WITH RECURSIVE owners (owner) AS (
+        SELECT MIN(owner) FROM jobs WHERE status = 'queued'
+        UNION ALL
+        SELECT (SELECT MIN(jobs.owner) FROM jobs
+                WHERE jobs.status = 'queued' AND jobs.owner > owners.owner)
+        FROM owners WHERE owners.owner IS NOT NULL
+    ),
+    turns (owner, id, rank, running, served_at) AS (
+        SELECT owners.owner,
+            (SELECT jobs.id FROM jobs
+             WHERE jobs.status = 'queued' AND jobs.owner = owners.owner
+               AND (jobs.run_after IS NULL OR jobs.run_after <= reelforge_now(%(now)s))
+               AND (%(models)s::text[] IS NULL OR jobs.model = ANY(%(models)s::text[]))
+             ORDER BY jobs.created_at, jobs.id LIMIT 1),
+            COALESCE((SELECT CASE priority WHEN 'high' THEN 0 WHEN 'low' THEN 2 ELSE 1 END
+                      FROM api_keys WHERE api_keys.id = owners.owner), 1),
+            (SELECT COUNT(*) FROM jobs
+             WHERE jobs.status = 'generating' AND jobs.owner = owners.owner),
+            (SELECT MAX(jobs.started_at) FROM jobs
+             WHERE jobs.owner = owners.owner AND jobs.started_at IS NOT NULL)
+        FROM owners WHERE owners.owner IS NOT NULL
+    )
+"""
+"""The fair claim's candidates: for each key with queued jobs (found by a loose scan of
+``jobs_queued_owner``, one probe per key), its oldest claimable job (NULL if none: the join
+drops it), its priority's rank (0 high .. 2 low), its generating jobs and when its newest job
+started. A condition on a key (e.g. a limit on its running jobs) belongs in ``turns``."""
+
+
+def _active_key(conn: PgConnection, key_id_or_prefix: str) -> str | None:
+    """The id of the active key with this id or display prefix (locked to the caller's
+    transaction), None if none; ``ValueError`` if a prefix matches several."""
+    ids = conn.execute(
+        """
+        SELECT id FROM api_keys
+        WHERE (id = %(needle)s OR prefix = %(needle)s) AND revoked_at IS NULL
+        FOR UPDATE
+        """,
+        {"needle": key_id_or_prefix},
+    ).fetchall()
+    if len(ids) > 1:
+        raise ValueError(f"{key_id_or_prefix!r} matches {len(ids)} active keys; use the key's id")
+    return str(ids[0]["id"]) if ids else None
+
+
+def _note_pace(conn: PgConnection, row: DictRow) -> None:
+    """Fold the generation seconds of the job that just completed (``row``) into its model's
+    moving mean, in the caller's transaction."""
+    conn.execute(
+        """
+        INSERT INTO model_pace (model, mean_seconds, samples, updated_at)
+        VALUES (%(model)s, %(seconds)s, 1, %(now)s)
+        ON CONFLICT (model) DO UPDATE SET
+            mean_seconds = model_pace.mean_seconds
+                + %(weight)s * (EXCLUDED.mean_seconds - model_pace.mean_seconds),
+            samples = model_pace.samples + 1, updated_at = EXCLUDED.updated_at
+        """,
+        {
+            "model": row["model"],
+            "seconds": max(0.0, row["finished_at"] - row["started_at"]),
+            "now": row["finished_at"],
+            "weight": PACE_WEIGHT,
+        },
+    )
 
 
 def _one(row: DictRow | None) -> DictRow:

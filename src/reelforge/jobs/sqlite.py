@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from reelforge.contract import Status
 from reelforge.jobs import base, migrate
@@ -25,14 +25,18 @@ from reelforge.jobs.model import (
     DEFAULT_DIALECT,
     PROGRESS_EVENT_SECONDS,
     PROGRESS_EVENTS_KEPT_SECONDS,
+    PACE_WEIGHT,
     ApiKey,
+    Completed,
     EventKind,
     Job,
     JobEvent,
     Lease,
     ListOrder,
+    ModelOutlook,
     Outcome,
     Phase,
+    Priority,
 )
 from reelforge.jobs.sqlitefile import SQLiteFile
 from reelforge.request import JobRequest
@@ -148,17 +152,17 @@ class SQLiteJobStore(StoreBase):
         with self._db.write() as conn:
             self._settle_expired(conn, now)
             row = conn.execute(
-                """
+                _FAIR_TURNS
+                + """
                 UPDATE jobs
                 SET status = 'generating', lease_token = :token, lease_expires_at = :expires,
                     attempts = attempts + 1, worker_id = :worker_id, progress = 0,
                     phase = 'preparing', started_at = COALESCE(started_at, :now),
                     updated_at = :now
                 WHERE status = 'queued' AND id = (
-                    SELECT id FROM jobs
-                    WHERE status = 'queued' AND (run_after IS NULL OR run_after <= :now)
-                      AND (:models IS NULL OR model IN (SELECT value FROM json_each(:models)))
-                    ORDER BY created_at, id
+                    SELECT turns.id FROM turns JOIN jobs ON jobs.id = turns.id
+                    ORDER BY turns.rank, turns.running, turns.served_at NULLS FIRST,
+                             jobs.created_at, jobs.id
                     LIMIT 1
                 )
                 RETURNING *
@@ -207,6 +211,9 @@ class SQLiteJobStore(StoreBase):
                 where="id = :id AND lease_token = :token AND status = 'generating'",
                 lease=lease,
             )
+            if isinstance(outcome, Completed):
+                for row in ended:
+                    _note_pace(conn, row)
         return bool(ended)
 
     def _back_to_queue(
@@ -462,14 +469,22 @@ class SQLiteJobStore(StoreBase):
 
     # --- keys -----------------------------------------------------------------------------
 
-    def add_key(self, *, name: str, key_hash: str, prefix: str) -> ApiKey:
-        params = {"id": uuid.uuid4().hex, "name": name, "key_hash": key_hash, "prefix": prefix}
+    def add_key(
+        self, *, name: str, key_hash: str, prefix: str, priority: Priority = Priority.NORMAL
+    ) -> ApiKey:
+        params = {
+            "id": uuid.uuid4().hex,
+            "name": name,
+            "key_hash": key_hash,
+            "prefix": prefix,
+            "priority": Priority(priority).value,
+        }
         with self._db.write() as conn:
             row = conn.execute(
                 """
-                INSERT INTO api_keys (id, name, key_hash, prefix, created_at)
-                VALUES (:id, :name, :key_hash, :prefix, :now)
-                RETURNING id, name, created_at, revoked_at, prefix
+                INSERT INTO api_keys (id, name, key_hash, prefix, created_at, priority)
+                VALUES (:id, :name, :key_hash, :prefix, :now, :priority)
+                RETURNING id, name, created_at, revoked_at, prefix, priority
                 """,
                 {**params, "now": self._clock()},
             ).fetchone()
@@ -480,7 +495,7 @@ class SQLiteJobStore(StoreBase):
             self._db.read()
             .execute(
                 """
-                SELECT id, name, created_at, revoked_at, prefix FROM api_keys
+                SELECT id, name, created_at, revoked_at, prefix, priority FROM api_keys
                 WHERE key_hash = ? AND revoked_at IS NULL
                 """,
                 (key_hash,),
@@ -494,7 +509,7 @@ class SQLiteJobStore(StoreBase):
             self._db.read()
             .execute(
                 """
-                SELECT id, name, created_at, revoked_at, prefix FROM api_keys
+                SELECT id, name, created_at, revoked_at, prefix, priority FROM api_keys
                 ORDER BY created_at, id
                 """
             )
@@ -504,23 +519,22 @@ class SQLiteJobStore(StoreBase):
 
     def revoke_key(self, key_id_or_prefix: str) -> bool:
         with self._db.write() as conn:
-            ids = conn.execute(
-                """
-                SELECT id FROM api_keys
-                WHERE (id = :needle OR prefix = :needle) AND revoked_at IS NULL
-                """,
-                {"needle": key_id_or_prefix},
-            ).fetchall()
-            if len(ids) > 1:
-                raise ValueError(
-                    f"{key_id_or_prefix!r} matches {len(ids)} active keys; revoke by id"
-                )
-            if ids:
+            key_id = _active_key(conn, key_id_or_prefix)
+            if key_id is not None:
                 conn.execute(
-                    "UPDATE api_keys SET revoked_at = ? WHERE id = ?",
-                    (self._clock(), ids[0]["id"]),
+                    "UPDATE api_keys SET revoked_at = ? WHERE id = ?", (self._clock(), key_id)
                 )
-        return len(ids) == 1
+        return key_id is not None
+
+    def set_key_priority(self, key_id_or_prefix: str, priority: Priority) -> bool:
+        with self._db.write() as conn:
+            key_id = _active_key(conn, key_id_or_prefix)
+            if key_id is not None:
+                conn.execute(
+                    "UPDATE api_keys SET priority = ? WHERE id = ?",
+                    (Priority(priority).value, key_id),
+                )
+        return key_id is not None
 
     # --- coordination ---------------------------------------------------------------------
 
@@ -548,6 +562,50 @@ class SQLiteJobStore(StoreBase):
         )
         return {row[0] for row in rows}
 
+    def outlook(self, model: str, *, within: float) -> ModelOutlook:
+        now = self._clock()
+        params = {"model": model, "since": now - within}
+        conn = self._db.read()
+        order = conn.execute(
+            """
+            SELECT id FROM (
+                SELECT jobs.id, jobs.created_at,
+                    CASE api_keys.priority WHEN 'high' THEN 0 WHEN 'low' THEN 2 ELSE 1 END
+                        AS rank,
+                    ROW_NUMBER() OVER (PARTITION BY jobs.owner ORDER BY jobs.created_at, jobs.id)
+                        AS round
+                FROM jobs LEFT JOIN api_keys ON api_keys.id = jobs.owner
+                WHERE jobs.status = 'queued' AND jobs.model = :model
+            )
+            ORDER BY rank, round, created_at, id
+            """,
+            params,
+        ).fetchall()
+        pace = conn.execute(
+            "SELECT mean_seconds FROM model_pace WHERE model = :model", params
+        ).fetchone()
+        (workers,) = conn.execute(
+            """
+            SELECT COUNT(*) FROM workers, json_each(workers.models) AS served
+            WHERE workers.seen_at >= :since AND served.value = :model
+            """,
+            params,
+        ).fetchone()
+        running = conn.execute(
+            """
+            SELECT started_at FROM jobs WHERE status = 'generating' AND model = :model
+            ORDER BY started_at
+            """,
+            params,
+        ).fetchall()
+        return ModelOutlook(
+            order=tuple(row[0] for row in order),
+            generation_seconds=None if pace is None else pace[0],
+            workers=workers,
+            running_since=tuple(row[0] for row in running),
+            now=now,
+        )
+
     def take_chore(self, name: str, *, holder: str, seconds: float) -> bool:
         now = self._clock()
         with self._db.write() as conn:
@@ -566,6 +624,34 @@ class SQLiteJobStore(StoreBase):
         self._db.close()
 
 
+_FAIR_TURNS: Final = """
+    WITH RECURSIVE owners (owner) AS (
+        SELECT MIN(owner) FROM jobs WHERE status = 'queued'
+        UNION ALL
+        SELECT (SELECT MIN(owner) FROM jobs WHERE status = 'queued' AND owner > owners.owner)
+        FROM owners WHERE owner IS NOT NULL
+    ),
+    turns (owner, id, rank, running, served_at) AS (
+        SELECT owner,
+            (SELECT id FROM jobs
+             WHERE status = 'queued' AND jobs.owner = owners.owner
+               AND (run_after IS NULL OR run_after <= :now)
+               AND (:models IS NULL OR model IN (SELECT value FROM json_each(:models)))
+             ORDER BY created_at, id LIMIT 1),
+            COALESCE((SELECT CASE priority WHEN 'high' THEN 0 WHEN 'low' THEN 2 ELSE 1 END
+                      FROM api_keys WHERE api_keys.id = owners.owner), 1),
+            (SELECT COUNT(*) FROM jobs WHERE status = 'generating' AND jobs.owner = owners.owner),
+            (SELECT MAX(started_at) FROM jobs
+             WHERE jobs.owner = owners.owner AND started_at IS NOT NULL)
+        FROM owners WHERE owner IS NOT NULL
+    )
+"""
+"""The fair claim's candidates: for each key with queued jobs (found by a loose scan of
+``jobs_queued_owner``, one probe per key), its oldest claimable job (NULL if none: the join
+drops it), its priority's rank (0 high .. 2 low), its generating jobs and when its newest job
+started. A condition on a key (e.g. a limit on its running jobs) belongs in ``turns``."""
+
+
 def _append(
     conn: sqlite3.Connection,
     row: sqlite3.Row,
@@ -579,6 +665,41 @@ def _append(
         VALUES (:job_id, :owner, :kind, :status, :progress, :phase, :created_at, :data)
         """,
         base.event_params(_fields(row), kind, data or {}),
+    )
+
+
+def _active_key(conn: sqlite3.Connection, key_id_or_prefix: str) -> str | None:
+    """The id of the active key with this id or display prefix, None if none; ``ValueError``
+    if a prefix matches several."""
+    ids = conn.execute(
+        """
+        SELECT id FROM api_keys
+        WHERE (id = :needle OR prefix = :needle) AND revoked_at IS NULL
+        """,
+        {"needle": key_id_or_prefix},
+    ).fetchall()
+    if len(ids) > 1:
+        raise ValueError(f"{key_id_or_prefix!r} matches {len(ids)} active keys; use the key's id")
+    return ids[0]["id"] if ids else None
+
+
+def _note_pace(conn: sqlite3.Connection, row: sqlite3.Row) -> None:
+    """Fold the generation seconds of the job that just completed (``row``) into its model's
+    moving mean, in the caller's transaction."""
+    conn.execute(
+        """
+        INSERT INTO model_pace (model, mean_seconds, samples, updated_at)
+        VALUES (:model, :seconds, 1, :now)
+        ON CONFLICT (model) DO UPDATE SET
+            mean_seconds = mean_seconds + :weight * (excluded.mean_seconds - mean_seconds),
+            samples = samples + 1, updated_at = excluded.updated_at
+        """,
+        {
+            "model": row["model"],
+            "seconds": max(0.0, row["finished_at"] - row["started_at"]),
+            "now": row["finished_at"],
+            "weight": PACE_WEIGHT,
+        },
     )
 
 

@@ -1,0 +1,22 @@
+-- Fair queueing and the queue's outlook: a key's priority, the indexes the fair claim reads
+-- per key, and each model's moving measure of generation time.
+
+ALTER TABLE api_keys ADD COLUMN priority TEXT NOT NULL DEFAULT 'normal'
+    CONSTRAINT priority_known CHECK (priority IN ('high', 'normal', 'low'));
+
+-- The fair claim walks the keys with queued jobs (a loose scan: one probe per key) and takes
+-- each key's oldest queued job from here.
+CREATE INDEX jobs_queued_owner ON jobs (owner, created_at, id) WHERE status = 'queued';
+-- A key's running jobs, counted by the claim.
+CREATE INDEX jobs_running_owner ON jobs (owner) WHERE status = 'generating';
+-- When a key's newest job started: the claim serves the key served longest ago first.
+CREATE INDEX jobs_owner_started ON jobs (owner, started_at) WHERE started_at IS NOT NULL;
+
+-- An exponentially weighted mean of each model's completed jobs' generation seconds
+-- (started_at to finished_at), updated as each job completes.
+CREATE TABLE model_pace (
+    model TEXT PRIMARY KEY,
+    mean_seconds REAL NOT NULL CHECK (mean_seconds >= 0),
+    samples INTEGER NOT NULL CHECK (samples >= 1),
+    updated_at REAL NOT NULL
+);
