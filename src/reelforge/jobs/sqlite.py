@@ -626,12 +626,13 @@ class SQLiteJobStore(StoreBase):
 
 _FAIR_TURNS: Final = """
     WITH RECURSIVE owners (owner) AS (
-        SELECT MIN(owner) FROM jobs WHERE status = 'queued'
+        SELECT MIN(owner) FROM jobs INDEXED BY jobs_queued_owner WHERE status = 'queued'
         UNION ALL
-        SELECT (SELECT MIN(owner) FROM jobs WHERE status = 'queued' AND owner > owners.owner)
+        SELECT (SELECT MIN(owner) FROM jobs INDEXED BY jobs_queued_owner
+                WHERE status = 'queued' AND owner > owners.owner)
         FROM owners WHERE owner IS NOT NULL
     ),
-    turns (owner, id, rank, running, served_at) AS (
+    turns (owner, id, rank, running, served_at) AS MATERIALIZED (
         SELECT owner,
             (SELECT id FROM jobs
              WHERE status = 'queued' AND jobs.owner = owners.owner
