@@ -90,7 +90,7 @@ def main() -> None:
         return
     for keys in SPREADS:
         with throwaway_schema(server) as url:
-            measure("postgres", lambda: PostgresJobStore(url), jobs, keys)  # noqa: B023
+            measure("postgres", lambda: PostgresJobStore(url), jobs, keys)
 
 
 if __name__ == "__main__":

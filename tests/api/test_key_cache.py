@@ -8,7 +8,7 @@ import pytest
 
 from reelforge.api.auth import KEY_CACHE_SECONDS, KeyCache, authenticate, hash_key, new_key
 from reelforge.errors import Unauthorized
-from reelforge.jobs.model import ApiKey
+from reelforge.jobs.model import ApiKey, Priority
 
 
 class CountingKeys:
@@ -18,8 +18,10 @@ class CountingKeys:
         self.keys: dict[str, ApiKey] = {}
         self.lookups = 0
 
-    def add_key(self, *, name: str, key_hash: str, prefix: str) -> ApiKey:
-        key = ApiKey(f"k{len(self.keys)}", name, 0.0, None, prefix)
+    def add_key(
+        self, *, name: str, key_hash: str, prefix: str, priority: Priority = Priority.NORMAL
+    ) -> ApiKey:
+        key = ApiKey(f"k{len(self.keys)}", name, 0.0, None, prefix, priority)
         self.keys[key_hash] = key
         return key
 
@@ -37,6 +39,9 @@ class CountingKeys:
                 self.keys[key_hash] = ApiKey(key.id, key.name, 0.0, 1.0, key.prefix)
                 return True
         return False
+
+    def set_key_priority(self, key_id_or_prefix: str, priority: Priority) -> bool:
+        raise NotImplementedError  # the cache never changes keys
 
 
 class Clock:

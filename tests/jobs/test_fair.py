@@ -79,16 +79,15 @@ def test_a_key_priority_is_set_by_id_or_prefix(store: Store) -> None:
     assert store.list_keys()[0].priority is Priority.HIGH
     assert store.set_key_priority(key.id, Priority.LOW)
     found = store.key_for_hash("h1")
-    assert found is not None and found.priority is Priority.LOW
+    assert found is not None
+    assert found.priority is Priority.LOW
     assert not store.set_key_priority("rf_zzzzz", Priority.HIGH)
     store.add_key(name="b", key_hash="h2", prefix="rf_aaaaa")
     with pytest.raises(ValueError, match="2 active keys"):
         store.set_key_priority("rf_aaaaa", Priority.HIGH)
 
 
-def test_a_deferred_job_passes_its_key_turn_to_its_next_job(
-    store: Store, clock: FakeClock
-) -> None:
+def test_a_deferred_job_passes_its_key_turn_to_its_next_job(store: Store, clock: FakeClock) -> None:
     first = create(store, owner="key-a")
     lease = claim(store)
     assert store.requeue(lease, delay_seconds=60, reason="storage")
@@ -102,15 +101,14 @@ def test_the_claim_filters_models_per_key(store: Store, clock: FakeClock) -> Non
     clock.advance(1)
     wanted = create(store, owner="key-b", model="preview")
     lease = store.claim(worker_id="w", lease_seconds=30, models=["preview"])
-    assert lease is not None and lease.job.id == wanted.id
+    assert lease is not None
+    assert lease.job.id == wanted.id
 
 
 # --- the outlook ---------------------------------------------------------------------------
 
 
-def test_the_outlook_orders_the_queue_in_rounds_across_keys(
-    store: Store, clock: FakeClock
-) -> None:
+def test_the_outlook_orders_the_queue_in_rounds_across_keys(store: Store, clock: FakeClock) -> None:
     a = [create(store, owner="key-a") for _ in range(3)]
     clock.advance(1)
     b = create(store, owner="key-b")
@@ -130,9 +128,7 @@ def test_the_outlook_puts_higher_priority_keys_first(store: Store, clock: FakeCl
     assert store.outlook("preview", within=10).order == (high.id, low.id)
 
 
-def test_the_pace_is_a_moving_mean_of_completed_generations(
-    store: Store, clock: FakeClock
-) -> None:
+def test_the_pace_is_a_moving_mean_of_completed_generations(store: Store, clock: FakeClock) -> None:
     for _ in range(3):
         create(store)
     _run_one(store, clock, seconds=10)
@@ -154,7 +150,10 @@ def test_the_outlook_counts_the_models_workers_and_running_jobs(
     clock.advance(30)
     store.report_worker("w3", models=["preview"])
     create(store)
-    claim(store)
+    create(store)
+    claim(store, worker_id="w3")
     outlook = store.outlook("preview", within=10)
     assert (outlook.workers, outlook.running_since) == (1, (T0 + 30,))
     assert store.outlook("wan", within=60).workers == 2
+    claim(store, worker_id="w1")  # a busy worker does not report, but counts
+    assert store.outlook("preview", within=10).workers == 2

@@ -8,8 +8,9 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 
 from reelforge.api.auth import KeyCache, authenticate
+from reelforge.api.forecast import Forecasts
 from reelforge.engines.registry import ModelSpec
-from reelforge.jobs.model import ApiKey, Job, Store
+from reelforge.jobs.model import REPORT_SECONDS, ApiKey, Job, Store
 from reelforge.retention import discard_files
 from reelforge.settings import Settings
 from reelforge.storage.base import Storage
@@ -26,9 +27,13 @@ class Services:
     """Served model id → its registry entry."""
     keys: KeyCache = field(init=False)
     """Keys found lately (a revoked key keeps working here for up to 2 s)."""
+    forecasts: Forecasts = field(init=False)
+    """Queue positions and ETAs, from each model's outlook read at most once a second."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "keys", KeyCache(self.store))
+        ready_within = 3 * REPORT_SECONDS + self.settings.poll_seconds
+        object.__setattr__(self, "forecasts", Forecasts(self.store, ready_within=ready_within))
 
     def caller(self, authorization: str | None) -> ApiKey:
         """The key behind an ``Authorization`` header: the one check every route makes."""

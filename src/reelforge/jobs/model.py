@@ -235,7 +235,8 @@ class ModelOutlook:
     generation_seconds: float | None
     """The moving mean of its completed jobs' generation seconds; None before the first."""
     workers: int
-    """Workers that reported the model loaded lately."""
+    """Workers with the model loaded that reported lately or hold a lease now (a worker
+    reports only between jobs)."""
     running_since: tuple[float, ...]
     """When each of its generating jobs started (store clock, epoch seconds), oldest first."""
     now: float
@@ -467,11 +468,11 @@ class Coordination(Protocol):
         ...
 
     def outlook(self, model: str, *, within: float) -> ModelOutlook:
-        """``model``'s queue now, its pace, and its workers (reported in the last ``within``
-        seconds). The order approximates the fair claim's: by key priority, then in rounds
-        (each key's oldest queued job, then each key's second, ...), within a round oldest
-        first; it ignores which keys run jobs now and retry delays. Cost: one read of the
-        model's queued jobs."""
+        """``model``'s queue now, its pace, and its workers (those that reported in the last
+        ``within`` seconds or hold a lease). The order approximates the fair claim's: by key
+        priority, then in rounds (each key's oldest queued job, then each key's second, ...),
+        within a round oldest first; it ignores which keys run jobs now and retry delays.
+        Cost: one read of the model's queued jobs."""
         ...
 
     def take_chore(self, name: str, *, holder: str, seconds: float) -> bool:

@@ -5,9 +5,10 @@ one store per process, after any fork). Every method is one short transaction on
 pooled connection, never held while a job runs. Claims take turns (each first takes the
 event log's lock, which its ``started`` event needs anyway), so each sees the running jobs
 of the claims before it and the fair order (``_FAIR_TURNS``) is exact; the picked job is
-locked with ``FOR UPDATE SKIP LOCKED``, passing over one that another writer holds, and the
-expired-lease pass skips rows another transaction holds. The store does not create its schema: ``reelforge db upgrade`` (``jobs.migrate``)
-does, and the store refuses a schema older or newer than the code's.
+locked with ``FOR UPDATE SKIP LOCKED``, passing over one that another writer holds, and
+the expired-lease pass skips rows another transaction holds. The store does not create its
+schema: ``reelforge db upgrade`` (``jobs.migrate``) does, and the store refuses a schema
+older or newer than the code's.
 
 Time: every time the store writes or compares is ``reelforge_now(%(now)s)`` (migration
 0005): the database's ``now()`` when ``now`` is NULL, which it is unless a clock was
@@ -50,9 +51,9 @@ from reelforge.jobs.base import Ending, StoreBase
 from reelforge.jobs.listener import EVENTS_CHANNEL, JOBS_CHANNEL, Listener, channel
 from reelforge.jobs.model import (
     DEFAULT_DIALECT,
+    PACE_WEIGHT,
     PROGRESS_EVENT_SECONDS,
     PROGRESS_EVENTS_KEPT_SECONDS,
-    PACE_WEIGHT,
     ApiKey,
     Completed,
     EventKind,
@@ -256,7 +257,7 @@ class PostgresJobStore(StoreBase):
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (EVENTS_LOCK_KEY,))
             self._settle_expired(conn)
             row = conn.execute(
-                _FAIR_TURNS
+                _FAIR_TURNS  # noqa: S608 (a constant of this module)
                 + """,
                 picked AS MATERIALIZED (
                     SELECT jobs.id FROM jobs JOIN turns ON jobs.id = turns.id
@@ -780,8 +781,10 @@ class PostgresJobStore(StoreBase):
                         ) AS queued_order,
                         (SELECT mean_seconds FROM model_pace WHERE model = %(model)s) AS pace,
                         (SELECT COUNT(*) FROM workers
-                         WHERE seen_at >= reelforge_now(%(now)s) - %(within)s
-                           AND models ? %(model)s) AS workers,
+                         WHERE models ? %(model)s
+                           AND (seen_at >= reelforge_now(%(now)s) - %(within)s OR id IN (
+                               SELECT worker_id FROM jobs WHERE status = 'generating'))
+                        ) AS workers,
                         ARRAY(
                             SELECT started_at FROM jobs
                             WHERE status = 'generating' AND model = %(model)s

@@ -23,9 +23,9 @@ from reelforge.jobs import base, migrate
 from reelforge.jobs.base import Ending, StoreBase
 from reelforge.jobs.model import (
     DEFAULT_DIALECT,
+    PACE_WEIGHT,
     PROGRESS_EVENT_SECONDS,
     PROGRESS_EVENTS_KEPT_SECONDS,
-    PACE_WEIGHT,
     ApiKey,
     Completed,
     EventKind,
@@ -152,7 +152,7 @@ class SQLiteJobStore(StoreBase):
         with self._db.write() as conn:
             self._settle_expired(conn, now)
             row = conn.execute(
-                _FAIR_TURNS
+                _FAIR_TURNS  # noqa: S608 (a constant of this module)
                 + """
                 UPDATE jobs
                 SET status = 'generating', lease_token = :token, lease_expires_at = :expires,
@@ -587,7 +587,8 @@ class SQLiteJobStore(StoreBase):
         (workers,) = conn.execute(
             """
             SELECT COUNT(*) FROM workers, json_each(workers.models) AS served
-            WHERE workers.seen_at >= :since AND served.value = :model
+            WHERE served.value = :model AND (workers.seen_at >= :since OR workers.id IN (
+                SELECT worker_id FROM jobs WHERE status = 'generating'))
             """,
             params,
         ).fetchone()

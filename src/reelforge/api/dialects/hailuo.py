@@ -10,6 +10,7 @@ are ``{"error": {"name", "message"}}``.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict
 from typing import Annotated, Any, ClassVar, Final, Literal
 from urllib.parse import unquote_plus
@@ -161,6 +162,12 @@ class Generation(BaseModel):
     model: str
     created_at: float
     finished_at: float | None
+    queue_position: int | None = Field(
+        description="1 = the next of its model's queued jobs to start; null unless queued."
+    )
+    eta_seconds: int | None = Field(
+        description="Expected seconds until the video is done; null when finished or unknown."
+    )
 
 
 class GenerationPage(BaseModel):
@@ -369,7 +376,8 @@ def _listed(model_id: str, spec: ModelSpec) -> dict[str, Any]:
 
 def view(job: Job, services: Services, *, base_url: str) -> dict[str, Any]:
     """The wire form of ``job`` (a ``Generation``): video only when completed, error only
-    when in error. Plain data, serialised as it is on every poll."""
+    when in error, a queue position only when queued, an ETA only when unfinished (and
+    estimated: ``api.forecast``). Plain data, serialised as it is on every poll."""
     video = None
     if job.status is Status.COMPLETED and job.video_key and job.purged_at is None:
         video = {"url": services.storage.video_url(job.video_key, base_url=base_url)}
@@ -381,6 +389,7 @@ def view(job: Job, services: Services, *, base_url: str) -> dict[str, Any]:
         meta = {"usage": {"credits_used": job.credits_used or 0.0}, **job.meta}
         if job.purged_at is not None:
             meta["purged_at"] = job.purged_at  # retention deleted the video
+    forecast = services.forecasts.of(job)
     return {
         "id": job.id,
         "status": job.status.value,
@@ -391,6 +400,8 @@ def view(job: Job, services: Services, *, base_url: str) -> dict[str, Any]:
         "model": job.model,
         "created_at": job.created_at,
         "finished_at": job.finished_at,
+        "queue_position": forecast.queue_position,
+        "eta_seconds": forecast.eta_seconds(time.time()),
     }
 
 

@@ -19,6 +19,7 @@ route that does not exist (404) or a method a route does not take (405) keeps it
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Annotated, Any, Final
 from urllib.parse import urlsplit
@@ -186,12 +187,20 @@ def _video(job: Job) -> Mapping[str, Any]:
 @router.get(QUERY)
 async def query(task_id: TaskId, caller: CallerDep, services: ServicesDep) -> dict[str, Any]:
     """A task's state; ``file_id`` (equal to the task id) and the video's size in pixels once
-    it is ``Success``; reelforge's ``error`` (name, message) once it is ``Fail``."""
+    it is ``Success``; reelforge's ``error`` (name, message) once it is ``Fail``; reelforge's
+    ``queue_position`` (while ``Queueing``) and ``eta_seconds`` (while unfinished, once
+    estimated), else null."""
     job = services.store.get(task_id, owner=caller.id)
     if job is None:
         raise InvalidRequest("task_id", f"no task {task_id!r}")
     status = task_status(job)
-    answer: dict[str, Any] = {"task_id": job.id, "status": status}
+    forecast = services.forecasts.of(job)
+    answer: dict[str, Any] = {
+        "task_id": job.id,
+        "status": status,
+        "queue_position": forecast.queue_position,
+        "eta_seconds": forecast.eta_seconds(time.time()),
+    }
     if status == "Success":
         video = _video(job)
         answer |= {"file_id": job.id, "video_width": video.get("width", 0)}
