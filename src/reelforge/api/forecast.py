@@ -22,10 +22,10 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 from reelforge.contract import Status
-from reelforge.jobs.model import Coordination, Job, ModelOutlook
+from reelforge.jobs.model import Job, ModelOutlook
 
 FRESH_SECONDS: Final = 1.0
 """How long an API process answers from a model's outlook before reading it again."""
@@ -54,6 +54,12 @@ class Forecast:
 NO_FORECAST: Final = Forecast(None, None, None)
 
 
+class Outlooks(Protocol):
+    """Where forecasts come from: ``Coordination.outlook`` of the job store."""
+
+    def outlook(self, model: str, *, within: float) -> ModelOutlook: ...
+
+
 @dataclass(frozen=True)
 class _Reading:
     """A model's outlook as read at ``read_at`` (monotonic seconds), made ready to answer."""
@@ -71,7 +77,7 @@ class Forecasts:
 
     def __init__(
         self,
-        store: Coordination,
+        store: Outlooks,
         *,
         ready_within: float,
         monotonic: Callable[[], float] = time.monotonic,

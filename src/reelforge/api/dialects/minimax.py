@@ -188,19 +188,17 @@ def _video(job: Job) -> Mapping[str, Any]:
 async def query(task_id: TaskId, caller: CallerDep, services: ServicesDep) -> dict[str, Any]:
     """A task's state; ``file_id`` (equal to the task id) and the video's size in pixels once
     it is ``Success``; reelforge's ``error`` (name, message) once it is ``Fail``; reelforge's
-    ``queue_position`` (while ``Queueing``) and ``eta_seconds`` (while unfinished, once
-    estimated), else null."""
+    ``queue_position`` and ``eta_seconds`` while it is unfinished (null: not queued, or no
+    estimate yet)."""
     job = services.store.get(task_id, owner=caller.id)
     if job is None:
         raise InvalidRequest("task_id", f"no task {task_id!r}")
     status = task_status(job)
-    forecast = services.forecasts.of(job)
-    answer: dict[str, Any] = {
-        "task_id": job.id,
-        "status": status,
-        "queue_position": forecast.queue_position,
-        "eta_seconds": forecast.eta_seconds(time.time()),
-    }
+    answer: dict[str, Any] = {"task_id": job.id, "status": status}
+    if not job.status.is_terminal:
+        forecast = services.forecasts.of(job)
+        answer["queue_position"] = forecast.queue_position
+        answer["eta_seconds"] = forecast.eta_seconds(time.time())
     if status == "Success":
         video = _video(job)
         answer |= {"file_id": job.id, "video_width": video.get("width", 0)}
