@@ -18,6 +18,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from reelforge import __version__, client_cli
 from reelforge.contract import DEFAULT_MODEL
 from reelforge.errors import InvalidRequest
+from reelforge.jobs.model import Priority
 from reelforge.request import JobRequest, Resolution
 from reelforge.settings import Settings
 
@@ -350,15 +351,27 @@ keys = typer.Typer(
 app.add_typer(keys, name="keys")
 
 
+PriorityOption = Annotated[
+    Priority,
+    typer.Option(
+        help="The key's turn in the queue: every queued job of a higher priority's keys "
+        "starts before a lower one's; keys of one priority take turns."
+    ),
+]
+
+
 @keys.command("create")
-def keys_create(name: Annotated[str, typer.Option(help="A label for the key.")] = "cli") -> None:
+def keys_create(
+    name: Annotated[str, typer.Option(help="A label for the key.")] = "cli",
+    priority: PriorityOption = Priority.NORMAL,
+) -> None:
     """Make a key and print it once."""
     from reelforge.api.auth import new_key, register
     from reelforge.runtime import open_store
 
     with closing(open_store(_settings())) as store:
         key = new_key()
-        record = register(store, key, name=name)
+        record = register(store, key, name=name, priority=priority)
     err.print(f"key {record.id} ({name}); it is shown only now:")
     out.print(key, soft_wrap=True)
 
@@ -370,13 +383,30 @@ def keys_list() -> None:
 
     from reelforge.runtime import open_store
 
-    table = Table("id", "prefix", "name", "created", "revoked")
+    table = Table("id", "prefix", "name", "priority", "created", "revoked")
     with closing(open_store(_settings())) as store:
         records = store.list_keys()
     for record in records:
         revoked = time.ctime(record.revoked_at) if record.revoked_at else ""
-        table.add_row(record.id, record.prefix, record.name, time.ctime(record.created_at), revoked)
+        created = time.ctime(record.created_at)
+        table.add_row(record.id, record.prefix, record.name, record.priority, created, revoked)
     out.print(table)
+
+
+@keys.command("update")
+def keys_update(
+    key_id: Annotated[str, typer.Argument(help="Key id or prefix.")],
+    priority: PriorityOption,
+) -> None:
+    """Change a key's settings."""
+    from reelforge.runtime import open_store
+
+    with closing(open_store(_settings())) as store:
+        updated = store.set_key_priority(key_id, priority)
+    if not updated:
+        err.print(f"[red]error:[/red] no active key {key_id!r}")
+        raise typer.Exit(2)
+    out.print(f"updated {key_id}: priority {priority.value}")
 
 
 @keys.command("revoke")

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Final
 
 from reelforge.errors import Unauthorized
-from reelforge.jobs.model import ApiKey, KeyStore
+from reelforge.jobs.model import ApiKey, KeyStore, Priority
 
 KEY_PREFIX: Final = "rf_"
 KEY_CACHE_SECONDS: Final = 2.0
@@ -37,12 +37,14 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-def register(store: KeyStore, key: str, *, name: str) -> ApiKey:
+def register(
+    store: KeyStore, key: str, *, name: str, priority: Priority = Priority.NORMAL
+) -> ApiKey:
     """Store ``key`` (hashed) unless it is already known; returns its record."""
     known = store.key_for_hash(hash_key(key))
     if known is not None:
         return known
-    return store.add_key(name=name, key_hash=hash_key(key), prefix=key[:8])
+    return store.add_key(name=name, key_hash=hash_key(key), prefix=key[:8], priority=priority)
 
 
 class KeyCache:

@@ -22,7 +22,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Final, NamedTuple, Protocol
 
 from reelforge.contract import Status
 from reelforge.jobs.model import Job, ModelOutlook
@@ -33,9 +33,9 @@ MISSING_REREAD_SECONDS: Final = 0.1
 """A queued job newer than the outlook rereads it at most this often (else it is last)."""
 
 
-@dataclass(frozen=True)
-class Forecast:
-    """One job's outlook; every field None where it does not apply or is unknown."""
+class Forecast(NamedTuple):
+    """One job's outlook; every field None where it does not apply or is unknown. (A tuple:
+    one is made on every poll of an unfinished job.)"""
 
     queue_position: int | None
     """1 = the next of its model's queued jobs to start; None unless queued."""
