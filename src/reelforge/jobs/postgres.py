@@ -5,8 +5,8 @@ one store per process, after any fork). Every method is one short transaction on
 pooled connection, never held while a job runs. Claims take turns (each first takes the
 event log's lock, which its ``started`` event needs anyway), so each sees the running jobs
 of the claims before it and the fair order (``_FAIR_TURNS``) is exact; the picked job is
-locked with ``FOR UPDATE SKIP LOCKED``, passing over one that another writer holds, and
-the expired-lease pass skips rows another transaction holds. The store does not create its
+locked with ``FOR UPDATE SKIP LOCKED`` (if another writer, a cancel in flight, holds it,
+the claim takes the next unheld job in the fair order instead), and the expired-lease pass skips rows another transaction holds. The store does not create its
 schema: ``reelforge db upgrade`` (``jobs.migrate``) does, and the store refuses a schema
 older or newer than the code's.
 
@@ -260,8 +260,22 @@ class PostgresJobStore(StoreBase):
                 _FAIR_TURNS  # noqa: S608 (a constant of this module)
                 + """,
                 picked AS MATERIALIZED (
-                    SELECT jobs.id FROM jobs JOIN turns ON jobs.id = turns.id
-                    WHERE jobs.status = 'queued'
+                    SELECT jobs.id FROM jobs
+                    WHERE jobs.status = 'queued' AND jobs.id = (
+                        SELECT turns.id FROM turns
+                        ORDER BY turns.rank, turns.running, turns.served_at NULLS FIRST,
+                                 turns.created_at, turns.id
+                        LIMIT 1
+                    )
+                    FOR UPDATE SKIP LOCKED
+                ),
+                -- Only if that job is held by another writer: the fair order over all the
+                -- keys' claimable jobs (a sort of them all), passing over held ones.
+                instead AS MATERIALIZED (
+                    SELECT jobs.id FROM jobs JOIN turns ON turns.owner = jobs.owner
+                    WHERE NOT EXISTS (SELECT 1 FROM picked) AND jobs.status = 'queued'
+                      AND (jobs.run_after IS NULL OR jobs.run_after <= reelforge_now(%(now)s))
+                      AND (%(models)s::text[] IS NULL OR jobs.model = ANY(%(models)s::text[]))
                     ORDER BY turns.rank, turns.running, turns.served_at NULLS FIRST,
                              jobs.created_at, jobs.id
                     LIMIT 1
@@ -274,8 +288,7 @@ class PostgresJobStore(StoreBase):
                     phase = 'preparing',
                     started_at = COALESCE(jobs.started_at, reelforge_now(%(now)s)),
                     updated_at = reelforge_now(%(now)s)
-                FROM picked
-                WHERE jobs.id = picked.id
+                WHERE jobs.id IN (SELECT id FROM picked UNION ALL SELECT id FROM instead)
                 RETURNING jobs.*
                 """,
                 params,
@@ -834,26 +847,28 @@ _FAIR_TURNS: Final = """
                 WHERE jobs.status = 'queued' AND jobs.owner > owners.owner)
         FROM owners WHERE owners.owner IS NOT NULL
     ),
-    turns (owner, id, rank, running, served_at) AS (
-        SELECT owners.owner,
-            (SELECT jobs.id FROM jobs
-             WHERE jobs.status = 'queued' AND jobs.owner = owners.owner
-               AND (jobs.run_after IS NULL OR jobs.run_after <= reelforge_now(%(now)s))
-               AND (%(models)s::text[] IS NULL OR jobs.model = ANY(%(models)s::text[]))
-             ORDER BY jobs.created_at, jobs.id LIMIT 1),
+    turns AS MATERIALIZED (
+        SELECT owners.owner, first.id, first.created_at,
             COALESCE((SELECT CASE priority WHEN 'high' THEN 0 WHEN 'low' THEN 2 ELSE 1 END
-                      FROM api_keys WHERE api_keys.id = owners.owner), 1),
+                      FROM api_keys WHERE api_keys.id = owners.owner), 1) AS rank,
             (SELECT COUNT(*) FROM jobs
-             WHERE jobs.status = 'generating' AND jobs.owner = owners.owner),
+             WHERE jobs.status = 'generating' AND jobs.owner = owners.owner) AS running,
             (SELECT MAX(jobs.started_at) FROM jobs
-             WHERE jobs.owner = owners.owner AND jobs.started_at IS NOT NULL)
-        FROM owners WHERE owners.owner IS NOT NULL
+             WHERE jobs.owner = owners.owner AND jobs.started_at IS NOT NULL) AS served_at
+        FROM owners CROSS JOIN LATERAL (
+            SELECT jobs.id, jobs.created_at FROM jobs
+            WHERE jobs.status = 'queued' AND jobs.owner = owners.owner
+              AND (jobs.run_after IS NULL OR jobs.run_after <= reelforge_now(%(now)s))
+              AND (%(models)s::text[] IS NULL OR jobs.model = ANY(%(models)s::text[]))
+            ORDER BY jobs.created_at, jobs.id LIMIT 1
+        ) AS first
+        WHERE owners.owner IS NOT NULL
     )
 """
 """The fair claim's candidates: for each key with queued jobs (found by a loose scan of
-``jobs_queued_owner``, one probe per key), its oldest claimable job (NULL if none: the join
-drops it), its priority's rank (0 high .. 2 low), its generating jobs and when its newest job
-started. A condition on a key (e.g. a limit on its running jobs) belongs in ``turns``."""
+``jobs_queued_owner``, one probe per key) that has a claimable job, its oldest, its
+priority's rank (0 high .. 2 low), its generating jobs and when its newest job started. A
+condition on a key (e.g. a limit on its running jobs) belongs in ``turns``."""
 
 
 def _active_key(conn: PgConnection, key_id_or_prefix: str) -> str | None:
