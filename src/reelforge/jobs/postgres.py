@@ -6,9 +6,10 @@ pooled connection, never held while a job runs. Claims take turns (each first ta
 event log's lock, which its ``started`` event needs anyway), so each sees the running jobs
 of the claims before it and the fair order (``_FAIR_TURNS``) is exact; the picked job is
 locked with ``FOR UPDATE SKIP LOCKED`` (if another writer, a cancel in flight, holds it,
-the claim takes the next unheld job in the fair order instead), and the expired-lease pass skips rows another transaction holds. The store does not create its
-schema: ``reelforge db upgrade`` (``jobs.migrate``) does, and the store refuses a schema
-older or newer than the code's.
+the claim takes the next unheld job in the fair order instead), and the expired-lease pass
+skips rows another transaction holds. The store does not create its schema: ``reelforge db
+upgrade`` (``jobs.migrate``) does, and the store refuses a schema older or newer than the
+code's.
 
 Time: every time the store writes or compares is ``reelforge_now(%(now)s)`` (migration
 0005): the database's ``now()`` when ``now`` is NULL, which it is unless a clock was
