@@ -63,9 +63,18 @@ JOB_DEADLINE_S = 60.0
 START_DEADLINE_S = 30.0
 DEFAULT_POLL_SECONDS: float = Settings.model_fields["poll_seconds"].default
 BENCH_DIR = Path(__file__).resolve().parent
-UVICORN_OPTIONS = ["--host", "127.0.0.1", "--log-level", "info", "--no-access-log"]
+UVICORN_OPTIONS = [
+    "--host",
+    "127.0.0.1",
+    "--log-level",
+    "info",
+    "--no-access-log",
+    "--no-server-header",
+]
 """What ``reelforge serve`` (one API process, no --access-log) passes ``uvicorn.run`` beside
-its app: loop and HTTP parser left to uvicorn's ``auto`` (uvloop and httptools if installed)."""
+its app: loop and HTTP parser left to uvicorn's ``auto`` (uvloop and httptools if installed),
+no ``Server`` header. The floor keeps uvicorn's own httptools protocol: the read deadline of
+``api.serving`` is counted in reelforge's cost."""
 
 
 def service_env(directory: Path, port: int) -> dict[str, str]:

@@ -17,9 +17,9 @@ import httpx
 import uvicorn
 
 from reelforge.api.app import Services, create_app
+from reelforge.api.serving import uvicorn_options
 from reelforge.jobs.model import Store
 from reelforge.runtime import (
-    ensure_key,
     load_models,
     open_storage,
     open_store,
@@ -27,6 +27,7 @@ from reelforge.runtime import (
     stop_workers,
 )
 from reelforge.settings import Settings
+from reelforge.startup import ensure_key
 
 LEGACY = "/v2/generate/video/minimax/generation"
 UNIFIED = "/v2/video/generations"
@@ -35,8 +36,13 @@ TEST_KEY = "rf_test-key-for-the-suite-0123456789"
 
 def spawned_children(pid: int) -> list[int]:
     """The processes ``pid`` started through ``multiprocessing`` (workers, uvicorn's API
-    processes), not its resource tracker."""
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    processes) from any of its threads (workers come from the supervisor's), not its
+    resource tracker."""
+    children = [
+        child
+        for task in Path(f"/proc/{pid}/task").iterdir()
+        for child in (task / "children").read_text().split()
+    ]
     return [
         int(child)
         for child in children
@@ -100,9 +106,8 @@ def running_api(settings: Settings) -> Iterator[Api]:
     store = open_store(settings)
     ensure_key(settings, store)
     app = create_app(Services(settings, store, open_storage(settings), load_models(settings)))
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_level="warning")
-    )
+    options = {**uvicorn_options(settings), "host": "127.0.0.1"}
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", **options))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -66,6 +67,7 @@ def test_two_api_processes_share_the_port_and_the_store(tmp_path: Path) -> None:
         REELFORGE_DATA_DIR=str(tmp_path / "data"),
         REELFORGE_PORT=str(port),
         REELFORGE_API_KEY=TEST_KEY,
+        REELFORGE_READ_TIMEOUT_SECONDS="1",
     )
     log = tmp_path / "serve.log"
     with log.open("wb") as sink:
@@ -95,6 +97,11 @@ def test_two_api_processes_share_the_port_and_the_store(tmp_path: Path) -> None:
                 answer = client.get(LEGACY, params={"generation_id": generation_id})
                 assert answer.status_code == 200
                 assert answer.json()["status"] == "queued"
+                assert "server" not in answer.headers  # serve passes api.serving's options
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as silent:
+            started = time.monotonic()
+            assert silent.recv(1024).startswith(b"HTTP/1.1 408 ")  # the read deadline
+            assert time.monotonic() - started < 1 + 3
     finally:
         process.terminate()
         process.wait(30)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import signal
+import threading
 import time
 from contextlib import closing
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from PIL import Image
@@ -18,7 +20,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from reelforge import __version__, client_cli
 from reelforge.contract import DEFAULT_MODEL
 from reelforge.errors import InvalidRequest
-from reelforge.jobs.model import Priority
+from reelforge.jobs.model import KeyLimits, Priority
 from reelforge.request import JobRequest, Resolution
 from reelforge.settings import Settings
 
@@ -125,22 +127,22 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Listen port [REELFORGE_PORT].")] = None,
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
 ) -> None:
-    """Serve the API (and --workers worker processes) on one data directory."""
+    """Serve the API (and --workers worker processes, supervised) on one data directory."""
     import uvicorn
 
-    from reelforge.runtime import ensure_key, open_store, start_workers, stop_workers
+    from reelforge.api.serving import uvicorn_options
+    from reelforge.supervise import Supervisor, SupervisorThread
 
     settings = _settings()
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = settings.model_copy(update=overrides)
-    store = open_store(settings)
-    first_key = ensure_key(settings, store)
-    store.close()
+    first_key = _prepare_serve(settings)
     # uvicorn re-raises a SIGTERM once it has shut down; with the default handler that ends
     # the process on the spot, before the workers are stopped. This one exits through the
     # ``finally`` below instead.
     signal.signal(signal.SIGTERM, _exit_on_signal)
-    processes = start_workers(settings, workers)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    supervision = SupervisorThread(Supervisor(settings, workers))
     try:
         out.print(f"reelforge {__version__} on http://{settings.host}:{settings.port}/v2")
         out.print(
@@ -154,13 +156,39 @@ def serve(
             "reelforge.runtime:api_from_environment",
             factory=True,
             workers=api_processes,
-            host=settings.host,
-            port=settings.port,
             log_level="info",
             access_log=access_log,
+            **uvicorn_options(settings),
         )
+    except SystemExit:
+        if supervision.failure is None:
+            raise
     finally:
-        stop_workers(processes, timeout=settings.drain_seconds + 5)
+        supervision.close(timeout=settings.drain_seconds + 5)
+    if supervision.failure is not None:
+        _refuse(f"{supervision.failure}; stopping")
+
+
+def _prepare_serve(settings: Settings) -> str | None:
+    """The start checks of ``serve`` (``_refuse`` on failure); the first key, if made now."""
+    from reelforge.runtime import open_store
+    from reelforge.startup import StartRefused, check_storage, ensure_key
+
+    store = open_store(settings)
+    try:
+        check_storage(settings, store)  # first: a refused start makes no key
+        first_key = ensure_key(settings, store)
+    except StartRefused as exc:
+        _refuse(str(exc))
+    finally:
+        store.close()
+    return first_key
+
+
+def _refuse(message: str) -> NoReturn:
+    """Say on one line why reelforge stops, and exit 1."""
+    err.print(f"error: {message}", soft_wrap=True, markup=False, highlight=False)
+    raise typer.Exit(1)
 
 
 def _exit_on_signal(signum: int, _: FrameType | None) -> None:
@@ -181,8 +209,11 @@ def worker(
         ),
     ] = None,
 ) -> None:
-    """Run workers alone, against the data directory or database of a 'reelforge serve'."""
-    from reelforge.runtime import run_worker, start_workers, stop_workers
+    """Run workers alone, against the data directory or database of a 'reelforge serve'
+    (--processes above 1: supervised, restarted when they die)."""
+    from reelforge.runtime import run_worker
+    from reelforge.startup import StartRefused
+    from reelforge.supervise import CrashLoop, Supervisor
 
     settings = _settings()
     overrides: dict[str, object] = {}
@@ -196,15 +227,20 @@ def worker(
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
     if processes == 1:
-        run_worker(settings)
+        try:
+            run_worker(settings)
+        except StartRefused as exc:
+            _refuse(str(exc))
         return
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     signal.signal(signal.SIGTERM, _exit_on_signal)  # through the ``finally``: children drain
-    children = start_workers(settings, processes)
+    supervisor = Supervisor(settings, processes)
     try:
-        for child in children:
-            child.join()
+        supervisor.run(threading.Event())
+    except CrashLoop as exc:
+        _refuse(f"{exc}; stopping")
     finally:
-        stop_workers(children, timeout=settings.drain_seconds + 5)
+        supervisor.close(timeout=settings.drain_seconds + 5)
 
 
 db = typer.Typer(
@@ -352,28 +388,71 @@ app.add_typer(keys, name="keys")
 
 
 PriorityOption = Annotated[
-    Priority,
+    Priority | None,
     typer.Option(
         help="The key's turn in the queue: every queued job of a higher priority's keys "
         "starts before a lower one's; keys of one priority take turns."
     ),
 ]
+Rpm = Annotated[int | None, typer.Option(min=1, help="Creates per minute.")]
+MaxQueued = Annotated[int | None, typer.Option(min=1, help="Jobs queued at once.")]
+MaxRunning = Annotated[int | None, typer.Option(min=1, help="Jobs running at once.")]
+DailyVideoSeconds = Annotated[
+    int | None, typer.Option(min=1, help="Seconds of video per UTC day (counted at start).")
+]
+"""A key's own limits; one not given is the ``REELFORGE_KEY_*`` default (unset: unlimited)."""
 
 
 @keys.command("create")
 def keys_create(
     name: Annotated[str, typer.Option(help="A label for the key.")] = "cli",
-    priority: PriorityOption = Priority.NORMAL,
+    priority: PriorityOption = None,
+    rpm: Rpm = None,
+    max_queued: MaxQueued = None,
+    max_running: MaxRunning = None,
+    daily_video_seconds: DailyVideoSeconds = None,
 ) -> None:
     """Make a key and print it once."""
     from reelforge.api.auth import new_key, register
     from reelforge.runtime import open_store
 
+    limits = KeyLimits(rpm, max_queued, max_running, daily_video_seconds)
     with closing(open_store(_settings())) as store:
         key = new_key()
-        record = register(store, key, name=name, priority=priority)
+        record = register(
+            store, key, name=name, limits=limits, priority=priority or Priority.NORMAL
+        )
     err.print(f"key {record.id} ({name}); it is shown only now:")
     out.print(key, soft_wrap=True)
+
+
+@keys.command("update")
+def keys_update(
+    key_id: Annotated[str, typer.Argument(help="Key id or prefix.")],
+    rpm: Rpm = None,
+    max_queued: MaxQueued = None,
+    max_running: MaxRunning = None,
+    daily_video_seconds: DailyVideoSeconds = None,
+    priority: PriorityOption = None,
+) -> None:
+    """Set a key's own limits and priority (those given; the others stay as they are). API
+    processes see a limit's change within 2 s; the claim sees a priority's at once."""
+    from reelforge.runtime import open_store
+
+    limits = KeyLimits(rpm, max_queued, max_running, daily_video_seconds)
+    with closing(open_store(_settings())) as store:
+        found = priority is None or store.set_key_priority(key_id, priority)
+        record = store.set_key_limits(key_id, limits) if found else None
+    if record is None:
+        err.print(f"[red]error:[/red] no active key {key_id!r}")
+        raise typer.Exit(2)
+    out.print(f"updated {record.id}: {_limits_text(record.limits)}, priority {record.priority}")
+
+
+def _limits_text(limits: KeyLimits) -> str:
+    """A key's own limits as ``rpm=10 max_queued=5``; ``defaults`` if it has none."""
+    own = [f"{name}={value}" for name, value in vars(limits).items() if value is not None]
+    return " ".join(own) or "defaults"
 
 
 @keys.command("list")
@@ -383,30 +462,17 @@ def keys_list() -> None:
 
     from reelforge.runtime import open_store
 
-    table = Table("id", "prefix", "name", "priority", "created", "revoked")
+    table = Table("id", "prefix", "name", "created", "revoked", "limits", "priority")
     with closing(open_store(_settings())) as store:
         records = store.list_keys()
     for record in records:
         revoked = time.ctime(record.revoked_at) if record.revoked_at else ""
         created = time.ctime(record.created_at)
-        table.add_row(record.id, record.prefix, record.name, record.priority, created, revoked)
+        limits = _limits_text(record.limits)
+        table.add_row(
+            record.id, record.prefix, record.name, created, revoked, limits, record.priority
+        )
     out.print(table)
-
-
-@keys.command("update")
-def keys_update(
-    key_id: Annotated[str, typer.Argument(help="Key id or prefix.")],
-    priority: PriorityOption,
-) -> None:
-    """Change a key's settings."""
-    from reelforge.runtime import open_store
-
-    with closing(open_store(_settings())) as store:
-        updated = store.set_key_priority(key_id, priority)
-    if not updated:
-        err.print(f"[red]error:[/red] no active key {key_id!r}")
-        raise typer.Exit(2)
-    out.print(f"updated {key_id}: priority {priority.value}")
 
 
 @keys.command("revoke")

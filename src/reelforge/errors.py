@@ -6,6 +6,7 @@ safe to return verbatim. ``name`` is what a failed generation reports as ``error
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 
@@ -68,6 +69,43 @@ class Unprocessable(ReelforgeError):
 
 class PayloadTooLarge(ReelforgeError):
     status_code = 413
+
+
+class IdempotencyMismatch(InvalidRequest):
+    """An ``Idempotency-Key`` already used by its API key for a different request."""
+
+    status_code = 422
+
+
+class Busy(ReelforgeError):
+    """Refused for now: the client may send it again after ``retry_after`` seconds.
+    ``headers`` (besides ``Retry-After``) go with the answer."""
+
+    def __init__(
+        self, message: str, *, retry_after: int, headers: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.headers = dict(headers or {})
+
+
+class IdempotencyConflict(Busy):
+    """A request with this ``Idempotency-Key`` is still being admitted."""
+
+    status_code = 409
+
+
+class RateLimited(Busy):
+    """The API key is over one of its limits (creates per minute, jobs queued, video seconds
+    per day)."""
+
+    status_code = 429
+
+
+class QueueFull(Busy):
+    """The service holds as many queued jobs as it takes (``REELFORGE_MAX_QUEUED``)."""
+
+    status_code = 503
 
 
 class EngineFailed(ReelforgeError):

@@ -11,23 +11,30 @@ import os
 import signal
 import socket
 import threading
+from collections.abc import Callable
 from multiprocessing.process import BaseProcess
+from multiprocessing.synchronize import Event
 from types import FrameType
+from typing import Final
 
 from fastapi import FastAPI
 
 from reelforge.api.app import Services, create_app
-from reelforge.api.auth import new_key, register
 from reelforge.engines import load_engines
 from reelforge.engines.registry import ModelSpec, default_registry, load_registry
 from reelforge.jobs.model import Store
 from reelforge.jobs.sqlite import SQLiteJobStore
 from reelforge.settings import Settings
+from reelforge.startup import check_storage, make_data_dir
 from reelforge.storage.base import Storage
 from reelforge.storage.local import LocalStorage, load_or_create_secret
 from reelforge.worker import Signals, Worker
 
 log = logging.getLogger("reelforge")
+
+EXIT_STUCK: Final = 75
+"""A worker process's exit status after a job's step never returned (EX_TEMPFAIL: start a
+new one)."""
 
 
 def open_store(settings: Settings) -> Store:
@@ -38,9 +45,11 @@ def open_store(settings: Settings) -> Store:
             from reelforge.jobs.postgres import PostgresJobStore
         except ImportError as exc:
             raise RuntimeError("PostgreSQL needs: pip install 'reelforge[postgres]'") from exc
-        return PostgresJobStore(settings.database_url.get_secret_value())
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return SQLiteJobStore(settings.database_path)
+        return PostgresJobStore(
+            settings.database_url.get_secret_value(), key_max_running=settings.key_max_running
+        )
+    make_data_dir(settings.data_dir)
+    return SQLiteJobStore(settings.database_path, key_max_running=settings.key_max_running)
 
 
 def open_storage(settings: Settings) -> Storage:
@@ -67,29 +76,13 @@ def open_storage(settings: Settings) -> Storage:
     return LocalStorage(settings.data_dir, secret=secret, url_ttl_seconds=settings.url_ttl_seconds)
 
 
-def ensure_key(settings: Settings, store: Store) -> str | None:
-    """Register ``REELFORGE_API_KEY``; with no key at all, make one, keep it in the data dir
-    for local tools and return it (to be shown once)."""
-    if settings.api_key is not None:
-        register(store, settings.api_key.get_secret_value(), name="REELFORGE_API_KEY")
-    if store.list_keys():
-        return None
-    key = new_key()
-    register(store, key, name="first start")
-    path = settings.local_key_path
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(key + "\n")
-    return key
-
-
 def api_from_environment() -> FastAPI:
     """The API of one of several ``reelforge serve --api-processes N`` processes (uvicorn
     imports this factory in each; settings come from the environment)."""
     settings = Settings()
-    return create_app(
-        Services(settings, open_store(settings), open_storage(settings), load_models(settings))
-    )
+    store = open_store(settings)
+    check_storage(settings, store)
+    return create_app(Services(settings, store, open_storage(settings), load_models(settings)))
 
 
 def load_models(settings: Settings) -> dict[str, ModelSpec]:
@@ -107,12 +100,22 @@ def worker_models(settings: Settings, registry: dict[str, ModelSpec]) -> list[st
 
 
 def build_workers(
-    settings: Settings, store: Store, storage: Storage, *, prefix: str
+    settings: Settings,
+    store: Store,
+    storage: Storage,
+    *,
+    prefix: str,
+    on_stuck: Callable[[], None] = lambda: None,
 ) -> list[Worker]:
     """``worker_concurrency`` workers, each with engines of its own: two jobs running at once
-    never share one pipeline (a diffusers pipeline is not safe to call from two threads)."""
+    never share one pipeline (a diffusers pipeline is not safe to call from two threads).
+    Each job's time limit is its model's ``job_timeout_seconds``, else the settings'."""
     registry = load_models(settings)
     models = worker_models(settings, registry)
+    timeouts = {
+        model: registry[model].job_timeout_seconds or settings.job_timeout_seconds
+        for model in models
+    }
     return [
         Worker(
             settings,
@@ -120,38 +123,33 @@ def build_workers(
             storage,
             load_engines(registry, models, preview_scale=settings.preview_scale),
             worker_id=f"{prefix}:{n}",
+            job_timeouts=timeouts,
+            on_stuck=on_stuck,
         )
         for n in range(settings.worker_concurrency)
     ]
 
 
-def run_worker(settings: Settings, *, child: bool = False) -> None:
+def run_worker(settings: Settings, *, child: bool = False, ready: Event | None = None) -> None:
     """A worker process's main: SIGTERM (and SIGINT, unless ``child`` of a parent that
     forwards it) drains it: the running job gets ``drain_seconds`` to finish, then is given
-    back uncharged; a second signal gives it back at once."""
+    back uncharged; a second signal gives it back at once. ``ready`` is set once its engines
+    are loaded and it claims jobs (its supervisor tells a death at start from a later one)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    signals = Signals()
-    parent = os.getppid()
-
-    def drain(why: str) -> None:
-        if signals.drain.is_set():
-            signals.halt.set()
-            return
-        log.info("%s: draining", why)
-        signals.start_draining()
-        timer = threading.Timer(settings.drain_seconds, signals.halt.set)
-        timer.daemon = True
-        timer.start()
+    control = _Control(settings)
+    signals, parent = control.signals, os.getppid()
 
     def on_signal(signum: int, _: FrameType | None) -> None:
-        drain(f"signal {signum}")
+        control.drain(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, signal.SIG_IGN if child else on_signal)
     store = open_store(settings)
+    check_storage(settings, store)
     store.on_new_work(signals.wake.set)
     prefix = f"{socket.gethostname()}:{os.getpid()}"
-    workers = build_workers(settings, store, open_storage(settings), prefix=prefix)
+    storage = open_storage(settings)
+    workers = build_workers(settings, store, storage, prefix=prefix, on_stuck=control.recycle)
     threads = [
         threading.Thread(target=worker.run, args=(signals,), name=f"reelforge-worker-{n}")
         for n, worker in enumerate(workers)
@@ -160,14 +158,50 @@ def run_worker(settings: Settings, *, child: bool = False) -> None:
     log.info("worker %s (%d threads) ready for %s", prefix, len(threads), models)
     for thread in threads:
         thread.start()
+    if ready is not None:
+        ready.set()
     try:
         for thread in threads:
             while thread.is_alive():
                 thread.join(0.5)  # short joins: the main thread must stay free for signals
                 if child and os.getppid() != parent and not signals.drain.is_set():
-                    drain(f"parent process {parent} is gone")  # killed: nobody will stop us
+                    control.drain(f"parent process {parent} is gone")  # nobody will stop us
     finally:
         store.close()
+    if control.stuck.is_set():
+        raise SystemExit(EXIT_STUCK)
+
+
+class _Control:
+    """How a worker process stops: ``drain`` (no new claims; the running jobs get
+    ``drain_seconds``, then are given back; a second drain gives them back at once) and
+    ``recycle`` (a job's step never returned: drain, then exit ``EXIT_STUCK``)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.signals = Signals()
+        self.stuck = threading.Event()
+
+    def drain(self, why: str) -> None:
+        if self.signals.drain.is_set():
+            self.signals.halt.set()
+            return
+        log.info("%s: draining", why)
+        self.signals.start_draining()
+        _later(self.settings.drain_seconds, self.signals.halt.set)
+
+    def recycle(self) -> None:
+        """Drain, so that a fresh process (from the supervisor, or systemd) takes this one's
+        place; a thread whose step still does not return is left behind by ``os._exit``."""
+        self.stuck.set()
+        self.drain("a job's step did not return after its time limit")
+        _later(self.settings.drain_seconds + 1, lambda: os._exit(EXIT_STUCK))
+
+
+def _later(seconds: float, action: Callable[[], None]) -> None:
+    timer = threading.Timer(seconds, action)
+    timer.daemon = True
+    timer.start()
 
 
 def start_workers(settings: Settings, count: int) -> list[BaseProcess]:

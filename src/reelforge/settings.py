@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from reelforge.contract import MAX_IMAGE_BYTES
+from reelforge.jobs.model import KeyLimits
 
 X264Preset = Literal[
     "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"
@@ -62,7 +63,15 @@ class Settings(BaseSettings):
     storage_retry_seconds: float = Field(
         2.0, ge=0, description="First wait before such a retry; doubles each time, to 5 min."
     )
+    job_timeout_seconds: float = Field(
+        7200.0, gt=0, description="Longest a job may run (wall clock) unless its model says."
+    )
     max_body_bytes: int = Field(_DEFAULT_BODY_LIMIT, ge=1024, description="Largest request body.")
+    read_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="A request's headers must arrive within it, its body never pause longer.",
+    )
     fetch_allow_private: bool = Field(
         False, description="Let image URLs reach private addresses and any port (tests only)."
     )
@@ -75,6 +84,31 @@ class Settings(BaseSettings):
     )
     x264_preset: X264Preset = Field("veryfast", description="libx264 speed/size trade-off.")
     x264_crf: int = Field(20, ge=0, le=51, description="libx264 quality: lower is better.")
+    key_rpm: int | None = Field(
+        None, ge=1, description="Creates per minute of a key without its own `--rpm`."
+    )
+    key_max_queued: int | None = Field(
+        None, ge=1, description="Jobs queued at once, for a key without its own `--max-queued`."
+    )
+    key_max_running: int | None = Field(
+        None, ge=1, description="Jobs running at once, for a key without its own `--max-running`."
+    )
+    key_daily_video_seconds: int | None = Field(
+        None, ge=1, description="Video seconds per UTC day, for a key without its own limit."
+    )
+    max_queued: int | None = Field(
+        None, ge=1, description="Jobs queued at once, all keys together (503 QueueFull past it)."
+    )
+
+    @property
+    def key_limits(self) -> KeyLimits:
+        """The ``REELFORGE_KEY_*`` defaults of every key's limits."""
+        return KeyLimits(
+            rpm=self.key_rpm,
+            max_queued=self.key_max_queued,
+            max_running=self.key_max_running,
+            daily_video_seconds=self.key_daily_video_seconds,
+        )
 
     @property
     def client_base_url(self) -> str:

@@ -6,6 +6,12 @@ the next step and nothing it produced is recorded. A failure of the request or o
 ends the job in ``error``; a failure that is not the job's fault (storage or database away,
 scratch disk full) queues it again with backoff, ``StorageFailed`` once retries run out; no
 failure ever ends the worker. Scratch files of a failed attempt are removed at once.
+
+A job running past its model's ``job_timeout_seconds`` (wall clock from its claim) stops at
+its engine's next ``on_step`` and ends in ``error``, ``TimedOut``, the worker going on. A step
+that never calls back cannot be stopped from another thread: once the grace after the limit
+(``stuck_grace``) is over too, the heartbeat ends the job ``TimedOut`` itself and calls
+``on_stuck`` (a worker process drains and exits, and its supervisor starts a fresh one).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from typing import Any, TypeVar
 from PIL import Image
 
 from reelforge.engines.base import Engine, Keyframes
-from reelforge.errors import Cancelled, ReelforgeError
+from reelforge.errors import Cancelled, ReelforgeError, TimedOut
 from reelforge.jobs.model import (
     CANCELLED,
     REPORT_SECONDS,
@@ -89,8 +95,15 @@ class Worker:
         engines: Mapping[str, Engine],
         *,
         worker_id: str | None = None,
+        job_timeouts: Mapping[str, float] | None = None,
+        on_stuck: Callable[[], None] = lambda: None,
     ) -> None:
+        """``job_timeouts``: model id → its jobs' wall-clock limit in seconds (default: the
+        settings' ``job_timeout_seconds``); ``on_stuck`` is called (on a heartbeat thread)
+        when a job's step has not returned by the end of its limit's grace."""
         self.settings = settings
+        self.job_timeouts = dict(job_timeouts or {})
+        self.on_stuck = on_stuck
         self.store = store
         self.storage = storage
         self.engines = engines
@@ -182,7 +195,11 @@ class Worker:
         pending); a preview's frames are rendered by encoding them, here.
         """
         run = _Run(lease, self.storage.scratch)
-        beat = _Heartbeat(self.store, lease, self.settings.lease_seconds, halt)
+        limit = self.job_timeouts.get(lease.job.model, self.settings.job_timeout_seconds)
+        deadline = _Deadline(run.started + limit, limit, stuck_grace(self.settings, limit))
+        beat = _Heartbeat(
+            self.store, run, self.settings.lease_seconds, halt, deadline, self.on_stuck
+        )
         beat.start()
         keyframes = self._attempt(run, beat, lambda: self._keyframes(lease))
         if keyframes is None:
@@ -315,6 +332,26 @@ class Worker:
             self._end(run, beat, Failed(CANCELLED, "cancelled by the client", run.seconds()))
 
 
+def stuck_grace(settings: Settings, limit: float) -> float:
+    """Seconds after a job's limit that its step gets to call back before the job is ended
+    from outside and the process recycled: a lease period, or a tenth of the limit if longer
+    (a diffusion step of a large model can take a minute)."""
+    return max(settings.lease_seconds, limit / 10)
+
+
+@dataclass(frozen=True)
+class _Deadline:
+    """A job's wall-clock limit: ``at`` (``time.perf_counter`` seconds), ``seconds`` (the
+    limit), ``grace`` (the wait for a step that does not call back)."""
+
+    at: float
+    seconds: float
+    grace: float
+
+    def message(self) -> str:
+        return f"the job ran past its model's limit of {self.seconds:g} s (job_timeout_seconds)"
+
+
 def _storage(call: Callable[..., T], *args: Any) -> T:
     """A storage call; any failure of it is a ``StorageBlip`` (not the job's fault)."""
     try:
@@ -371,11 +408,21 @@ class _Finisher:
 
 class _Heartbeat:
     """Renews a lease on a thread and carries progress; ``on_step`` raises ``Cancelled`` once
-    the lease is lost or the worker is halted."""
+    the lease is lost or the worker is halted, ``TimedOut`` past the deadline. Past the
+    deadline's grace the beating thread ends the job itself and calls ``on_stuck``."""
 
-    def __init__(self, store: Store, lease: Lease, lease_seconds: float, halt: threading.Event):
-        self._store, self._lease, self._lease_seconds = store, lease, lease_seconds
-        self._halt = halt
+    def __init__(
+        self,
+        store: Store,
+        run: _Run,
+        lease_seconds: float,
+        halt: threading.Event,
+        deadline: _Deadline,
+        on_stuck: Callable[[], None],
+    ) -> None:
+        self._store, self._lease, self._lease_seconds = store, run.lease, lease_seconds
+        self._run, self._halt, self._deadline = run, halt, deadline
+        self._on_stuck = on_stuck  # called on the beating thread
         self._done = threading.Event()
         self._progress = 0
         self._phase = Phase.PREPARING
@@ -399,12 +446,17 @@ class _Heartbeat:
         self._progress = min(99, done * 100 // max(total, 1))
         if self.lost or self._halt.is_set():
             raise Cancelled
+        if time.perf_counter() >= self._deadline.at:
+            raise TimedOut(self._deadline.message())
 
     def _beat(self) -> None:
         interval = min(0.5, self._lease_seconds / 3)
         reported: tuple[int, Phase] = (0, Phase.PREPARING)
         last_renewal = time.monotonic()
         while not self._done.wait(interval):
+            if time.perf_counter() >= self._deadline.at + self._deadline.grace:
+                self._end_stuck()
+                return
             due = time.monotonic() - last_renewal >= self._lease_seconds / 3
             state = (self._progress, self._phase)
             if state == reported and not due:
@@ -423,3 +475,20 @@ class _Heartbeat:
             if not kept:
                 self.lost = True
                 return
+
+    def _end_stuck(self) -> None:
+        """The job's step has not called back within the grace: end it ``TimedOut`` here
+        (whatever it makes later is refused: the lease is over) and ask for a new process,
+        unless the job ended meanwhile (the worker recorded it first)."""
+        self.lost = True
+        message = f"{self._deadline.message()}; its step did not stop, the worker restarts"
+        try:
+            stuck = self._store.finish(
+                self._lease, Failed(TimedOut.__name__, message, self._run.seconds())
+            )
+        except Exception:  # the database is away: the lease lapses and the job is retried
+            log.exception("could not record the end of job %s", self._lease.job.id)
+            stuck = True
+        if stuck:
+            log.error("job %s: %s", self._lease.job.id, message)
+            self._on_stuck()

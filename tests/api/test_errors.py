@@ -13,7 +13,8 @@ from starlette.testclient import TestClient
 from reelforge.api.app import Services, create_app
 from reelforge.jobs.model import Job
 from reelforge.jobs.sqlite import SQLiteJobStore
-from reelforge.runtime import ensure_key, load_models, open_storage
+from reelforge.runtime import load_models, open_storage
+from reelforge.startup import ensure_key
 from tests.service import LEGACY, TEST_KEY, service_settings
 
 AUTH = {"Authorization": f"Bearer {TEST_KEY}"}
@@ -68,6 +69,13 @@ def test_routes_outside_every_dialect_answer_in_the_default_envelope(
     missing = client.get("/nowhere")
     assert missing.status_code == 404
     assert missing.json()["error"]["name"] == "HTTPError"
+
+
+def test_a_method_not_allowed_says_which_are(client: TestClient) -> None:
+    answer = client.put("/healthz")
+    assert answer.status_code == 405
+    assert answer.headers["allow"] == "GET"
+    assert answer.json()["error"]["name"] == "HTTPError"
 
 
 def test_refusals_name_the_field_in_the_routes_own_words(client: TestClient) -> None:

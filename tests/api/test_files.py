@@ -14,6 +14,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
+from reelforge.api.auth import register
 from reelforge.storage.local import LocalStorage, load_or_create_secret
 from tests.service import LEGACY, UNIFIED, Api, running_api, running_workers, service_settings
 
@@ -115,6 +116,23 @@ def test_a_range_past_the_end_is_416(done: Finished) -> None:
     assert response.status_code == 416
 
 
+@pytest.mark.parametrize(
+    "value", ["items=0-1", "bytes=100-50", "bytes=0-1,9-3", "bytes=abc", "bytes=", "bytes 0-1"]
+)
+def test_an_unknown_unit_or_invalid_range_is_ignored(done: Finished, value: str) -> None:
+    """RFC 9110, 14.2: the whole file, as if no Range had been sent (not 400)."""
+    response = get(done, done.urls[0], Range=value)
+    assert response.status_code == 200, value
+    assert response.content == done.video()
+    assert "content-range" not in response.headers
+
+
+def test_several_valid_ranges_are_206(done: Finished) -> None:
+    response = get(done, done.urls[0], Range="bytes=0-9, 20-29")
+    assert response.status_code == 206
+    assert response.headers["content-type"].startswith("multipart/byteranges")
+
+
 def test_head_answers_the_headers_without_the_body(done: Finished) -> None:
     response = done.api.client.head(done.urls[0])
     assert response.status_code == 200
@@ -131,6 +149,23 @@ def test_a_changed_signature_is_403(done: Finished) -> None:
         response = get(done, url.copy_set_param("signature", changed))
         assert response.status_code == 403, changed
         assert response.json()["error"]["name"] == "Forbidden"
+
+
+@pytest.mark.parametrize(
+    "signature", ["é" * 64, "0" * 63 + "\u00e9", "\U0001f600"], ids=["accents", "last", "emoji"]
+)
+def test_a_non_ascii_signature_is_403(done: Finished, signature: str) -> None:
+    url = httpx.URL(done.urls[0]).copy_set_param("signature", signature)
+    response = get(done, url)
+    assert response.status_code == 403
+    assert response.json()["error"]["name"] == "Forbidden"
+    query = httpx.URL(done.urls[0]).query.decode().split("&signature=")[0]
+    for raw in ("%FF", "%C3%A9", "%ED%A0%80"):  # not UTF-8, é, a lone surrogate's bytes
+        status, _ = raw_get(
+            done,
+            f"{httpx.URL(done.urls[0]).raw_path.decode().split('?')[0]}?{query}&signature={raw}",
+        )
+        assert status == 403, raw
 
 
 def test_a_changed_expiry_is_403(done: Finished) -> None:
@@ -205,12 +240,26 @@ def test_a_path_outside_storage_is_never_served(done: Finished, key: str, spelli
         assert b"SQLite format" not in body
 
 
-def test_healthz_answers_the_job_counts(done: Finished) -> None:
+def test_healthz_without_a_key_says_only_ok(done: Finished) -> None:
     response = httpx.get(f"{done.api.base_url}/healthz")
     assert response.status_code == 200
-    answer = response.json()
-    assert answer["status"] == "ok"
-    assert answer["jobs"] == {"queued": 0, "generating": 0, "completed": 2, "error": 0}
+    assert response.json() == {"status": "ok"}
+
+
+def test_healthz_with_a_key_counts_only_that_keys_jobs(done: Finished) -> None:
+    mine = get(done, "/healthz").json()
+    assert mine == {
+        "status": "ok",
+        "jobs": {"queued": 0, "generating": 0, "completed": 2, "error": 0},
+    }
+    other_key = "rf_another-tenant-key-0123456789abc"
+    register(done.api.store, other_key, name="another tenant")
+    theirs = httpx.get(
+        f"{done.api.base_url}/healthz", headers={"Authorization": f"Bearer {other_key}"}
+    )
+    assert theirs.json()["jobs"] == {"queued": 0, "generating": 0, "completed": 0, "error": 0}
+    bad = httpx.get(f"{done.api.base_url}/healthz", headers={"Authorization": "Bearer nope"})
+    assert bad.status_code == 401
 
 
 def test_the_openapi_document_lists_both_routes(done: Finished) -> None:

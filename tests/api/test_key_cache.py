@@ -8,7 +8,7 @@ import pytest
 
 from reelforge.api.auth import KEY_CACHE_SECONDS, KeyCache, authenticate, hash_key, new_key
 from reelforge.errors import Unauthorized
-from reelforge.jobs.model import ApiKey, Priority
+from reelforge.jobs.model import NO_LIMITS, ApiKey, KeyLimits, Priority
 
 
 class CountingKeys:
@@ -19,9 +19,15 @@ class CountingKeys:
         self.lookups = 0
 
     def add_key(
-        self, *, name: str, key_hash: str, prefix: str, priority: Priority = Priority.NORMAL
+        self,
+        *,
+        name: str,
+        key_hash: str,
+        prefix: str,
+        limits: KeyLimits = NO_LIMITS,
+        priority: Priority = Priority.NORMAL,
     ) -> ApiKey:
-        key = ApiKey(f"k{len(self.keys)}", name, 0.0, None, prefix, priority)
+        key = ApiKey(f"k{len(self.keys)}", name, 0.0, None, prefix, limits, priority)
         self.keys[key_hash] = key
         return key
 
@@ -29,6 +35,10 @@ class CountingKeys:
         self.lookups += 1
         key = self.keys.get(key_hash)
         return key if key is not None and key.revoked_at is None else None
+
+    def key_revoked(self, key_hash: str) -> bool:
+        key = self.keys.get(key_hash)
+        return key is not None and key.revoked_at is not None
 
     def list_keys(self) -> list[ApiKey]:
         return list(self.keys.values())
@@ -42,6 +52,9 @@ class CountingKeys:
 
     def set_key_priority(self, key_id_or_prefix: str, priority: Priority) -> bool:
         raise NotImplementedError  # the cache never changes keys
+
+    def set_key_limits(self, key_id_or_prefix: str, limits: KeyLimits) -> ApiKey | None:
+        raise NotImplementedError
 
 
 class Clock:

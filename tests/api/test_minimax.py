@@ -293,7 +293,7 @@ def test_a_bad_key_is_1004(
         ({"duration": "6"}, "duration: Input should be a valid integer (got '6')"),
         ({"resolution": "512P"}, "resolution: '512P' is not 768P or 1080P (MiniMax's 512P is"),
         ({"resolution": "720P"}, "resolution: '720P' is not 768P or 1080P"),
-        ({"subject_reference": []}, "subject_reference: Extra inputs are not permitted"),
+        ({"subject_reference": []}, "subject_reference: unknown field; this route takes model,"),
         ({"model": "T2V-01"}, "model: 'T2V-01' is not served here; known: minimax/hailuo-02"),
         ({"callback_url": "ftp://hooks"}, "callback_url: must be an http(s) URL with a host"),
         ({"aigc_watermark": "yes"}, "aigc_watermark: Input should be a valid boolean"),

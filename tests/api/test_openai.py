@@ -144,6 +144,17 @@ def test_the_video_is_served_with_range_support(
     assert answer.content == path.read_bytes()[10:110]
 
 
+@pytest.mark.parametrize("value", ["items=0-1", "bytes=100-50"])
+def test_an_unknown_unit_or_invalid_range_is_the_whole_video(
+    service: Api, made: tuple[openai.types.Video, Path], value: str
+) -> None:
+    """RFC 9110, 14.2: ignored, as on ``/files`` (not 400)."""
+    done, path = made
+    answer = service.client.get(f"/v1/videos/{done.id}/content", headers={"Range": value})
+    assert answer.status_code == 200
+    assert answer.content == path.read_bytes()
+
+
 def test_an_unfinished_job_carries_the_poll_header(service: Api) -> None:
     created = sdk(service).videos.with_raw_response.create(
         model="preview", prompt="x", seconds=ONE_S, size=SMALL

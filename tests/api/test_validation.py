@@ -147,12 +147,10 @@ def test_a_duration_other_than_6_or_10_is_refused(api: Api, duration: object, go
     assert message == f"duration: Input should be 6 or 10 (got {got})"
 
 
-def test_a_duration_of_6_point_0_is_the_integer_6(api: Api) -> None:
-    """Strict pydantic matches a literal by value: JSON ``6.0`` is the number 6, accepted and
-    stored as the integer 6 (``6.5`` is refused above; nothing is rounded)."""
-    request = accepted(api, {"model": MODEL, "prompt": "x", "duration": 6.0})
-    assert request.duration_s == 6
-    assert type(request.duration_s) is int
+def test_a_duration_of_6_point_0_is_refused(api: Api) -> None:
+    """Strict pydantic matches a literal by value (``6.0 == 6``); types are strict here."""
+    message = refused(api, {"model": MODEL, "prompt": "x", "duration": 6.0})["message"]
+    assert message == "duration: Input should be 6 or 10 (got 6.0)"
 
 
 def test_10_seconds_at_1080p_is_refused_naming_duration_and_768p(api: Api) -> None:
@@ -280,13 +278,51 @@ def test_a_too_long_image_url_is_refused(api: Api) -> None:
     assert message.startswith("first_frame_image: URL is 4123 characters; the limit is 4096")
 
 
-def test_the_unified_route_ignores_the_legacy_image_field(api: Api) -> None:
-    """Unknown fields are ignored (clients may send extras), so ``first_frame_image`` on the
-    unified route is not read: its rules are those of ``image_url``."""
-    body = {"model": MODEL, "prompt": "x", "first_frame_image": "not base64!"}
-    assert accepted(api, body, UNIFIED).first_frame is None
-    body = {"model": MODEL, "prompt": "x", "image_url": "not base64!"}
-    assert refused(api, body, UNIFIED)["message"].startswith("image_url: ")
+@pytest.mark.parametrize("route", [LEGACY, UNIFIED])
+@pytest.mark.parametrize("name", ["first_frame_image", "image_url"])
+def test_either_routes_name_for_the_first_frame_is_read_on_both(
+    api: Api, route: str, name: str
+) -> None:
+    picture = png_base64()
+    request = accepted(api, {"model": MODEL, "prompt": "x", name: picture}, route)
+    assert request.first_frame is not None
+    bad = refused(api, {"model": MODEL, "prompt": "x", name: "not base64!"}, route)
+    assert bad["message"].startswith(f"{name}: ")  # named as the client sent it
+
+
+@pytest.mark.parametrize("route", [LEGACY, UNIFIED])
+@pytest.mark.parametrize("name", ["prompt_optimizer", "enhance_prompt"])
+def test_either_routes_name_for_the_optimizer_is_read_on_both(
+    api: Api, route: str, name: str
+) -> None:
+    assert (
+        accepted(api, {"model": MODEL, "prompt": "x", name: False}, route).prompt_optimizer is False
+    )
+
+
+@pytest.mark.parametrize(
+    ("route", "own", "other"),
+    [(LEGACY, "first_frame_image", "image_url"), (UNIFIED, "image_url", "first_frame_image")],
+)
+def test_one_field_under_both_names_must_have_one_value(
+    api: Api, route: str, own: str, other: str
+) -> None:
+    picture = png_base64()
+    same = {"model": MODEL, "prompt": "x", own: picture, other: picture}
+    assert accepted(api, same, route).first_frame is not None
+    differ = {"model": MODEL, "prompt": "x", own: picture, other: png_base64(600, 480)}
+    message = refused(api, differ, route)["message"]
+    assert message == f"{own}: given twice with different values, as {own} and as {other}; send one"
+    flags = {"model": MODEL, "prompt": "x", "prompt_optimizer": True, "enhance_prompt": False}
+    assert "given twice with different values" in refused(api, flags, route)["message"]
+
+
+@pytest.mark.parametrize("route", [LEGACY, UNIFIED])
+@pytest.mark.parametrize("name", ["durationn", "last_frame_image", "Prompt"])
+def test_an_unknown_field_is_refused_naming_it(api: Api, route: str, name: str) -> None:
+    message = refused(api, {"model": MODEL, "prompt": "x", name: 6}, route)["message"]
+    assert message.startswith(f"{name}: unknown field; this route takes model, prompt, ")
+    assert "last_image_url" in message
 
 
 # --- the body itself ---------------------------------------------------------------------

@@ -305,10 +305,10 @@ def test_the_shipped_migrations_are_numbered_files() -> None:
         (3, "0003_cancel.sql"),
         (4, "0004_workers.sql"),
         (5, "0005_events.sql"),
-        (6, "0006_reserved.sql"),
+        (6, "0006_deployment.sql"),
         (7, "0007_deleted.sql"),
         (8, "0008_reserved.sql"),
-        (9, "0009_reserved.sql"),
+        (9, "0009_admission.sql"),
         (10, "0010_fair.sql"),
     ]
     assert migrate.latest_version() == 10

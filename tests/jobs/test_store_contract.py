@@ -243,6 +243,16 @@ def test_counts_every_status(store: Store) -> None:
     assert store.counts() == expected
 
 
+def test_counts_of_one_owner_leave_out_every_other_owners_jobs(store: Store) -> None:
+    create(store, owner="key-a")
+    create(store, owner="key-a")
+    create(store, owner="key-b")
+    assert store.counts(owner="key-a")[Status.QUEUED] == 2
+    assert store.counts(owner="key-b")[Status.QUEUED] == 1
+    assert store.counts(owner="key-c") == dict.fromkeys(Status, 0)
+    assert store.counts()[Status.QUEUED] == 3
+
+
 # --- the schema refuses impossible rows ---------------------------------------------------
 
 VALID_ROW: dict[str, object] = {
@@ -387,9 +397,12 @@ def test_keys_are_found_by_hash_until_revoked(store: Store, clock: FakeClock) ->
     assert (key.name, key.prefix, key.created_at, key.revoked_at) == ("ci", "rf_abc12", T0, None)
     assert store.key_for_hash("h1") == key
     assert store.key_for_hash("unknown") is None
+    assert not store.key_revoked("h1")
     clock.advance(5)
     assert store.revoke_key(key.id)
     assert store.key_for_hash("h1") is None
+    assert store.key_revoked("h1")
+    assert not store.key_revoked("unknown")
     assert not store.revoke_key(key.id)
     assert store.list_keys() == [
         type(key)(id=key.id, name="ci", created_at=T0, revoked_at=T0 + 5, prefix="rf_abc12")
@@ -471,6 +484,19 @@ def test_a_chore_has_one_holder_until_it_expires(store: Store, clock: FakeClock)
 
 
 # --- cancel ------------------------------------------------------------------------------
+
+
+def test_the_first_deployment_value_stored_is_the_one_every_store_reads(
+    backend: Backend, store: Store, clock: FakeClock
+) -> None:
+    assert store.deployment_value("storage", "local:aaa") == "local:aaa"
+    other = backend.open(clock)
+    try:
+        assert other.deployment_value("storage", "local:bbb") == "local:aaa"
+        assert other.deployment_value("another", "x") == "x"
+    finally:
+        other.close()
+    assert store.deployment_value("storage", "local:ccc") == "local:aaa"
 
 
 def test_cancelling_a_queued_job_ends_it_at_once(store: Store) -> None:

@@ -40,6 +40,27 @@ def test_more_than_three_movements_in_one_bracket_are_refused() -> None:
 
 
 @pytest.mark.parametrize(
+    ("prompt", "hint"),
+    [
+        ("x [Pan sideways]", ""),
+        ("x [Left pan]", "did you mean 'Pan left'? "),
+        ("x [Spin around]", ""),
+        ("x [Camera orbits the tower]", ""),
+        ("x [In zoom]", "did you mean 'Zoom in'? "),
+    ],
+)
+def test_a_bracket_that_looks_like_a_command_but_names_none_is_refused(
+    prompt: str, hint: str
+) -> None:
+    """Not silently the default push-in: the bracket is refused, naming it."""
+    bracket = prompt[prompt.index("[") :]
+    expected = f"prompt: unknown camera movement '{bracket[1:-1]}' in {bracket}; {hint}known: "
+    with pytest.raises(InvalidRequest) as refused:
+        parse_camera(prompt)
+    assert refused.value.message.startswith(expected)
+
+
+@pytest.mark.parametrize(
     ("prompt", "shots"),
     [
         ("The camera pans left across the bay", ((Movement.PAN_LEFT,),)),

@@ -4,7 +4,9 @@ import pytest
 from PIL import Image
 
 from reelforge.errors import InvalidImage
-from reelforge.media.intake import load_image
+from reelforge.media.intake import load_image, source_size
+from reelforge.media.sizing import output_size
+from reelforge.request import Resolution
 from tests.pictures import encoded, textured
 
 
@@ -97,3 +99,38 @@ def test_exif_orientation_can_make_an_image_fail() -> None:
     exif[0x0112] = 8
     with pytest.raises(InvalidImage, match="320x1000"):
         load_image(encoded(image, "JPEG", exif=exif.tobytes()), field="f")
+
+
+def test_a_large_jpeg_is_decoded_at_a_scale_that_keeps_2700_px_and_its_own_size() -> None:
+    """5405x5400 decodes at 1/2 (2703x2700); the video's size still comes from the file's: a
+    1080P video of the reduced pixels would be 1082x1080, of the file 1080x1080."""
+    image = load_image(encoded(Image.new("RGB", (5405, 5400), (90, 120, 150)), "JPEG"), field="f")
+    assert (image.size, source_size(image)) == ((2703, 2700), (5405, 5400))
+    assert output_size(Resolution.P1080, image.size) == (1082, 1080)
+    assert output_size(Resolution.P1080, source_size(image)) == (1080, 1080)
+
+
+def test_a_large_png_is_resized_to_a_shorter_side_of_2700_px() -> None:
+    image = load_image(encoded(Image.new("L", (8200, 5500), 90)), field="f")
+    assert (image.size, image.mode, source_size(image)) == ((4025, 2700), "RGB", (8200, 5500))
+
+
+def test_a_png_exif_orientation_is_applied() -> None:
+    image = textured(640, 400)
+    exif = image.getexif()
+    exif[0x0112] = 8
+    oriented = load_image(encoded(image, exif=exif.tobytes()), field="f")
+    assert (oriented.size, source_size(oriented)) == ((400, 640), (400, 640))
+
+
+def test_a_jpeg_without_data_for_its_pixels_is_refused() -> None:
+    data = encoded(Image.new("RGB", (800, 600), (90, 120, 150)), "JPEG")
+    end = data.rfind(b"\xff\xd9")
+    with pytest.raises(InvalidImage, match=r"^f: JPEG has 0 bytes of image data, fewer than the"):
+        load_image(data[: data.rfind(b"\xff\xda") + 14] + data[end:], field="f")
+
+
+def test_a_decoder_failure_of_any_kind_is_invalid_image() -> None:
+    data = encoded(textured(640, 480), "JPEG")
+    with pytest.raises(InvalidImage, match=r"^f: image could not be decoded"):
+        load_image(data[:-600], field="f")

@@ -17,11 +17,12 @@ from dataclasses import dataclass, field, replace
 from typing import Final
 from urllib.parse import urlsplit
 
+from reelforge.api.admission import Gate
 from reelforge.engines.registry import Capabilities, ModelSpec, capabilities
 from reelforge.errors import InvalidRequest
-from reelforge.jobs.model import Job, JobQueue
+from reelforge.jobs.model import Job, Store
 from reelforge.media.camera import parse_camera
-from reelforge.media.intake import load_image
+from reelforge.media.intake import load_image, source_size
 from reelforge.media.sizing import output_size
 from reelforge.request import Dimensions, ImageRef, JobRequest
 from reelforge.storage.base import Storage
@@ -64,13 +65,33 @@ class Submission:
 def accept(
     submission: Submission,
     *,
-    owner: str,
+    gate: Gate,
     models: Mapping[str, ModelSpec],
     max_attempts: int,
-    queue: JobQueue,
+    queue: Store,
     storage: Storage,
 ) -> Job:
-    """Check ``submission`` against its model, keep its inline images, commit it as queued."""
+    """The job an earlier request with the same idempotency key made (``Gate.earlier``); else
+    check ``submission`` against its model, keep its inline images and commit it as queued
+    if ``gate``'s limits allow (``RateLimited``, ``QueueFull`` if not)."""
+    earlier = gate.earlier(queue, submission)
+    if earlier is not None:
+        return earlier
+    try:
+        return _admit(submission, gate, models, max_attempts, queue, storage)
+    except BaseException:
+        gate.abandon(queue)
+        raise
+
+
+def _admit(
+    submission: Submission,
+    gate: Gate,
+    models: Mapping[str, ModelSpec],
+    max_attempts: int,
+    queue: Store,
+    storage: Storage,
+) -> Job:
     spec = models.get(submission.model)
     if spec is None:
         known = ", ".join(sorted(models))
@@ -88,13 +109,14 @@ def accept(
         last_frame=_keep(submission.last, storage),
     )
     return queue.create(
-        owner=owner,
+        owner=gate.owner,
         model=submission.model,
         request=request,
         max_attempts=max_attempts,
         dialect=submission.dialect,
         callback_url=submission.callback_url,
         lora=submission.lora,
+        admission=gate.admission(request.duration_s),
     )
 
 
@@ -156,7 +178,7 @@ def _checked_size(image: ImageInput | None) -> tuple[int, int] | None:
     (the worker checks it once fetched) or no image."""
     if image is None or image.data is None:
         return None
-    return load_image(image.data, field=image.field).size
+    return source_size(load_image(image.data, field=image.field))
 
 
 def _keep(image: ImageInput | None, storage: Storage) -> ImageRef | None:

@@ -5,11 +5,13 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from reelforge import __version__
-from reelforge.api import errors, files, health
+from reelforge.api import docs, errors, files, health
 from reelforge.api.deps import Services
 from reelforge.api.dialects import DIALECTS
+from reelforge.api.headers import SecurityHeaders
 from reelforge.api.hot import HotRoutes
 from reelforge.api.limits import BodyLimit
+from reelforge.api.openapi import openapi_document
 
 __all__ = ["Services", "create_app"]
 
@@ -22,14 +24,19 @@ def create_app(services: Services) -> FastAPI:
         # FastAPI's native OpenTelemetry is asked on every request whether it is configured;
         # reelforge exports its own metrics, so it is off.
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        docs_url=None,  # served by ``api.docs`` from the package, not a CDN
+        redoc_url=None,
     )
+    app.openapi = openapi_document(app)  # type: ignore[method-assign]
     app.state.services = services
     errors.install(app)
     app.add_middleware(BodyLimit, limit=services.settings.max_body_bytes)
     for dialect in DIALECTS:
         app.include_router(dialect.router)
     hot = {path: route for dialect in DIALECTS for path, route in dialect.hot_routes.items()}
-    app.add_middleware(HotRoutes, routes=hot)  # added last: the outermost of ours
+    app.add_middleware(HotRoutes, routes=hot)
+    app.add_middleware(SecurityHeaders, hot_paths=hot)  # added last: the outermost of ours
     app.include_router(files.router)
     app.include_router(health.router)
+    app.include_router(docs.router)
     return app

@@ -5,10 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials
 
+from reelforge.api.accept import Submission, accept
+from reelforge.api.admission import Gate
 from reelforge.api.auth import KeyCache, authenticate
 from reelforge.api.forecast import Forecasts
+from reelforge.api.openapi import BEARER
 from reelforge.engines.registry import ModelSpec
 from reelforge.jobs.model import REPORT_SECONDS, ApiKey, Job, Store
 from reelforge.retention import discard_files
@@ -39,6 +43,20 @@ class Services:
         """The key behind an ``Authorization`` header: the one check every route makes."""
         return authenticate(self.keys, authorization)
 
+    def admit(self, submission: Submission, caller: ApiKey, idempotency_key: str | None) -> Job:
+        """``caller``'s create, held to its limits and its ``Idempotency-Key`` (``accept``).
+        Blocking: call it from the thread pool."""
+        settings = self.settings
+        gate = Gate.of(caller, settings.key_limits, settings.max_queued, idempotency_key)
+        return accept(
+            submission,
+            gate=gate,
+            models=self.models,
+            max_attempts=settings.max_attempts,
+            queue=self.store,
+            storage=self.storage,
+        )
+
     def delete_job(self, job_id: str, *, owner: str) -> Job | None:
         """An owner's delete, whichever dialect asks: cancel the job, hide it
         (``JobQueue.delete``), then remove its video and the inputs no other job uses, as
@@ -65,9 +83,22 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 
 
 async def get_caller(
-    services: ServicesDep, authorization: Annotated[str | None, Header()] = None
+    services: ServicesDep,
+    request: Request,
+    _: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)],
 ) -> ApiKey:
-    return services.caller(authorization)
+    # ``BEARER`` declares the scheme in the OpenAPI document; ``api.auth`` reads the header.
+    return services.caller(request.headers.get("authorization"))
 
 
 CallerDep = Annotated[ApiKey, Depends(get_caller)]
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="Send a create again with the same key (up to 255 characters, 24 h) to get"
+        " the first answer instead of a second job.",
+    ),
+]
+"""A create route's ``Idempotency-Key`` header (default None)."""

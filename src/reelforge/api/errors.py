@@ -8,11 +8,14 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from reelforge.api.dialects import dialect_for
-from reelforge.errors import InvalidRequest, ReelforgeError
+from reelforge.api.headers import SECURITY_HEADERS
+from reelforge.errors import Busy, InvalidRequest, ReelforgeError
 
 log = logging.getLogger("reelforge.api")
 
@@ -20,9 +23,12 @@ log = logging.getLogger("reelforge.api")
 def error_response(
     path: str, status: int, name: str, message: str, param: str | None = None
 ) -> Response:
-    """An error for a request to ``path``, in that route's dialect; ``param`` names the
-    request field at fault, if one is."""
-    return dialect_for(path).render_error(status, name, message, param)
+    """An error for a request to ``path``, in that route's dialect, with the security
+    headers (``api.headers``: some errors are answered outside its middleware); ``param``
+    names the request field at fault, if one is."""
+    response = dialect_for(path).render_error(status, name, message, param)
+    response.raw_headers.extend(SECURITY_HEADERS)
+    return response
 
 
 def install(app: FastAPI) -> None:
@@ -36,7 +42,11 @@ def install(app: FastAPI) -> None:
 def reelforge_error_response(path: str, exc: ReelforgeError) -> Response:
     """A reelforge error raised by a handler for ``path``, in that route's dialect."""
     param = exc.field if isinstance(exc, InvalidRequest) else None
-    return error_response(path, exc.status_code, exc.name, exc.message, param)
+    response = error_response(path, exc.status_code, exc.name, exc.message, param)
+    if isinstance(exc, Busy):
+        response.headers["Retry-After"] = str(exc.retry_after)
+        response.headers.update(exc.headers)
+    return response
 
 
 async def _reelforge_error(request: Request, exc: ReelforgeError) -> Response:
@@ -52,13 +62,29 @@ async def _invalid_body(request: Request, exc: RequestValidationError) -> Respon
     location = [str(part) for part in first.get("loc", ()) if part not in ("body", "query")]
     field = ".".join(location) or "body"
     message = f"{field}: {first.get('msg', 'invalid value')}"
+    if first.get("type") == "extra_forbidden":  # a ``StrictBody`` refusing a field it lacks
+        fields = _body_fields(request)
+        message = f"{field}: unknown field" + (f"; this route takes {fields}" if fields else "")
     if "input" in first and first.get("type") != "missing" and field != "body":
         message += f" (got {_shorten(first['input'])})"
     return error_response(path, 400, "InvalidRequest", message, field)
 
 
+def _body_fields(request: Request) -> str:
+    """The JSON names of the fields the route's body model defines, comma-separated ("" if
+    the route has no body model)."""
+    route = request.scope.get("route")
+    params = route.dependant.body_params if isinstance(route, APIRoute) else []
+    model = params[0].field_info.annotation if len(params) == 1 else None
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return ""
+    return ", ".join(info.alias or name for name, info in model.model_fields.items())
+
+
 async def _http_error(request: Request, exc: HTTPException) -> Response:
-    return error_response(request.url.path, exc.status_code, "HTTPError", str(exc.detail))
+    response = error_response(request.url.path, exc.status_code, "HTTPError", str(exc.detail))
+    response.headers.update(exc.headers or {})  # e.g. a 405's ``Allow``
+    return response
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:

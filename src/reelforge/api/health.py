@@ -3,18 +3,24 @@ served models loaded)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Security
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials
 
 from reelforge.api.deps import ServicesDep
+from reelforge.api.openapi import BEARER, error_responses
+from reelforge.errors import Unauthorized
 from reelforge.jobs.model import REPORT_SECONDS
 
 router = APIRouter()
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    responses={503: {"description": "Some served models have no ready worker (listed)."}},
+)
 def readyz(services: ServicesDep) -> JSONResponse:
     """Ready when every served model has a worker that reported it loaded lately (503 with
     the models still waiting otherwise)."""
@@ -24,7 +30,22 @@ def readyz(services: ServicesDep) -> JSONResponse:
     return JSONResponse(body, status_code=503 if waiting else 200)
 
 
-@router.get("/healthz")
-def healthz(services: ServicesDep) -> dict[str, Any]:
-    counts = services.store.counts()
+@router.get(
+    "/healthz",
+    responses=error_responses(Unauthorized),
+    openapi_extra={"security": [{}]},  # added to the bearer scheme's: a key is optional here
+)
+def healthz(
+    services: ServicesDep,
+    request: Request,
+    _: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)],
+) -> dict[str, Any]:
+    """Liveness: ``{"status": "ok"}`` without a key. With a valid key, also the counts of
+    that key's own jobs by status (never another key's: the counts must not cross tenants);
+    a key that is not valid is 401, as on every other route."""
+    authorization = request.headers.get("authorization")
+    if authorization is None:
+        return {"status": "ok"}
+    caller = services.caller(authorization)
+    counts = services.store.counts(owner=caller.id)
     return {"status": "ok", "jobs": {status.value: count for status, count in counts.items()}}

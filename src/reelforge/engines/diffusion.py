@@ -23,6 +23,7 @@ from reelforge.engines.base import Keyframes, OnStep
 from reelforge.engines.options import DiffusersOptions, request_options
 from reelforge.engines.registry import DIFFUSERS_REQUEST_OPTIONS, ModelSpec
 from reelforge.errors import InvalidRequest, OutOfMemory
+from reelforge.media.intake import source_size
 from reelforge.media.sizing import output_size
 from reelforge.request import JobRequest, Resolution
 from reelforge.video import Frame
@@ -128,7 +129,7 @@ def canvas_aspect(request: JobRequest, keyframes: Keyframes) -> tuple[int, int] 
     keyframe = keyframes.any
     if keyframe is None and isinstance(request.size, Resolution):
         return None
-    return output_size(request.size, keyframe.size if keyframe else None)
+    return output_size(request.size, source_size(keyframe) if keyframe else None)
 
 
 def contract_frames(
@@ -151,7 +152,7 @@ def contract_frames(
         size = (width, height)
     else:
         keyframe = keyframes.any
-        size = output_size(request.size, keyframe.size if keyframe else None)
+        size = output_size(request.size, source_size(keyframe) if keyframe else None)
 
     def frames() -> Iterator[Frame]:
         for frame in clip[:count]:

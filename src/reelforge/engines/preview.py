@@ -18,6 +18,7 @@ from reelforge.engines.base import Keyframes, OnStep, request_seed
 from reelforge.engines.registry import ENGINES, PREVIEW, capabilities
 from reelforge.errors import InvalidRequest
 from reelforge.media.camera import CameraPath, CameraScript, parse_camera, plan_path
+from reelforge.media.intake import source_size
 from reelforge.media.morph import Morph
 from reelforge.media.sizing import output_size
 from reelforge.media.surround import Surround
@@ -58,7 +59,7 @@ class PreviewEngine:
         # 2. The size: the request's; a resolution class takes the keyframe's aspect (16:9
         #    for text alone).
         keyframe = keyframes.any
-        width, height = output_size(request.size, keyframe.size if keyframe else None)
+        width, height = output_size(request.size, source_size(keyframe) if keyframe else None)
         _check(request, width, height)
         if self.scale != 1:
             width, height = (max(16, 2 * round(side * self.scale / 2)) for side in (width, height))

@@ -33,7 +33,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal, Self, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, Self, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -91,6 +91,9 @@ class ModelSpec(BaseModel):
     canvas: tuple[PositiveWhole, PositiveWhole] | None = None
     """Generation size, (height, width) in pixels; None: the model family's default."""
     keep_native_size: StrictBool = False
+    job_timeout_seconds: Annotated[float, Field(gt=0, strict=True)] | None = None
+    """The longest a job of this model may run, wall clock, in seconds (then it ends in
+    ``error``, ``TimedOut``); None: the settings' ``job_timeout_seconds``."""
     options: EngineOptions = Field(default_factory=PreviewOptions)
     """The engine's options model (``ENGINES[engine].options``); a mapping validates into it."""
 

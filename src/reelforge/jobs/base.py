@@ -16,11 +16,13 @@ from reelforge.contract import Status
 from reelforge.jobs.model import (
     CANCELLED,
     WORKER_LOST,
+    ApiKey,
     Completed,
     EventKind,
     Failed,
     Job,
     JobEvent,
+    KeyLimits,
     Lease,
     Outcome,
     Phase,
@@ -128,6 +130,18 @@ def job_from_row(row: Mapping[str, Any]) -> Job:
     fields["request"] = _request(fields["request"])
     fields["meta"] = _loaded(fields["meta"])
     return Job(**fields)
+
+
+KEY_LIMITS: Final = ("rpm", "max_queued", "max_running", "daily_video_seconds")
+"""The ``api_keys`` columns of a key's own limits (``KeyLimits``' fields)."""
+
+
+def key_from_row(row: Mapping[str, Any]) -> ApiKey:
+    """An ``api_keys`` row (id, name, created_at, revoked_at, prefix and ``KEY_LIMITS``) as an
+    ``ApiKey``."""
+    fields = dict(row)
+    limits = KeyLimits(**{name: fields.pop(name) for name in KEY_LIMITS})
+    return ApiKey(**fields, limits=limits)
 
 
 def event_from_row(row: Mapping[str, Any]) -> JobEvent:

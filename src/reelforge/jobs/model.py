@@ -42,6 +42,7 @@ from enum import StrEnum
 from typing import Any, Final, Literal, Protocol
 
 from reelforge.contract import Status
+from reelforge.jobs.admission import Admission, IdempotencyStore
 from reelforge.request import JobRequest
 
 WORKER_LOST: Final = "WorkerLost"
@@ -210,6 +211,36 @@ Outcome = Completed | Failed
 
 
 @dataclass(frozen=True)
+class KeyLimits:
+    """What one API key may do; None: no limit of its own (``over`` fills in the defaults)."""
+
+    rpm: int | None = None
+    """Creates per minute (a sliding 60 s window)."""
+    max_queued: int | None = None
+    """Jobs queued at once."""
+    max_running: int | None = None
+    """Jobs generating at once (the claim skips the key's jobs past it)."""
+    daily_video_seconds: int | None = None
+    """Seconds of video per UTC day, counted when a job starts generating."""
+
+    def over(self, defaults: KeyLimits) -> KeyLimits:
+        """These limits, each one unset taken from ``defaults``."""
+        return KeyLimits(
+            rpm=_first(self.rpm, defaults.rpm),
+            max_queued=_first(self.max_queued, defaults.max_queued),
+            max_running=_first(self.max_running, defaults.max_running),
+            daily_video_seconds=_first(self.daily_video_seconds, defaults.daily_video_seconds),
+        )
+
+
+def _first(own: int | None, default: int | None) -> int | None:
+    return default if own is None else own
+
+
+NO_LIMITS: Final = KeyLimits()
+
+
+@dataclass(frozen=True)
 class ApiKey:
     """A stored API key. The store keeps only its hash; ``prefix`` is for display."""
 
@@ -219,6 +250,8 @@ class ApiKey:
     revoked_at: float | None
     prefix: str
     """The first 8 characters of the plaintext key."""
+    limits: KeyLimits = NO_LIMITS
+    """The key's own limits (unset ones are the ``REELFORGE_KEY_*`` defaults)."""
     priority: Priority = Priority.NORMAL
 
     def __post_init__(self) -> None:
@@ -256,12 +289,16 @@ class JobQueue(Protocol):
         dialect: str = DEFAULT_DIALECT,
         callback_url: str | None = None,
         lora: str | None = None,
+        admission: Admission | None = None,
     ) -> Job:
         """Store a new ``queued`` job (event ``queued``) and return it.
 
         Committed durably before this returns: the API may answer the client as soon as it
         has the job. Raises ``ValueError`` if ``max_attempts`` < 1 or the request cannot be
-        stored (NaN, a NUL character PostgreSQL refuses).
+        stored (NaN, a NUL character PostgreSQL refuses). With ``admission``, in the same
+        transaction and serialised with every other admitted create of ``owner``: its
+        ``check`` sees the owner's ``Usage`` first (whatever it raises refuses the create),
+        and its idempotency key is bound to the new job.
         """
         ...
 
@@ -373,8 +410,9 @@ class JobQueue(Protocol):
         """
         ...
 
-    def counts(self) -> dict[Status, int]:
-        """How many jobs are in each status; every status is a key, even at 0."""
+    def counts(self, *, owner: str | None = None) -> dict[Status, int]:
+        """How many jobs (of ``owner`` only, if given) are in each status; every status is a
+        key, even at 0."""
         ...
 
     def events_after(
@@ -417,7 +455,8 @@ class JobArchive(Protocol):
 
     def prune_events(self) -> int:
         """Drop the ``progress`` events of jobs that ended over ``PROGRESS_EVENTS_KEPT_SECONDS``
-        ago; how many went."""
+        ago; how many went. Also drops idempotency keys past ``IDEMPOTENCY_SECONDS`` (up to
+        ``PRUNE_BATCH`` a call; older ones are ignored until then)."""
         ...
 
 
@@ -425,9 +464,16 @@ class KeyStore(Protocol):
     """API keys, by hash."""
 
     def add_key(
-        self, *, name: str, key_hash: str, prefix: str, priority: Priority = Priority.NORMAL
+        self,
+        *,
+        name: str,
+        key_hash: str,
+        prefix: str,
+        limits: KeyLimits = NO_LIMITS,
+        priority: Priority = Priority.NORMAL,
     ) -> ApiKey:
-        """Store a new API key by its hash and return it.
+        """Store a new API key by its hash, with its own ``limits`` and ``priority``, and
+        return it.
 
         The store never sees a plaintext key; hashing is the caller's job. A hash already
         stored is refused by the database's unique constraint.
@@ -436,6 +482,10 @@ class KeyStore(Protocol):
 
     def key_for_hash(self, key_hash: str) -> ApiKey | None:
         """The active key with this hash; None if unknown or revoked."""
+        ...
+
+    def key_revoked(self, key_hash: str) -> bool:
+        """Whether a key with this hash was stored and then revoked."""
         ...
 
     def list_keys(self) -> list[ApiKey]:
@@ -453,6 +503,12 @@ class KeyStore(Protocol):
         False if no active key matches. Raises ``ValueError``, revoking nothing, if a prefix
         matches several active keys.
         """
+        ...
+
+    def set_key_limits(self, key_id_or_prefix: str, limits: KeyLimits) -> ApiKey | None:
+        """Set the limits given (not None) of the active key with this id or display prefix,
+        keeping the others; the key as updated, None if no active key matches. Raises
+        ``ValueError``, changing nothing, if a prefix matches several active keys."""
         ...
 
 
@@ -480,8 +536,13 @@ class Coordination(Protocol):
         ``seconds``: True if it was free, expired, or already ``holder``'s."""
         ...
 
+    def deployment_value(self, name: str, proposed: str) -> str:
+        """The value every process on this database agrees on for ``name`` (e.g. where the
+        videos are): ``proposed`` if none was stored yet (it is stored), else the stored one."""
+        ...
 
-class Store(JobQueue, JobArchive, KeyStore, Coordination, Protocol):
+
+class Store(JobQueue, JobArchive, KeyStore, Coordination, IdempotencyStore, Protocol):
     """One backend implements every interface on one database; callers take the part they
     need."""
 

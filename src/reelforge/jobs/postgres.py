@@ -37,6 +37,7 @@ import threading
 import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import asdict
 from typing import Any, Final
 
 try:
@@ -47,11 +48,13 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError("the PostgreSQL job store needs: pip install 'reelforge[postgres]'") from exc
 
 from reelforge.contract import Status
-from reelforge.jobs import base, migrate
+from reelforge.jobs import base, migrate, postgres_admission
+from reelforge.jobs.admission import Admission, Reservation
 from reelforge.jobs.base import Ending, StoreBase
 from reelforge.jobs.listener import EVENTS_CHANNEL, JOBS_CHANNEL, Listener, channel
 from reelforge.jobs.model import (
     DEFAULT_DIALECT,
+    NO_LIMITS,
     PACE_WEIGHT,
     PROGRESS_EVENT_SECONDS,
     PROGRESS_EVENTS_KEPT_SECONDS,
@@ -60,6 +63,7 @@ from reelforge.jobs.model import (
     EventKind,
     Job,
     JobEvent,
+    KeyLimits,
     Lease,
     ListOrder,
     ModelOutlook,
@@ -107,9 +111,11 @@ class PostgresJobStore(StoreBase):
         clock: Callable[[], float] | None = None,
         min_size: int = 1,
         max_size: int = 8,
+        key_max_running: int | None = None,
     ) -> None:
         """Connect to the database at ``url`` (a URL or conninfo string). Times are the
-        database's unless ``clock`` is given.
+        database's unless ``clock`` is given. ``key_max_running`` is the claim's limit for
+        keys without their own ``max_running`` (None: none).
 
         Raises ``RuntimeError`` if the schema is missing, older than this code's (run
         ``reelforge db upgrade``) or newer; ``psycopg.OperationalError`` if the database
@@ -121,6 +127,7 @@ class PostgresJobStore(StoreBase):
         self._events_channel = channel(EVENTS_CHANNEL, schema)
         self._url = url
         self._clock = clock
+        self._key_max_running = key_max_running
         self._pid = os.getpid()
         self._pool = ConnectionPool(
             url,
@@ -168,6 +175,7 @@ class PostgresJobStore(StoreBase):
         dialect: str = DEFAULT_DIALECT,
         callback_url: str | None = None,
         lora: str | None = None,
+        admission: Admission | None = None,
     ) -> Job:
         params = self._new_job(
             owner=owner,
@@ -181,6 +189,8 @@ class PostgresJobStore(StoreBase):
         )
         try:
             with self._transaction() as conn:
+                if admission is not None and admission.check is not None:
+                    admission.check(postgres_admission.usage(conn, owner, params["now"]))
                 row = _one(
                     conn.execute(
                         """
@@ -204,6 +214,9 @@ class PostgresJobStore(StoreBase):
                         [(row["id"], key) for key in request.input_keys],
                     )
                 self._queued(conn, [row], EventKind.QUEUED, {})
+                if admission is not None and admission.idempotency_key is not None:
+                    key = admission.idempotency_key
+                    postgres_admission.bind(conn, owner=owner, key=key, job_id=row["id"])
         except psycopg.errors.UntranslatableCharacter as exc:
             raise ValueError(f"request cannot be stored in PostgreSQL's jsonb: {exc}") from exc
         return base.job_from_row(row)
@@ -250,6 +263,7 @@ class PostgresJobStore(StoreBase):
             "worker_id": worker_id,
             "now": self._now(),
             "models": None if models is None else sorted(models),
+            "max_running": self._key_max_running,
         }
         with self._transaction() as conn:
             # Claims take turns (the event log's lock, which the claim's event needs anyway,
@@ -264,6 +278,7 @@ class PostgresJobStore(StoreBase):
                     SELECT jobs.id FROM jobs
                     WHERE jobs.status = 'queued' AND jobs.id = (
                         SELECT turns.id FROM turns
+                        WHERE turns.running < turns.max_running
                         ORDER BY turns.rank, turns.running, turns.served_at NULLS FIRST,
                                  turns.created_at, turns.id
                         LIMIT 1
@@ -275,6 +290,7 @@ class PostgresJobStore(StoreBase):
                 instead AS MATERIALIZED (
                     SELECT jobs.id FROM jobs JOIN turns ON turns.owner = jobs.owner
                     WHERE NOT EXISTS (SELECT 1 FROM picked) AND jobs.status = 'queued'
+                      AND turns.running < turns.max_running
                       AND (jobs.run_after IS NULL OR jobs.run_after <= reelforge_now(%(now)s))
                       AND (%(models)s::text[] IS NULL OR jobs.model = ANY(%(models)s::text[]))
                     ORDER BY turns.rank, turns.running, turns.served_at NULLS FIRST,
@@ -578,9 +594,17 @@ class PostgresJobStore(StoreBase):
         if appended:
             conn.execute("SELECT pg_notify(%s, '')", (self._events_channel,))
 
-    def counts(self) -> dict[Status, int]:
+    def counts(self, *, owner: str | None = None) -> dict[Status, int]:
         with self._connection() as conn:
-            rows = conn.execute("SELECT status, count(*) AS n FROM jobs GROUP BY status").fetchall()
+            if owner is None:
+                rows = conn.execute(
+                    "SELECT status, count(*) AS n FROM jobs GROUP BY status"
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    "SELECT status, count(*) AS n FROM jobs WHERE owner = %s GROUP BY status",
+                    (owner,),
+                ).fetchall()
         found = {Status(row["status"]): int(row["n"]) for row in rows}
         return {status: found.get(status, 0) for status in Status}
 
@@ -670,6 +694,7 @@ class PostgresJobStore(StoreBase):
             "batch": base.PRUNE_BATCH,
         }
         with self._connection() as conn:
+            postgres_admission.prune(conn, params["now"])
             return conn.execute(
                 """
                 DELETE FROM job_events WHERE id IN (
@@ -686,7 +711,13 @@ class PostgresJobStore(StoreBase):
     # --- keys -----------------------------------------------------------------------------
 
     def add_key(
-        self, *, name: str, key_hash: str, prefix: str, priority: Priority = Priority.NORMAL
+        self,
+        *,
+        name: str,
+        key_hash: str,
+        prefix: str,
+        limits: KeyLimits = NO_LIMITS,
+        priority: Priority = Priority.NORMAL,
     ) -> ApiKey:
         params = {
             "id": uuid.uuid4().hex,
@@ -698,55 +729,113 @@ class PostgresJobStore(StoreBase):
         with self._connection() as conn:
             row = conn.execute(
                 """
-                INSERT INTO api_keys (id, name, key_hash, prefix, created_at, priority)
+                INSERT INTO api_keys (id, name, key_hash, prefix, created_at, rpm, max_queued,
+                                      max_running, daily_video_seconds, priority)
                 VALUES (%(id)s, %(name)s, %(key_hash)s, %(prefix)s, reelforge_now(%(now)s),
+                        %(rpm)s, %(max_queued)s, %(max_running)s, %(daily_video_seconds)s,
                         %(priority)s)
-                RETURNING id, name, created_at, revoked_at, prefix, priority
+                RETURNING id, name, created_at, revoked_at, prefix, rpm, max_queued,
+                          max_running, daily_video_seconds, priority
                 """,
-                {**params, "now": self._now()},
+                {**params, "now": self._now(), **asdict(limits)},
             ).fetchone()
-        return ApiKey(**_one(row))
+        return base.key_from_row(_one(row))
 
     def key_for_hash(self, key_hash: str) -> ApiKey | None:
         with self._connection() as conn:
             row = conn.execute(
                 """
-                SELECT id, name, created_at, revoked_at, prefix, priority FROM api_keys
-                WHERE key_hash = %s AND revoked_at IS NULL
+                SELECT id, name, created_at, revoked_at, prefix, rpm, max_queued, max_running,
+                       daily_video_seconds, priority
+                FROM api_keys WHERE key_hash = %s AND revoked_at IS NULL
                 """,
                 (key_hash,),
             ).fetchone()
-        return None if row is None else ApiKey(**row)
+        return None if row is None else base.key_from_row(row)
+
+    def key_revoked(self, key_hash: str) -> bool:
+        with self._connection() as conn:
+            row = conn.execute(
+                "SELECT 1 FROM api_keys WHERE key_hash = %s AND revoked_at IS NOT NULL",
+                (key_hash,),
+            ).fetchone()
+        return row is not None
 
     def list_keys(self) -> builtins.list[ApiKey]:
         with self._connection() as conn:
             rows = conn.execute(
                 """
-                SELECT id, name, created_at, revoked_at, prefix, priority FROM api_keys
-                ORDER BY created_at, id
+                SELECT id, name, created_at, revoked_at, prefix, rpm, max_queued, max_running,
+                       daily_video_seconds, priority
+                FROM api_keys ORDER BY created_at, id
                 """
             ).fetchall()
-        return [ApiKey(**row) for row in rows]
+        return [base.key_from_row(row) for row in rows]
 
     def revoke_key(self, key_id_or_prefix: str) -> bool:
         with self._transaction() as conn:
-            key_id = _active_key(conn, key_id_or_prefix)
-            if key_id is not None:
+            ids = self._active_key_ids(conn, key_id_or_prefix)
+            if ids:
                 conn.execute(
                     "UPDATE api_keys SET revoked_at = reelforge_now(%s) WHERE id = %s",
-                    (self._now(), key_id),
+                    (self._now(), ids[0]),
                 )
-        return key_id is not None
+        return len(ids) == 1
 
     def set_key_priority(self, key_id_or_prefix: str, priority: Priority) -> bool:
         with self._transaction() as conn:
-            key_id = _active_key(conn, key_id_or_prefix)
-            if key_id is not None:
+            ids = self._active_key_ids(conn, key_id_or_prefix)
+            if ids:
                 conn.execute(
                     "UPDATE api_keys SET priority = %s WHERE id = %s",
-                    (Priority(priority).value, key_id),
+                    (Priority(priority).value, ids[0]),
                 )
-        return key_id is not None
+        return len(ids) == 1
+
+    def set_key_limits(self, key_id_or_prefix: str, limits: KeyLimits) -> ApiKey | None:
+        with self._transaction() as conn:
+            ids = self._active_key_ids(conn, key_id_or_prefix)
+            row = conn.execute(
+                """
+                UPDATE api_keys
+                SET rpm = COALESCE(%(rpm)s, rpm),
+                    max_queued = COALESCE(%(max_queued)s, max_queued),
+                    max_running = COALESCE(%(max_running)s, max_running),
+                    daily_video_seconds = COALESCE(%(daily_video_seconds)s, daily_video_seconds)
+                WHERE id = %(id)s
+                RETURNING id, name, created_at, revoked_at, prefix, rpm, max_queued,
+                          max_running, daily_video_seconds, priority
+                """,
+                {**asdict(limits), "id": ids[0] if ids else None},
+            ).fetchone()
+        return None if row is None else base.key_from_row(row)
+
+    def _active_key_ids(self, conn: PgConnection, key_id_or_prefix: str) -> builtins.list[str]:
+        """The id of the active key with this id or prefix (none or one), locked; ``ValueError``
+        if a prefix matches several."""
+        ids = conn.execute(
+            """
+            SELECT id FROM api_keys
+            WHERE (id = %(needle)s OR prefix = %(needle)s) AND revoked_at IS NULL
+            FOR UPDATE
+            """,
+            {"needle": key_id_or_prefix},
+        ).fetchall()
+        if len(ids) > 1:
+            raise ValueError(f"{key_id_or_prefix!r} matches {len(ids)} active keys; use its id")
+        return [row["id"] for row in ids]
+
+    # --- idempotency keys -----------------------------------------------------------------
+
+    def reserve_idempotency(self, *, owner: str, key: str, fingerprint: str) -> Reservation | None:
+        with self._transaction() as conn:
+            return postgres_admission.reserve(
+                conn, owner=owner, key=key, fingerprint=fingerprint, now=self._now()
+            )
+
+    def abandon_idempotency(self, *, owner: str, key: str) -> None:
+        with self._connection() as conn:
+            postgres_admission.abandon(conn, owner=owner, key=key)
 
     # --- coordination ---------------------------------------------------------------------
 
@@ -832,6 +921,20 @@ class PostgresJobStore(StoreBase):
             ).fetchone()
         return row is not None
 
+    def deployment_value(self, name: str, proposed: str) -> str:
+        with self._connection() as conn:
+            conn.execute(
+                """
+                INSERT INTO deployment (name, value) VALUES (%s, %s)
+                ON CONFLICT (name) DO NOTHING
+                """,
+                (name, proposed),
+            )
+            row = _one(
+                conn.execute("SELECT value FROM deployment WHERE name = %s", (name,)).fetchone()
+            )
+        return str(row["value"])
+
     def close(self) -> None:
         with self._listener_lock:
             self._closed = True
@@ -854,6 +957,10 @@ _FAIR_TURNS: Final = """
                       FROM api_keys WHERE api_keys.id = owners.owner), 1) AS rank,
             (SELECT COUNT(*) FROM jobs
              WHERE jobs.status = 'generating' AND jobs.owner = owners.owner) AS running,
+            -- Admission: its max_running limit (its own, else the default %(max_running)s;
+            -- neither: no limit); the claim skips a key at it.
+            COALESCE((SELECT max_running FROM api_keys WHERE api_keys.id = owners.owner),
+                     %(max_running)s::integer, 2147483647) AS max_running,
             (SELECT MAX(jobs.started_at) FROM jobs
              WHERE jobs.owner = owners.owner AND jobs.started_at IS NOT NULL) AS served_at
         FROM owners CROSS JOIN LATERAL (
@@ -868,24 +975,8 @@ _FAIR_TURNS: Final = """
 """
 """The fair claim's candidates: for each key with queued jobs (found by a loose scan of
 ``jobs_queued_owner``, one probe per key) that has a claimable job, its oldest, its
-priority's rank (0 high .. 2 low), its generating jobs and when its newest job started. A
-condition on a key (e.g. a limit on its running jobs) belongs in ``turns``."""
-
-
-def _active_key(conn: PgConnection, key_id_or_prefix: str) -> str | None:
-    """The id of the active key with this id or display prefix (locked to the caller's
-    transaction), None if none; ``ValueError`` if a prefix matches several."""
-    ids = conn.execute(
-        """
-        SELECT id FROM api_keys
-        WHERE (id = %(needle)s OR prefix = %(needle)s) AND revoked_at IS NULL
-        FOR UPDATE
-        """,
-        {"needle": key_id_or_prefix},
-    ).fetchall()
-    if len(ids) > 1:
-        raise ValueError(f"{key_id_or_prefix!r} matches {len(ids)} active keys; use the key's id")
-    return str(ids[0]["id"]) if ids else None
+priority's rank (0 high .. 2 low), its generating jobs and their limit, and when its newest
+job started."""
 
 
 def _note_pace(conn: PgConnection, row: DictRow) -> None:

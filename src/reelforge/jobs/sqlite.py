@@ -15,14 +15,17 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Collection, Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Final
 
 from reelforge.contract import Status
-from reelforge.jobs import base, migrate
+from reelforge.jobs import base, migrate, sqlite_admission
+from reelforge.jobs.admission import Admission, Reservation
 from reelforge.jobs.base import Ending, StoreBase
 from reelforge.jobs.model import (
     DEFAULT_DIALECT,
+    NO_LIMITS,
     PACE_WEIGHT,
     PROGRESS_EVENT_SECONDS,
     PROGRESS_EVENTS_KEPT_SECONDS,
@@ -31,6 +34,7 @@ from reelforge.jobs.model import (
     EventKind,
     Job,
     JobEvent,
+    KeyLimits,
     Lease,
     ListOrder,
     ModelOutlook,
@@ -45,13 +49,22 @@ from reelforge.request import JobRequest
 class SQLiteJobStore(StoreBase):
     """A ``Store`` on one SQLite file."""
 
-    def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        clock: Callable[[], float] = time.time,
+        key_max_running: int | None = None,
+    ) -> None:
         """Open (creating if missing) the database at ``path`` and migrate it.
+        ``key_max_running`` is the claim's limit for keys without their own ``max_running``
+        (None: none).
 
         Raises ``RuntimeError`` if the SQLite library is older than 3.35, the file holds a
         schema newer than this code, or it cannot be put in WAL mode.
         """
         self._clock = clock
+        self._key_max_running = key_max_running
         self._db = SQLiteFile(path)
         try:
             migrate.upgrade_sqlite(self._db.write)
@@ -71,6 +84,7 @@ class SQLiteJobStore(StoreBase):
         dialect: str = DEFAULT_DIALECT,
         callback_url: str | None = None,
         lora: str | None = None,
+        admission: Admission | None = None,
     ) -> Job:
         params = self._new_job(
             owner=owner,
@@ -83,6 +97,8 @@ class SQLiteJobStore(StoreBase):
             now=self._clock(),
         )
         with self._db.write() as conn:
+            if admission is not None and admission.check is not None:
+                admission.check(sqlite_admission.usage(conn, owner, params["now"]))
             row = conn.execute(
                 """
                 INSERT INTO jobs (id, owner, model, request, status, progress, attempts,
@@ -99,6 +115,9 @@ class SQLiteJobStore(StoreBase):
                 [(params["id"], key) for key in request.input_keys],
             )
             _append(conn, row, EventKind.QUEUED)
+            if admission is not None and admission.idempotency_key is not None:
+                key = admission.idempotency_key
+                sqlite_admission.bind(conn, owner=owner, key=key, job_id=row["id"])
         return base.job_from_row(_fields(row))
 
     def get(self, job_id: str, *, owner: str | None = None) -> Job | None:
@@ -148,6 +167,7 @@ class SQLiteJobStore(StoreBase):
             "worker_id": worker_id,
             "now": now,
             "models": None if models is None else json.dumps(sorted(models)),
+            "max_running": self._key_max_running,
         }
         with self._db.write() as conn:
             self._settle_expired(conn, now)
@@ -161,6 +181,7 @@ class SQLiteJobStore(StoreBase):
                     updated_at = :now
                 WHERE status = 'queued' AND id = (
                     SELECT turns.id FROM turns JOIN jobs ON jobs.id = turns.id
+                    WHERE turns.running < turns.max_running
                     ORDER BY turns.rank, turns.running, turns.served_at NULLS FIRST,
                              jobs.created_at, jobs.id
                     LIMIT 1
@@ -366,10 +387,14 @@ class SQLiteJobStore(StoreBase):
         acts on a lease goes through here); the rows it changed."""
         return conn.execute(sql, {**params, "id": lease.job.id, "token": lease.token}).fetchall()
 
-    def counts(self) -> dict[Status, int]:
-        rows = (
-            self._db.read().execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall()
-        )
+    def counts(self, *, owner: str | None = None) -> dict[Status, int]:
+        reader = self._db.read()
+        if owner is None:
+            rows = reader.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall()
+        else:
+            rows = reader.execute(
+                "SELECT status, COUNT(*) FROM jobs WHERE owner = ? GROUP BY status", (owner,)
+            ).fetchall()
         found = {Status(status): count for status, count in rows}
         return {status: found.get(status, 0) for status in Status}
 
@@ -455,6 +480,7 @@ class SQLiteJobStore(StoreBase):
     def prune_events(self) -> int:
         params = {"cutoff": self._clock() - PROGRESS_EVENTS_KEPT_SECONDS, "batch": base.PRUNE_BATCH}
         with self._db.write() as conn:
+            sqlite_admission.prune(conn, self._clock())
             return conn.execute(
                 """
                 DELETE FROM job_events WHERE id IN (
@@ -470,7 +496,13 @@ class SQLiteJobStore(StoreBase):
     # --- keys -----------------------------------------------------------------------------
 
     def add_key(
-        self, *, name: str, key_hash: str, prefix: str, priority: Priority = Priority.NORMAL
+        self,
+        *,
+        name: str,
+        key_hash: str,
+        prefix: str,
+        limits: KeyLimits = NO_LIMITS,
+        priority: Priority = Priority.NORMAL,
     ) -> ApiKey:
         params = {
             "id": uuid.uuid4().hex,
@@ -482,59 +514,120 @@ class SQLiteJobStore(StoreBase):
         with self._db.write() as conn:
             row = conn.execute(
                 """
-                INSERT INTO api_keys (id, name, key_hash, prefix, created_at, priority)
-                VALUES (:id, :name, :key_hash, :prefix, :now, :priority)
-                RETURNING id, name, created_at, revoked_at, prefix, priority
+                INSERT INTO api_keys (id, name, key_hash, prefix, created_at, rpm, max_queued,
+                                      max_running, daily_video_seconds, priority)
+                VALUES (:id, :name, :key_hash, :prefix, :now, :rpm, :max_queued, :max_running,
+                        :daily_video_seconds, :priority)
+                RETURNING id, name, created_at, revoked_at, prefix, rpm, max_queued,
+                          max_running, daily_video_seconds, priority
                 """,
-                {**params, "now": self._clock()},
+                {**params, "now": self._clock(), **asdict(limits)},
             ).fetchone()
-        return ApiKey(**_fields(row))
+        return base.key_from_row(_fields(row))
 
     def key_for_hash(self, key_hash: str) -> ApiKey | None:
         row = (
             self._db.read()
             .execute(
                 """
-                SELECT id, name, created_at, revoked_at, prefix, priority FROM api_keys
-                WHERE key_hash = ? AND revoked_at IS NULL
+                SELECT id, name, created_at, revoked_at, prefix, rpm, max_queued, max_running,
+                       daily_video_seconds, priority
+                FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL
                 """,
                 (key_hash,),
             )
             .fetchone()
         )
-        return None if row is None else ApiKey(**_fields(row))
+        return None if row is None else base.key_from_row(_fields(row))
+
+    def key_revoked(self, key_hash: str) -> bool:
+        row = (
+            self._db.read()
+            .execute(
+                "SELECT 1 FROM api_keys WHERE key_hash = ? AND revoked_at IS NOT NULL",
+                (key_hash,),
+            )
+            .fetchone()
+        )
+        return row is not None
 
     def list_keys(self) -> builtins.list[ApiKey]:
         rows = (
             self._db.read()
             .execute(
                 """
-                SELECT id, name, created_at, revoked_at, prefix, priority FROM api_keys
-                ORDER BY created_at, id
+                SELECT id, name, created_at, revoked_at, prefix, rpm, max_queued, max_running,
+                       daily_video_seconds, priority
+                FROM api_keys ORDER BY created_at, id
                 """
             )
             .fetchall()
         )
-        return [ApiKey(**_fields(row)) for row in rows]
+        return [base.key_from_row(_fields(row)) for row in rows]
 
     def revoke_key(self, key_id_or_prefix: str) -> bool:
         with self._db.write() as conn:
-            key_id = _active_key(conn, key_id_or_prefix)
-            if key_id is not None:
+            ids = self._active_key_ids(conn, key_id_or_prefix)
+            if ids:
                 conn.execute(
-                    "UPDATE api_keys SET revoked_at = ? WHERE id = ?", (self._clock(), key_id)
+                    "UPDATE api_keys SET revoked_at = ? WHERE id = ?", (self._clock(), ids[0])
                 )
-        return key_id is not None
+        return len(ids) == 1
 
     def set_key_priority(self, key_id_or_prefix: str, priority: Priority) -> bool:
         with self._db.write() as conn:
-            key_id = _active_key(conn, key_id_or_prefix)
-            if key_id is not None:
+            ids = self._active_key_ids(conn, key_id_or_prefix)
+            if ids:
                 conn.execute(
                     "UPDATE api_keys SET priority = ? WHERE id = ?",
-                    (Priority(priority).value, key_id),
+                    (Priority(priority).value, ids[0]),
                 )
-        return key_id is not None
+        return len(ids) == 1
+
+    def _active_key_ids(
+        self, conn: sqlite3.Connection, key_id_or_prefix: str
+    ) -> builtins.list[str]:
+        """The id of the active key with this id or prefix (none or one); ``ValueError`` if
+        a prefix matches several."""
+        ids = conn.execute(
+            """
+            SELECT id FROM api_keys
+            WHERE (id = :needle OR prefix = :needle) AND revoked_at IS NULL
+            """,
+            {"needle": key_id_or_prefix},
+        ).fetchall()
+        if len(ids) > 1:
+            raise ValueError(f"{key_id_or_prefix!r} matches {len(ids)} active keys; use its id")
+        return [row["id"] for row in ids]
+
+    def set_key_limits(self, key_id_or_prefix: str, limits: KeyLimits) -> ApiKey | None:
+        with self._db.write() as conn:
+            ids = self._active_key_ids(conn, key_id_or_prefix)
+            row = conn.execute(
+                """
+                UPDATE api_keys
+                SET rpm = COALESCE(:rpm, rpm), max_queued = COALESCE(:max_queued, max_queued),
+                    max_running = COALESCE(:max_running, max_running),
+                    daily_video_seconds = COALESCE(:daily_video_seconds, daily_video_seconds)
+                WHERE id = :id
+                RETURNING id, name, created_at, revoked_at, prefix, rpm, max_queued,
+                          max_running, daily_video_seconds, priority
+                """,
+                {**asdict(limits), "id": ids[0] if ids else None},
+            ).fetchone()
+        return None if row is None else base.key_from_row(_fields(row))
+
+    # --- idempotency keys -----------------------------------------------------------------
+
+    def reserve_idempotency(self, *, owner: str, key: str, fingerprint: str) -> Reservation | None:
+        with self._db.write() as conn:
+            return sqlite_admission.reserve(
+                conn, owner=owner, key=key, fingerprint=fingerprint, now=self._clock()
+            )
+
+    def abandon_idempotency(self, *, owner: str, key: str) -> None:
+        with self._db.write() as conn:
+            sqlite_admission.abandon(conn, owner=owner, key=key)
 
     # --- coordination ---------------------------------------------------------------------
 
@@ -621,6 +714,15 @@ class SQLiteJobStore(StoreBase):
             ).fetchone()
         return row is not None
 
+    def deployment_value(self, name: str, proposed: str) -> str:
+        with self._db.write() as conn:
+            conn.execute(
+                "INSERT INTO deployment (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+                (name, proposed),
+            )
+            row = conn.execute("SELECT value FROM deployment WHERE name = ?", (name,)).fetchone()
+        return str(row["value"])
+
     def close(self) -> None:
         self._db.close()
 
@@ -633,7 +735,7 @@ _FAIR_TURNS: Final = """
                 WHERE status = 'queued' AND owner > owners.owner)
         FROM owners WHERE owner IS NOT NULL
     ),
-    turns (owner, id, rank, running, served_at) AS MATERIALIZED (
+    turns (owner, id, rank, running, max_running, served_at) AS MATERIALIZED (
         SELECT owner,
             (SELECT id FROM jobs
              WHERE status = 'queued' AND jobs.owner = owners.owner
@@ -643,6 +745,10 @@ _FAIR_TURNS: Final = """
             COALESCE((SELECT CASE priority WHEN 'high' THEN 0 WHEN 'low' THEN 2 ELSE 1 END
                       FROM api_keys WHERE api_keys.id = owners.owner), 1),
             (SELECT COUNT(*) FROM jobs WHERE status = 'generating' AND jobs.owner = owners.owner),
+            -- Admission: its max_running limit (its own, else the default :max_running;
+            -- neither: no limit); the claim skips a key at it.
+            COALESCE((SELECT max_running FROM api_keys WHERE api_keys.id = owners.owner),
+                     :max_running, 1 << 62),
             (SELECT MAX(started_at) FROM jobs
              WHERE jobs.owner = owners.owner AND started_at IS NOT NULL)
         FROM owners WHERE owner IS NOT NULL
@@ -650,8 +756,8 @@ _FAIR_TURNS: Final = """
 """
 """The fair claim's candidates: for each key with queued jobs (found by a loose scan of
 ``jobs_queued_owner``, one probe per key), its oldest claimable job (NULL if none: the join
-drops it), its priority's rank (0 high .. 2 low), its generating jobs and when its newest job
-started. A condition on a key (e.g. a limit on its running jobs) belongs in ``turns``."""
+drops it), its priority's rank (0 high .. 2 low), its generating jobs and their limit, and
+when its newest job started."""
 
 
 def _append(
@@ -668,21 +774,6 @@ def _append(
         """,
         base.event_params(_fields(row), kind, data or {}),
     )
-
-
-def _active_key(conn: sqlite3.Connection, key_id_or_prefix: str) -> str | None:
-    """The id of the active key with this id or display prefix, None if none; ``ValueError``
-    if a prefix matches several."""
-    ids = conn.execute(
-        """
-        SELECT id FROM api_keys
-        WHERE (id = :needle OR prefix = :needle) AND revoked_at IS NULL
-        """,
-        {"needle": key_id_or_prefix},
-    ).fetchall()
-    if len(ids) > 1:
-        raise ValueError(f"{key_id_or_prefix!r} matches {len(ids)} active keys; use the key's id")
-    return ids[0]["id"] if ids else None
 
 
 def _note_pace(conn: sqlite3.Connection, row: sqlite3.Row) -> None:

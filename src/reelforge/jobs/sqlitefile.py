@@ -20,7 +20,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Final
 
@@ -45,7 +45,9 @@ class SQLiteFile:
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._path = path
-        self._turns = open(f"{path}.turn", "a+b")  # noqa: SIM115 (closed by close())
+        turns = os.open(f"{path}.turn", os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        self._turns = os.fdopen(turns, "a+b")
+        _create_owner_only(path)  # SQLite gives its -wal and -shm files the same mode
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._conn.row_factory = sqlite3.Row
         self._readers = threading.local()
@@ -147,6 +149,13 @@ class SQLiteFile:
                 reader.close()
             self._conn.close()
             self._turns.close()
+
+
+def _create_owner_only(path: Path) -> None:
+    """Create ``path`` empty with mode 0600 (an empty file is a valid new database) unless it
+    exists; an existing database keeps its mode."""
+    with suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def _require_sqlite_version(version: str) -> None:

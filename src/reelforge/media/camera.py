@@ -71,6 +71,13 @@ _MAX_OFFSET: Final = 0.2
 
 _BRACKET = re.compile(r"\[([^\[\]]*)\]")
 _BY_NAME: Final = {m.value.lower(): m for m in Movement}
+_BY_WORDS: Final = {frozenset(m.value.lower().split()): m for m in Movement}
+CAMERA_WORDS: Final = frozenset(
+    {"truck", "pan", "push", "pull", "pedestal", "tilt", "zoom", "shake", "tracking", "static"}
+    | {"camera", "dolly", "orbit", "spin", "rotate", "crane"}
+)
+"""Words that make a bracket a camera command even when it names no movement: the verbs of
+MiniMax's movements and a few from other directors' vocabularies."""
 _PLAIN_WORDS: Final[tuple[tuple[Movement, str], ...]] = (
     (Movement.TRUCK_LEFT, r"truck(?:s|ed|ing)?\s+left"),
     (Movement.TRUCK_RIGHT, r"truck(?:s|ed|ing)?\s+right"),
@@ -106,8 +113,9 @@ class CameraScript:
 def parse_camera(prompt: str) -> CameraScript:
     """Read the camera commands of ``prompt``.
 
-    A bracket is a camera command when at least one entry names a movement; then every
-    entry must name one and there may be at most three. Other brackets are plain text.
+    A bracket is a camera command when at least one entry names a movement or uses a word
+    of ``CAMERA_WORDS`` (``[Pan sideways]``, ``[Left pan]``); then every entry must name a
+    movement and there may be at most three. Other brackets are plain text.
     Raises ``InvalidRequest`` on field ``prompt`` naming the bad entry.
     """
     shots: list[tuple[Movement, ...]] = []
@@ -115,7 +123,7 @@ def parse_camera(prompt: str) -> CameraScript:
     last = 0
     for match in _BRACKET.finditer(prompt):
         entries = [e.strip() for e in match.group(1).split(",") if e.strip()]
-        if not any(e.lower() in _BY_NAME for e in entries):
+        if not any(_is_camera_like(e) for e in entries):
             continue
         shots.append(_bracket_movements(entries, match.group(0)))
         kept.append(prompt[last : match.start()])
@@ -127,12 +135,23 @@ def parse_camera(prompt: str) -> CameraScript:
     return CameraScript(shots=tuple(shots), text=text)
 
 
+def _is_camera_like(entry: str) -> bool:
+    return entry.lower() in _BY_NAME or not CAMERA_WORDS.isdisjoint(_words(entry))
+
+
+def _words(entry: str) -> list[str]:
+    return re.findall(r"[a-z]+", entry.lower())
+
+
 def _bracket_movements(entries: list[str], bracket: str) -> tuple[Movement, ...]:
     unknown = [e for e in entries if e.lower() not in _BY_NAME]
     if unknown:
         known = ", ".join(m.value for m in Movement)
+        meant = _BY_WORDS.get(frozenset(_words(unknown[0])))
+        hint = f"did you mean {meant.value!r}? " if meant is not None else ""
         raise InvalidRequest(
-            "prompt", f"unknown camera movement {unknown[0]!r} in {bracket}; known: {known}"
+            "prompt",
+            f"unknown camera movement {unknown[0]!r} in {bracket}; {hint}known: {known}",
         )
     if len(entries) > MAX_MOVEMENTS_PER_BRACKET:
         raise InvalidRequest(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import logging
 import queue
 import socket
 import ssl
@@ -33,6 +34,8 @@ from PIL import Image
 
 from reelforge.errors import ImageFetchFailed
 from reelforge.media.intake import load_image
+
+log = logging.getLogger("reelforge.fetch")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], list[str]]
@@ -200,11 +203,16 @@ def _checked_hop(
 
 
 def _checked_address(text: str, host: str, field: str, policy: FetchPolicy) -> str:
-    """The address to connect to for ``text`` (IPv4-mapped unwrapped), if the policy allows it."""
+    """The address to connect to for ``text`` (IPv4-mapped unwrapped), if the policy allows it.
+
+    A refusal says only that the host is not allowed: naming the address a name resolved to
+    would let any caller map internal DNS. The address is logged for operators.
+    """
     try:
         address: IPAddress = ipaddress.ip_address(text)
     except ValueError as exc:
-        raise _failure(field, f"host {host} resolved to {text!r}, not an address") from exc
+        log.warning("refused host %s for %s: it resolved to %r, not an address", host, field, text)
+        raise _failure(field, f"host {host} is not allowed") from exc
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     allowed = (
@@ -213,7 +221,8 @@ def _checked_address(text: str, host: str, field: str, policy: FetchPolicy) -> s
         or is_public_address(address)
     )
     if not allowed:
-        raise _failure(field, f"address {address} of host {host} is not public")
+        log.warning("refused host %s for %s: its address %s is not public", host, field, address)
+        raise _failure(field, f"host {host} is not allowed")
     return str(address)
 
 

@@ -38,8 +38,9 @@ class LocalStorage:
         self._secret = secret
         self._ttl = url_ttl_seconds
         self._clock = clock
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)  # the data dir: its owner's only
         for folder in ("inputs", "videos", "tmp"):
-            (root / folder).mkdir(parents=True, exist_ok=True)
+            (root / folder).mkdir(exist_ok=True)
 
     @property
     def scratch(self) -> Path:
@@ -52,12 +53,14 @@ class LocalStorage:
         return sweep_directory(self.scratch, self._clock() - max_age_seconds)
 
     def save_input(self, data: bytes) -> str:
-        """Keep an input image; returns its key (the same bytes give the same key)."""
+        """Keep an input image (mode 0600); returns its key (the same bytes give the same key)."""
         key = f"inputs/{hashlib.sha256(data).hexdigest()}"
         target = self.root / key
         if not target.exists():
             partial = self.scratch / f"{target.name}.{secrets.token_hex(4)}.part"
-            partial.write_bytes(data)
+            descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(data)
             os.replace(partial, target)
         return key
 
@@ -92,7 +95,9 @@ class LocalStorage:
 
     def open_signed(self, key: str, expires: int, signature: str) -> Path:
         """The file behind a signed link; ``Forbidden`` if tampered, ``Gone`` if expired."""
-        if not hmac.compare_digest(self._sign(key, expires), signature):
+        # Compared as bytes: ``compare_digest`` refuses a str with non-ASCII characters.
+        given = signature.encode("utf-8", "replace")
+        if not hmac.compare_digest(self._sign(key, expires).encode(), given):
             raise Forbidden("the link's signature does not match")
         if expires < self._clock():
             raise Gone("the link has expired; fetch the generation again for a fresh one")
@@ -124,7 +129,7 @@ def load_or_create_secret(path: Path) -> bytes:
     """
     if path.exists():
         return path.read_bytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
     descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "wb") as handle:

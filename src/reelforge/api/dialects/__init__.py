@@ -3,7 +3,9 @@
 To add a dialect: write ``api/dialects/<name>.py`` exporting ``DIALECT`` (its routes, its
 request/response shapes and aliases, its error envelope, the mapping to ``JobRequest`` and
 from ``Job``) and list it in ``DIALECTS``. Errors raised anywhere under its prefixes are
-rendered in its envelope (``api/errors.py``).
+rendered in its envelope (``api/errors.py``). Base its request bodies on ``StrictBody`` (an
+unknown field is a 400 naming it) and declare each route's statuses with
+``api.openapi.error_responses(...)``: ``tests/api/test_openapi.py`` fuzzes every route.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
@@ -31,3 +32,11 @@ class Dialect:
     hot_routes: Mapping[str, ASGIApp] = field(default_factory=dict)
     """GET paths answered by bare ASGI apps before FastAPI's stack (the polls); each is also
     declared on ``router``, for the OpenAPI document."""
+
+
+class StrictBody(BaseModel):
+    """Base of every dialect's request bodies: types are strict (``"6"`` is not 6) and a
+    field the body does not define is refused (``api.errors`` answers 400 naming it and the
+    fields the route takes), never silently dropped."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")

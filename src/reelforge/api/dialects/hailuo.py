@@ -3,8 +3,10 @@ legacy and the unified route, over one store (an id made on one route is answere
 other), plus reelforge's cancel and model list.
 
 Its rules: 6 or 10 s, 768P or 1080P, 10 s only at 768P, the video sized by the first image's
-aspect. Types are strict: a duration of ``"6"`` or ``6.5`` is refused, not converted. Errors
-are ``{"error": {"name", "message"}}``.
+aspect. Types are strict: a duration of ``"6"``, ``6.0`` or ``6.5`` is refused, not converted.
+A field the body does not define is refused, naming it; both routes take both routes' names
+for the first frame (``first_frame_image``, ``image_url``) and the optimizer flag
+(``prompt_optimizer``, ``enhance_prompt``). Errors are ``{"error": {"name", "message"}}``.
 """
 
 from __future__ import annotations
@@ -15,17 +17,29 @@ from dataclasses import asdict
 from typing import Annotated, Any, ClassVar, Final, Literal
 from urllib.parse import unquote_plus
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response, Security
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, Field
+from pydantic_core import PydanticCustomError
 from starlette.types import Receive, Scope, Send
 
-from reelforge.api.accept import Submission, accept, image_input
-from reelforge.api.deps import CallerDep, Services, ServicesDep, services_of
-from reelforge.api.dialects.base import Dialect
+from reelforge.api.accept import Submission, image_input
+from reelforge.api.deps import CallerDep, IdempotencyKey, Services, ServicesDep, services_of
+from reelforge.api.dialects.base import Dialect, StrictBody
+from reelforge.api.headers import SECURITY_HEADERS
+from reelforge.api.openapi import BEARER, ErrorAnswer, ErrorInfo, error_responses
 from reelforge.contract import MAX_PROMPT_CHARS, Status
 from reelforge.engines.registry import ModelSpec, capabilities
-from reelforge.errors import InvalidRequest, NotFound
+from reelforge.errors import (
+    IdempotencyConflict,
+    IdempotencyMismatch,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    QueueFull,
+    RateLimited,
+    Unauthorized,
+)
 from reelforge.jobs.model import Job
 from reelforge.request import JobRequest, Resolution
 
@@ -55,6 +69,8 @@ POLL_QUERY: Final[dict[str, Any]] = {
 generation by ``generation_id``, or without it a page of the key's (reelforge's extension)."""
 
 router = APIRouter()
+_AUTHENTICATED: Final = (InvalidRequest, Unauthorized)
+"""What every route of this dialect can answer (a malformed query or body; a bad key)."""
 
 
 def check_length(duration: int, resolution: Resolution, *, field: str = "duration") -> None:
@@ -68,20 +84,46 @@ def check_length(duration: int, resolution: Resolution, *, field: str = "duratio
 # --- bodies ------------------------------------------------------------------------------
 
 
-class _Create(BaseModel):
-    model_config = ConfigDict(strict=True, extra="ignore")
-    first_field: ClassVar[str]
+def _exact_int(value: object) -> object:
+    """Let only integers reach a literal: strict pydantic matches ``Literal[6, 10]`` by value,
+    so JSON ``6.0`` would pass as 6."""
+    if isinstance(value, float):
+        raise PydanticCustomError("literal_error", "Input should be 6 or 10")
+    return value
+
+
+Duration = Annotated[Literal[6, 10], BeforeValidator(_exact_int)]
+FIRST_FRAME_NAMES: Final = ("first_frame_image", "image_url")
+OPTIMIZER_NAMES: Final = ("prompt_optimizer", "enhance_prompt")
+"""The two routes' names for one field each (legacy, unified): both routes take both."""
+
+
+class _Create(StrictBody):
+    """A create body. Both routes take both routes' names for the first frame and the
+    optimizer flag; a field given under both names must have one value."""
+
+    own_names: ClassVar[int]
+    """Index into ``FIRST_FRAME_NAMES``/``OPTIMIZER_NAMES`` of this route's own name."""
 
     model: str = Field(description="Model id, e.g. `minimax/hailuo-02`.")
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    first_frame_image: str | None = Field(
+        None, description="First frame: URL or base64 image (the legacy route's name)."
+    )
+    image_url: str | None = Field(
+        None, description="First frame: URL or base64 image (the unified route's name)."
+    )
     last_image_url: str | None = Field(None, description="Last frame: URL or base64 image.")
-    duration: Literal[6, 10] = Field(6, description="Seconds.")
+    duration: Duration = Field(6, description="Seconds.")
     resolution: Literal["768P", "1080P"] = "768P"
+    prompt_optimizer: bool = Field(True, description="Rewrite the prompt (legacy route's name).")
+    enhance_prompt: bool = Field(True, description="Rewrite the prompt (unified route's name).")
     seed: int | None = Field(None, ge=0, lt=2**32, description="reelforge extension.")
 
     def submission(self) -> Submission:
         """The body as a dialect-free submission, the contract's rules checked."""
-        first_image, optimizer = self._dialect_fields()
+        first_field, first_image = self._one_value(FIRST_FRAME_NAMES)
+        _, optimizer = self._one_value(OPTIMIZER_NAMES)
         resolution = Resolution(self.resolution)
         check_length(self.duration, resolution)
         return Submission(
@@ -94,41 +136,42 @@ class _Create(BaseModel):
                 prompt_optimizer=optimizer,
             ),
             dialect=NAME,
-            first=image_input(first_image, self.first_field),
+            first=image_input(first_image, first_field),
             last=image_input(self.last_image_url, "last_image_url"),
             fields={
                 "duration_s": "duration",
                 "size": "resolution",
-                "first_frame": self.first_field,
+                "first_frame": first_field,
                 "last_frame": "last_image_url",
             },
         )
 
-    def _dialect_fields(self) -> tuple[str | None, bool]:
-        """The first frame and the prompt-optimizer flag under this route's names."""
-        raise NotImplementedError
+    def _one_value(self, names: tuple[str, str]) -> tuple[str, Any]:
+        """The value of a field the body may name either way, and the name it came under
+        (this route's own unless only the other was sent). ``InvalidRequest`` when both
+        names were sent with different values (``null`` counts as not sent)."""
+        own, other = names[self.own_names], names[1 - self.own_names]
+        sent = [
+            n for n in (own, other) if n in self.model_fields_set and getattr(self, n) is not None
+        ]
+        if len(sent) == 2 and getattr(self, own) != getattr(self, other):
+            raise InvalidRequest(
+                own, f"given twice with different values, as {own} and as {other}; send one"
+            )
+        name = sent[0] if sent else own
+        return name, getattr(self, name)
 
 
 class LegacyCreate(_Create):
     """Body of ``POST /v2/generate/video/minimax/generation``."""
 
-    first_field = "first_frame_image"
-    first_frame_image: str | None = Field(None, description="First frame: URL or base64 image.")
-    prompt_optimizer: bool = True
-
-    def _dialect_fields(self) -> tuple[str | None, bool]:
-        return self.first_frame_image, self.prompt_optimizer
+    own_names = 0
 
 
 class UnifiedCreate(_Create):
     """Body of ``POST /v2/video/generations``."""
 
-    first_field = "image_url"
-    image_url: str | None = Field(None, description="First frame: URL or base64 image.")
-    enhance_prompt: bool = True
-
-    def _dialect_fields(self) -> tuple[str | None, bool]:
-        return self.image_url, self.enhance_prompt
+    own_names = 1
 
 
 class LegacyCreated(BaseModel):
@@ -143,11 +186,6 @@ class UnifiedCreated(BaseModel):
 
 class VideoLink(BaseModel):
     url: str
-
-
-class ErrorInfo(BaseModel):
-    name: str
-    message: str
 
 
 class Generation(BaseModel):
@@ -189,6 +227,9 @@ class Deleted(BaseModel):
 # --- routes ------------------------------------------------------------------------------
 
 
+_POLL_HEADERS: Final = ((b"content-type", b"application/json"), *SECURITY_HEADERS)
+
+
 class Poll:
     """The poll as a bare ASGI app: one indexed read under WAL, on the event loop, never
     waiting.
@@ -197,12 +238,13 @@ class Poll:
     (``HOT_ROUTES``, ``api.hot.HotRoutes``). It reads its key, query and host from the ASGI
     scope itself: FastAPI's route matching, dependency solving and validation, and
     Starlette's request objects, would more than double its cost per request
-    (``bench/service.py``). Errors it raises are rendered like every other one.
+    (``bench/service.py``). Errors it raises are rendered like every other one. It skips
+    ``api.headers.SecurityHeaders`` too, so it sends the security headers itself.
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = _poll_answer(scope["app"].state.services, scope)
-        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        headers = [*_POLL_HEADERS, (b"content-length", b"%d" % len(body))]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
@@ -282,8 +324,16 @@ def _base_url(scope: Scope, host: str | None) -> str:
     return f"{scheme}://{host}{scope.get('root_path', '')}/"
 
 
-@router.get(LEGACY, response_model=Generation | GenerationPage, openapi_extra=POLL_QUERY)
-@router.get(UNIFIED, response_model=Generation | GenerationPage, openapi_extra=POLL_QUERY)
+_POLL_ROUTE: Final[dict[str, Any]] = {
+    "response_model": Generation | GenerationPage,
+    "openapi_extra": POLL_QUERY,
+    "dependencies": [Security(BEARER)],
+    "responses": error_responses(*_AUTHENTICATED, NotFound, model=ErrorAnswer),
+}
+
+
+@router.get(LEGACY, **_POLL_ROUTE)
+@router.get(UNIFIED, **_POLL_ROUTE)
 async def poll(request: Request) -> Response:
     """Poll a generation; without ``generation_id``, list the key's, newest first (``after``,
     ``limit``; reelforge's extension). (Requests usually reach ``Poll`` first; this route
@@ -304,31 +354,44 @@ def _generation_id(value: str, *, field: str = "generation_id") -> str:
     return value
 
 
-@router.post(LEGACY, response_model=LegacyCreated)
-def create_legacy(body: LegacyCreate, caller: CallerDep, services: ServicesDep) -> LegacyCreated:
-    job = _accept(body.submission(), caller.id, services)
+_CREATE_ERRORS: Final = error_responses(
+    *_AUTHENTICATED,
+    PayloadTooLarge,
+    IdempotencyMismatch,
+    IdempotencyConflict,
+    RateLimited,
+    QueueFull,
+    model=ErrorAnswer,
+)
+
+
+@router.post(LEGACY, response_model=LegacyCreated, responses=_CREATE_ERRORS)
+def create_legacy(
+    body: LegacyCreate,
+    caller: CallerDep,
+    services: ServicesDep,
+    idempotency_key: IdempotencyKey = None,
+) -> LegacyCreated:
+    job = services.admit(body.submission(), caller, idempotency_key)
     return LegacyCreated(generation_id=job.id, status=job.status)
 
 
-@router.post(UNIFIED, response_model=UnifiedCreated)
-def create_unified(body: UnifiedCreate, caller: CallerDep, services: ServicesDep) -> UnifiedCreated:
-    job = _accept(body.submission(), caller.id, services)
+@router.post(UNIFIED, response_model=UnifiedCreated, responses=_CREATE_ERRORS)
+def create_unified(
+    body: UnifiedCreate,
+    caller: CallerDep,
+    services: ServicesDep,
+    idempotency_key: IdempotencyKey = None,
+) -> UnifiedCreated:
+    job = services.admit(body.submission(), caller, idempotency_key)
     return UnifiedCreated(id=job.id, status=job.status)
 
 
-def _accept(submission: Submission, owner: str, services: Services) -> Job:
-    return accept(
-        submission,
-        owner=owner,
-        models=services.models,
-        max_attempts=services.settings.max_attempts,
-        queue=services.store,
-        storage=services.storage,
-    )
+_CANCEL_ERRORS: Final = error_responses(*_AUTHENTICATED, NotFound, model=ErrorAnswer)
 
 
-@router.delete(LEGACY, response_model=Generation | Deleted)
-@router.delete(UNIFIED, response_model=Generation | Deleted)
+@router.delete(LEGACY, response_model=Generation | Deleted, responses=_CANCEL_ERRORS)
+@router.delete(UNIFIED, response_model=Generation | Deleted, responses=_CANCEL_ERRORS)
 def cancel(
     generation_id: GenerationId,
     caller: CallerDep,
@@ -351,7 +414,7 @@ def cancel(
     return view(job, services, base_url=str(request.base_url))
 
 
-@router.get("/v2/models")
+@router.get("/v2/models", responses=error_responses(Unauthorized, model=ErrorAnswer))
 async def list_models(_: CallerDep, services: ServicesDep) -> dict[str, Any]:
     """The served models and what each can be asked (reelforge's extension)."""
     return {

@@ -26,11 +26,11 @@ from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from reelforge.api.accept import MAX_URL_CHARS, Submission, accept, image_input
-from reelforge.api.deps import CallerDep, ServicesDep
-from reelforge.api.dialects.base import Dialect
+from reelforge.api.accept import MAX_URL_CHARS, Submission, image_input
+from reelforge.api.deps import CallerDep, IdempotencyKey, ServicesDep
+from reelforge.api.dialects.base import Dialect, StrictBody
 from reelforge.contract import DEFAULT_MODEL, MAX_PROMPT_CHARS, Status
 from reelforge.errors import InvalidRequest
 from reelforge.jobs.model import Job, Phase
@@ -56,8 +56,10 @@ CODES: Final[Mapping[int, int]] = {
     400: INVALID_PARAMETERS,
     401: AUTHENTICATION_FAILED,
     404: INVALID_PARAMETERS,
+    409: RATE_LIMITED,  # IdempotencyConflict: try again shortly, as after a rate limit
     413: INVALID_PARAMETERS,
     429: RATE_LIMITED,
+    503: RATE_LIMITED,  # QueueFull
 }
 """reelforge's HTTP status of an error → MiniMax's ``base_resp.status_code`` (else 1000)."""
 BASE_OK: Final = {"status_code": OK, "status_msg": "success"}
@@ -68,10 +70,8 @@ router = APIRouter()
 # --- create ------------------------------------------------------------------------------
 
 
-class Create(BaseModel):
+class Create(StrictBody):
     """Body of ``POST /v1/video_generation``: MiniMax's fields, and ``seed`` (reelforge's)."""
-
-    model_config = ConfigDict(strict=True, extra="forbid")
 
     model: str = Field(description="`MiniMax-Hailuo-02`, or a served model id.")
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
@@ -149,17 +149,18 @@ class Created(BaseModel):
     base_resp: dict[str, Any]
 
 
-@router.post(CREATE, response_model=Created)
-def create(body: Create, caller: CallerDep, services: ServicesDep) -> Created:
+class Refused(BaseModel):
+    """Any refusal of this dialect, at HTTP 200 (``render_error``)."""
+
+    base_resp: dict[str, Any]
+
+
+@router.post(CREATE, response_model=Created | Refused)
+def create(
+    body: Create, caller: CallerDep, services: ServicesDep, idempotency_key: IdempotencyKey = None
+) -> Created:
     """Queue a generation; its ``task_id`` is also its id on every other dialect."""
-    job = accept(
-        body.submission(),
-        owner=caller.id,
-        models=services.models,
-        max_attempts=services.settings.max_attempts,
-        queue=services.store,
-        storage=services.storage,
-    )
+    job = services.admit(body.submission(), caller, idempotency_key)
     return Created(task_id=job.id, base_resp=BASE_OK)
 
 

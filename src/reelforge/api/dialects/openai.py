@@ -24,14 +24,14 @@ from dataclasses import asdict
 from typing import Annotated, Any, Final, Literal
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from reelforge.api.accept import accept
-from reelforge.api.deps import CallerDep, Services, ServicesDep
+from reelforge.api.deps import CallerDep, IdempotencyKey, Services, ServicesDep
 from reelforge.api.dialects import openai_create as create_body
 from reelforge.api.dialects.base import Dialect
+from reelforge.api.files import VideoFile
 from reelforge.contract import Status
 from reelforge.engines.registry import capabilities
 from reelforge.errors import NotFound, Unprocessable
@@ -119,22 +119,19 @@ def _responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 @router.post(
     VIDEOS,
     response_model=Video,
-    responses=_responses(400, 413),
+    responses=_responses(400, 409, 413, 422, 429, 503),
     openapi_extra=create_body.OPENAPI_BODY,
 )
-async def create(request: Request, caller: CallerDep, services: ServicesDep) -> Response:
+async def create(
+    request: Request,
+    caller: CallerDep,
+    services: ServicesDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
     """Create a video (multipart/form-data or JSON)."""
     fields, form = await create_body.read_fields(request, services.settings.max_body_bytes)
     submission = create_body.submission(fields, form, services.models)
-    job = await run_in_threadpool(
-        accept,
-        submission,
-        owner=caller.id,
-        models=services.models,
-        max_attempts=services.settings.max_attempts,
-        queue=services.store,
-        storage=services.storage,
-    )
+    job = await run_in_threadpool(services.admit, submission, caller, idempotency_key)
     return _video_response(job, services)
 
 
@@ -204,7 +201,7 @@ def content(
     if isinstance(storage, LocalStorage):
         path = storage.file(key)
         if variant == "video":
-            return FileResponse(path, media_type="video/mp4", filename=path.name)
+            return VideoFile(path, media_type="video/mp4", filename=path.name)
         return Response(_picture(key, variant, str(path)), media_type="image/jpeg")
     url = storage.video_url(key, base_url=str(request.base_url))
     if variant == "video":

@@ -7,10 +7,8 @@ ALTER TABLE api_keys ADD COLUMN priority TEXT NOT NULL DEFAULT 'normal'
 -- The fair claim walks the keys with queued jobs (a loose scan: one probe per key) and takes
 -- each key's oldest queued job from here.
 CREATE INDEX jobs_queued_owner ON jobs (owner, created_at, id) WHERE status = 'queued';
--- A key's running jobs, counted by the claim.
-CREATE INDEX jobs_running_owner ON jobs (owner) WHERE status = 'generating';
--- When a key's newest job started: the claim serves the key served longest ago first.
-CREATE INDEX jobs_owner_started ON jobs (owner, started_at) WHERE started_at IS NOT NULL;
+-- (A key's running jobs and when its newest job started, which the claim also reads, are
+-- migration 0009's jobs_owner_status and jobs_owner_started.)
 
 -- An exponentially weighted mean of each model's completed jobs' generation seconds
 -- (started_at to finished_at), updated as each job completes.
