@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from reelforge.jobs.model import PACE_WEIGHT, Completed, Priority, Store
+from reelforge.jobs.model import PACE_WEIGHT, Completed, KeyLimits, Priority, Store
 from tests.jobs.contract import T0, FakeClock, claim, create
 
 DONE = Completed(video_key="v.mp4", credits_used=0.0, meta={})
@@ -157,3 +157,22 @@ def test_the_outlook_counts_the_models_workers_and_running_jobs(
     assert store.outlook("wan", within=60).workers == 2
     claim(store, worker_id="w1")  # a busy worker does not report, but counts
     assert store.outlook("preview", within=10).workers == 2
+
+
+def test_a_high_priority_key_at_its_running_limit_yields_its_turn(
+    store: Store, clock: FakeClock
+) -> None:
+    vip = store.add_key(
+        name="vip",
+        key_hash="h",
+        prefix="rf_vip00",
+        limits=KeyLimits(max_running=1),
+        priority=Priority.HIGH,
+    )
+    for _ in range(2):
+        create(store, owner=vip.id)
+    clock.advance(1)
+    other = create(store, owner="key-b")
+    assert claim(store).job.owner == vip.id
+    assert claim(store).job.id == other.id  # vip is at its limit: the next key's turn
+    assert store.claim(worker_id="w", lease_seconds=30) is None
