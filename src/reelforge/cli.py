@@ -21,7 +21,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from reelforge import __version__, client_cli
 from reelforge.contract import DEFAULT_MODEL
 from reelforge.errors import InvalidRequest
-from reelforge.jobs.model import KeyLimits
+from reelforge.jobs.model import KeyLimits, Priority
 from reelforge.request import JobRequest, Resolution
 from reelforge.settings import Settings
 
@@ -389,6 +389,13 @@ keys = typer.Typer(
 app.add_typer(keys, name="keys")
 
 
+PriorityOption = Annotated[
+    Priority | None,
+    typer.Option(
+        help="The key's turn in the queue: every queued job of a higher priority's keys "
+        "starts before a lower one's; keys of one priority take turns."
+    ),
+]
 Rpm = Annotated[int | None, typer.Option(min=1, help="Creates per minute.")]
 MaxQueued = Annotated[int | None, typer.Option(min=1, help="Jobs queued at once.")]
 MaxRunning = Annotated[int | None, typer.Option(min=1, help="Jobs running at once.")]
@@ -401,6 +408,7 @@ DailyVideoSeconds = Annotated[
 @keys.command("create")
 def keys_create(
     name: Annotated[str, typer.Option(help="A label for the key.")] = "cli",
+    priority: PriorityOption = None,
     rpm: Rpm = None,
     max_queued: MaxQueued = None,
     max_running: MaxRunning = None,
@@ -418,7 +426,9 @@ def keys_create(
     url = _webhook_url(webhook)
     with closing(open_store(_settings())) as store:
         key = new_key()
-        record = register(store, key, name=name, limits=limits)
+        record = register(
+            store, key, name=name, limits=limits, priority=priority or Priority.NORMAL
+        )
         store.set_key_webhook(record.id, url=url, secret=new_secret())
         hook = store.key_webhook(record.id, new_secret=new_secret())
     err.print(f"key {record.id} ({name}); it is shown only now:")
@@ -509,9 +519,11 @@ def keys_update(
     no_webhook: Annotated[
         bool, typer.Option("--no-webhook", help="Remove the key's default webhook endpoint.")
     ] = False,
+    priority: PriorityOption = None,
 ) -> None:
-    """Set a key's own limits (those given; the others stay as they are) and its default
-    webhook endpoint (--webhook URL or --no-webhook). API processes see the change within 2 s."""
+    """Set a key's own limits and priority (those given; the others stay as they are) and its
+    default webhook endpoint (--webhook URL or --no-webhook). API processes see a limit's
+    change within 2 s; the claim sees a priority's at once."""
     from reelforge.runtime import open_store
 
     if webhook is not None and no_webhook:
@@ -520,14 +532,17 @@ def keys_update(
     limits = KeyLimits(rpm, max_queued, max_running, daily_video_seconds)
     url = _webhook_url(webhook)
     with closing(open_store(_settings())) as store:
-        record = _keyed(lambda: store.set_key_limits(key_id, limits))
+        found = priority is None or _keyed(lambda: store.set_key_priority(key_id, priority))
+        record = _keyed(lambda: store.set_key_limits(key_id, limits)) if found else None
         if record is not None and (webhook is not None or no_webhook):
             _keyed(lambda: store.set_key_webhook(key_id, url=url))
     if record is None:
         err.print(f"[red]error:[/red] no active key {key_id!r}")
         raise typer.Exit(2)
     hook = "" if webhook is None and not no_webhook else f"; webhook {url or 'none'}"
-    out.print(f"updated {record.id}: {_limits_text(record.limits)}{hook}")
+    out.print(
+        f"updated {record.id}: {_limits_text(record.limits)}, priority {record.priority}{hook}"
+    )
 
 
 def _limits_text(limits: KeyLimits) -> str:
@@ -543,14 +558,16 @@ def keys_list() -> None:
 
     from reelforge.runtime import open_store
 
-    table = Table("id", "prefix", "name", "created", "revoked", "limits")
+    table = Table("id", "prefix", "name", "created", "revoked", "limits", "priority")
     with closing(open_store(_settings())) as store:
         records = store.list_keys()
     for record in records:
         revoked = time.ctime(record.revoked_at) if record.revoked_at else ""
         created = time.ctime(record.created_at)
         limits = _limits_text(record.limits)
-        table.add_row(record.id, record.prefix, record.name, created, revoked, limits)
+        table.add_row(
+            record.id, record.prefix, record.name, created, revoked, limits, record.priority
+        )
     out.print(table)
 
 

@@ -11,10 +11,11 @@ from fastapi.security import HTTPAuthorizationCredentials
 from reelforge.api.accept import Submission, accept
 from reelforge.api.admission import Gate
 from reelforge.api.auth import KeyCache, authenticate
+from reelforge.api.forecast import Forecasts
 from reelforge.api.openapi import BEARER
 from reelforge.engines.registry import ModelSpec
 from reelforge.events.challenge import Challenges
-from reelforge.jobs.model import ApiKey, Job, Store
+from reelforge.jobs.model import REPORT_SECONDS, ApiKey, Job, Store
 from reelforge.retention import discard_files
 from reelforge.settings import Settings
 from reelforge.storage.base import Storage
@@ -33,11 +34,15 @@ class Services:
     """Keys found lately (a revoked key keeps working here for up to 2 s)."""
     challenges: Challenges = field(init=False)
     """MiniMax's callback checks, bounded per key."""
+    forecasts: Forecasts = field(init=False)
+    """Queue positions and ETAs, from each model's outlook read at most once a second."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "keys", KeyCache(self.store))
         challenges = Challenges(allow_private=self.settings.webhook_allow_private)
         object.__setattr__(self, "challenges", challenges)
+        ready_within = 3 * REPORT_SECONDS + self.settings.poll_seconds
+        object.__setattr__(self, "forecasts", Forecasts(self.store, ready_within=ready_within))
 
     def caller(self, authorization: str | None) -> ApiKey:
         """The key behind an ``Authorization`` header: the one check every route makes."""

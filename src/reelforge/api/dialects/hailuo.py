@@ -12,6 +12,7 @@ for the first frame (``first_frame_image``, ``image_url``) and the optimizer fla
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict
 from typing import Annotated, Any, ClassVar, Final, Literal
 from urllib.parse import unquote_plus
@@ -204,6 +205,12 @@ class Generation(BaseModel):
     model: str
     created_at: float
     finished_at: float | None
+    queue_position: int | None = Field(
+        description="1 = the next of its model's queued jobs to start; null unless queued."
+    )
+    eta_seconds: int | None = Field(
+        description="Expected seconds until the video is done; null when finished or unknown."
+    )
 
 
 class GenerationPage(BaseModel):
@@ -437,18 +444,24 @@ def _listed(model_id: str, spec: ModelSpec) -> dict[str, Any]:
 
 def view(job: Job, services: Services, *, base_url: str) -> dict[str, Any]:
     """The wire form of ``job`` (a ``Generation``): video only when completed, error only
-    when in error. Plain data, serialised as it is on every poll."""
-    return _generation(job, services.storage, base_url)
+    when in error, a queue position only when queued, an ETA only when unfinished (and
+    estimated: ``api.forecast``). Plain data, serialised as it is on every poll."""
+    answer = _generation(job, services.storage, base_url)
+    forecast = services.forecasts.of(job)
+    answer["queue_position"] = forecast.queue_position
+    answer["eta_seconds"] = forecast.eta_seconds(time.time())
+    return answer
 
 
 def webhook_payload(
     job: Job, kind: EventKind, storage: Storage, base_url: str
 ) -> WebhookPayload | None:
-    """The poll's answer, on each status change."""
+    """The poll's answer (without the forecast), on each status change."""
     return WebhookPayload(event=job.status.value, body=_generation(job, storage, base_url))
 
 
 def _generation(job: Job, storage: Storage, base_url: str) -> dict[str, Any]:
+    """The poll's answer about ``job`` as it is now, plain data."""
     video = None
     if job.status is Status.COMPLETED and job.video_key and job.purged_at is None:
         video = {"url": storage.video_url(job.video_key, base_url=base_url)}

@@ -19,6 +19,7 @@ route that does not exist (404) or a method a route does not take (405) keeps it
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Annotated, Any, Final
 
@@ -174,11 +175,18 @@ def _video(job: Job) -> Mapping[str, Any]:
 @router.get(QUERY)
 async def query(task_id: TaskId, caller: CallerDep, services: ServicesDep) -> dict[str, Any]:
     """A task's state; ``file_id`` (equal to the task id) and the video's size in pixels once
-    it is ``Success``; reelforge's ``error`` (name, message) once it is ``Fail``."""
+    it is ``Success``; reelforge's ``error`` (name, message) once it is ``Fail``; reelforge's
+    ``queue_position`` and ``eta_seconds`` while it is unfinished (null: not queued, or no
+    estimate yet)."""
     job = services.store.get(task_id, owner=caller.id)
     if job is None:
         raise InvalidRequest("task_id", f"no task {task_id!r}")
-    return query_answer(job)
+    answer = query_answer(job)
+    if not job.status.is_terminal:
+        forecast = services.forecasts.of(job)
+        answer["queue_position"] = forecast.queue_position
+        answer["eta_seconds"] = forecast.eta_seconds(time.time())
+    return answer
 
 
 def query_answer(job: Job) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from typing import Annotated, Any, Final, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from reelforge.api.deps import CallerDep, IdempotencyKey, Services, ServicesDep
@@ -78,6 +78,12 @@ class Video(BaseModel):
     seconds: str
     size: str
     status: Literal["queued", "in_progress", "completed", "failed"]
+    queue_position: int | None = Field(
+        description="reelforge extension: 1 = the next of its model's queued jobs to start."
+    )
+    eta_seconds: int | None = Field(
+        description="reelforge extension: expected seconds until the video is done."
+    )
 
 
 class VideoList(BaseModel):
@@ -241,6 +247,7 @@ def video(job: Job, services: Services) -> dict[str, Any]:
     delete the finished video (null without retention)."""
     done = job.status is Status.COMPLETED and job.finished_at is not None
     days = services.settings.retention_days
+    forecast = services.forecasts.of(job)
     error = None
     if job.status is Status.ERROR:
         error = {"code": _snake(job.error_name or "Error"), "message": job.error_message or ""}
@@ -260,6 +267,8 @@ def video(job: Job, services: Services) -> dict[str, Any]:
         "seconds": str(job.request.duration_s),
         "size": _shown_size(job),
         "status": STATUSES[job.status],
+        "queue_position": forecast.queue_position,
+        "eta_seconds": forecast.eta_seconds(time.time()),
     }
 
 
@@ -277,14 +286,14 @@ def _shown_size(job: Job) -> str:
     return size.value
 
 
-def poll_after_ms(job: Job, now: float) -> int | None:
+def poll_after_ms(job: Job, now: float, eta_seconds: int | None = None) -> int | None:
     """How long a client should wait before asking again, in ms: the job's expected remaining
-    time (from its progress so far) within 250..10000, 1000 without an estimate; None for a
-    job that is done."""
+    time within 250..10000 (from its progress so far while it runs, else from the forecast's
+    ``eta_seconds``), 1000 without an estimate; None for a job that is done."""
     if job.status.is_terminal:
         return None
     least, fallback, most = POLL_AFTER_MS
-    estimate = float(fallback)
+    estimate = float(fallback) if eta_seconds is None else eta_seconds * 1000.0
     if job.status is Status.GENERATING and job.started_at is not None and 0 < job.progress < 100:
         elapsed = max(0.0, now - job.started_at)
         estimate = elapsed * (100 - job.progress) / job.progress * 1000
@@ -292,7 +301,8 @@ def poll_after_ms(job: Job, now: float) -> int | None:
 
 
 def _video_response(job: Job, services: Services) -> JSONResponse:
-    after = poll_after_ms(job, time.time())
+    now = time.time()
+    after = poll_after_ms(job, now, services.forecasts.of(job).eta_seconds(now))
     headers = {} if after is None else {"openai-poll-after-ms": str(after)}
     return JSONResponse(video(job, services), headers=headers)
 
