@@ -483,6 +483,8 @@ def _generation(job: Job, storage: Storage, base_url: str) -> dict[str, Any]:
         "model": job.model,
         "created_at": job.created_at,
         "finished_at": job.finished_at,
+        "queue_position": None,  # the poll fills both in (``view``); a webhook leaves them
+        "eta_seconds": None,
     }
 
 
