@@ -9,6 +9,8 @@ from fastapi import Depends, Header, Request
 
 from reelforge.api.auth import KeyCache, authenticate
 from reelforge.engines.registry import ModelSpec
+from reelforge.events.hub import Hub
+from reelforge.events.stream import Streams
 from reelforge.jobs.model import ApiKey, Job, Store
 from reelforge.retention import discard_files
 from reelforge.settings import Settings
@@ -26,9 +28,19 @@ class Services:
     """Served model id → its registry entry."""
     keys: KeyCache = field(init=False)
     """Keys found lately (a revoked key keeps working here for up to 2 s)."""
+    streams: Streams = field(init=False)
+    """The process's live streams (``events/stream.py``); nothing runs until one opens."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "keys", KeyCache(self.store))
+        settings = self.settings
+        hub = Hub(
+            self.store,
+            poll_seconds=settings.stream_poll_seconds,
+            max_streams=settings.max_streams,
+        )
+        streams = Streams(self.store, hub, heartbeat_seconds=settings.stream_heartbeat_seconds)
+        object.__setattr__(self, "streams", streams)
 
     def caller(self, authorization: str | None) -> ApiKey:
         """The key behind an ``Authorization`` header: the one check every route makes."""
