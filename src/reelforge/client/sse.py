@@ -4,6 +4,9 @@ needs: ``id``, ``event``, ``data``, comments); no I/O."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Final
+
+MEDIA_TYPE: Final = "text/event-stream"
 
 
 @dataclass(frozen=True)
