@@ -1,0 +1,80 @@
+"""Any API process streams any job: two real ``reelforge serve --workers 0`` processes on one
+store (one SQLite file; one PostgreSQL schema) and a real worker process; the job is created
+on B and streamed live on A, the worker started only once A's stream is open."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.events.sse import read_stream
+from tests.postgres import throwaway_schema
+from tests.scale.cluster import FAST_JOBS, REAL_WORKER, Cluster
+from tests.service import LEGACY, TEST_KEY
+
+BODY = {"model": "minimax/hailuo-02", "prompt": "A lighthouse at dusk [Push in]"}
+
+
+@contextmanager
+def two_apis(directory: Path, database_url: str | None) -> Iterator[Cluster]:
+    """Two API processes on one store, no worker yet (``start_worker(0)`` adds one)."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("REELFORGE_")}
+    env.update(
+        FAST_JOBS,
+        REELFORGE_DATA_DIR=str(directory / "data"),
+        REELFORGE_API_KEY=TEST_KEY,
+        REELFORGE_URL_SECRET="s" * 32,
+        REELFORGE_STREAM_POLL_SECONDS="0.05",
+    )
+    if database_url is not None:
+        env["REELFORGE_DATABASE_URL"] = database_url
+    cluster = Cluster(directory, env, REAL_WORKER, env)
+    try:
+        cluster.start_api()
+        cluster.start_api()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
+    if request.param == "sqlite":
+        with two_apis(tmp_path, None) as running:
+            yield running
+        return
+    with throwaway_schema() as url, two_apis(tmp_path, url) as running:
+        yield running
+
+
+def test_a_job_created_on_one_api_process_streams_live_on_another(cluster: Cluster) -> None:
+    headers = {"Authorization": f"Bearer {TEST_KEY}"}
+    a, b = (httpx.Client(base_url=url, headers=headers, timeout=30) for url in cluster.api_urls)
+    with a, b:
+        generation_id = b.post(LEGACY, json=BODY).json()["generation_id"]
+        path, params = LEGACY + "/events", {"generation_id": generation_id}
+        with a.stream("GET", path, params=params) as first:
+            lines = first.iter_lines()
+            assert next(lines).startswith("id: ")  # the queued event, before any worker runs
+            cluster.start_worker(0)
+            rest = list(lines)
+        resumed = read_stream(a, path, params=params)
+        whole = read_stream(b, path, params=params)
+        final = b.get(LEGACY, params=params).json()
+    assert resumed.ended
+    assert whole.ended
+    assert "event: generation" in rest
+    answers = whole.answers
+    assert answers[0]["status"] == "queued"
+    assert answers[-1] == final
+    assert final["status"] == "completed"
+    assert [answer["progress"] for answer in answers] == sorted(a["progress"] for a in answers)
+    assert whole.ids == sorted(set(whole.ids))
+    streamed = [line.removeprefix("id: ") for line in rest if line.startswith("id: ")]
+    assert [int(i) for i in streamed] == whole.ids[1:]  # live on A: every later event, once
+    assert resumed.ids == whole.ids  # a fresh stream on A replays the same log
