@@ -127,6 +127,7 @@ def serve(
     """Serve the API (and --workers worker processes) on one data directory."""
     import uvicorn
 
+    from reelforge.events.stream import SHUTDOWN_GRACE_S
     from reelforge.runtime import ensure_key, open_store, start_workers, stop_workers
 
     settings = _settings()
@@ -157,6 +158,7 @@ def serve(
             port=settings.port,
             log_level="info",
             access_log=access_log,
+            timeout_graceful_shutdown=SHUTDOWN_GRACE_S,  # live streams would hold a stop
         )
     finally:
         stop_workers(processes, timeout=settings.drain_seconds + 5)

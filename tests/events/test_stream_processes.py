@@ -4,7 +4,9 @@ on B and streamed live on A, the worker started only once A's stream is open."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from reelforge.events.stream import SHUTDOWN_GRACE_S
 from tests.events.sse import read_stream
 from tests.postgres import throwaway_schema
 from tests.scale.cluster import FAST_JOBS, REAL_WORKER, Cluster
@@ -78,3 +81,23 @@ def test_a_job_created_on_one_api_process_streams_live_on_another(cluster: Clust
     streamed = [line.removeprefix("id: ") for line in rest if line.startswith("id: ")]
     assert [int(i) for i in streamed] == whole.ids[1:]  # live on A: every later event, once
     assert resumed.ids == whole.ids  # a fresh stream on A replays the same log
+
+
+def test_sigterm_ends_a_process_with_an_open_stream(tmp_path: Path) -> None:
+    """Open streams do not hold up a stop: the server ends them after its grace period and
+    exits (the client resumes on another process with ``Last-Event-ID``)."""
+    headers = {"Authorization": f"Bearer {TEST_KEY}"}
+    with two_apis(tmp_path, None) as running:
+        limit = SHUTDOWN_GRACE_S + 5
+        with httpx.Client(base_url=running.api_urls[0], headers=headers, timeout=limit) as a:
+            generation_id = a.post(LEGACY, json=BODY).json()["generation_id"]
+            params = {"generation_id": generation_id}
+            with a.stream("GET", LEGACY + "/events", params=params) as stream:
+                lines = stream.iter_lines()
+                assert next(lines).startswith("id: ")
+                started = time.monotonic()
+                running.apis[0].terminate()
+                with contextlib.suppress(httpx.TransportError):
+                    list(lines)  # the server ends the stream
+                running.apis[0].wait(limit)
+            assert time.monotonic() - started < limit

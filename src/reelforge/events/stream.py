@@ -33,6 +33,9 @@ from reelforge.jobs.model import EventKind, Job, JobEvent, JobQueue
 
 MEDIA_TYPE: Final = "text/event-stream"
 EVENT: Final = "generation"
+SHUTDOWN_GRACE_S: Final = 3
+"""On a stop, how long ``reelforge serve`` lets open streams (and any other request) run
+before it ends them, seconds: a stream may last as long as its generation."""
 PAGE: Final = 100
 """Events read per look at one job."""
 HEARTBEAT: Final = b": heartbeat\n\n"
