@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -22,7 +23,6 @@ import time
 from pathlib import Path
 
 import httpx
-
 from bench.harness import ROUTE, free_port, stop
 
 KEY = "rf_bench-key-for-the-stream-bench-0123"
@@ -32,10 +32,8 @@ def cpu_seconds(pid: int) -> float:
     """CPU time of all of ``pid``'s threads, to the nanosecond (``schedstat``)."""
     total = 0
     for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
+        with contextlib.suppress(FileNotFoundError):  # a thread that ended meanwhile
             total += int((task / "schedstat").read_text().split()[0])
-        except FileNotFoundError:
-            pass  # a thread that ended meanwhile
     return total / 1e9
 
 
