@@ -8,17 +8,20 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import anyio
 import pytest
 from starlette.types import ASGIApp, Receive, Scope, Send
+from typer.testing import CliRunner
 
+from reelforge.cli import app
 from reelforge.client import AsyncClient, Client, Generation, GenerationFailed
 from reelforge.jobs.model import Phase
 from tests.client.inputs import QUICK
 from tests.client.loopback import LEGACY, Answer, ScriptedServer, generation, in_turn, serving
-from tests.service import TEST_KEY, Api, running_api, service_settings
+from tests.service import TEST_KEY, Api, running_api, running_workers, service_settings
 
 EVENTS = LEGACY + "/events"
 BODY = {"model": "minimax/hailuo-02", "prompt": "A lighthouse at dusk"}
@@ -37,17 +40,22 @@ class Counting:
         await self.app(scope, receive, send)
 
 
-@pytest.fixture
-def counted(tmp_path: Path) -> Iterator[tuple[Api, Counting]]:
+@contextmanager
+def counting_api(tmp_path: Path, **settings: object) -> Iterator[tuple[Api, Counting]]:
     found: list[Counting] = []
 
-    def wrap(app: ASGIApp) -> ASGIApp:
-        found.append(Counting(app))
+    def wrap(inner: ASGIApp) -> ASGIApp:
+        found.append(Counting(inner))
         return found[0]
 
-    settings = service_settings(tmp_path, stream_poll_seconds=0.05)
-    with running_api(settings, wrap=wrap) as api:
+    with running_api(service_settings(tmp_path, **settings), wrap=wrap) as api:
         yield api, found[0]
+
+
+@pytest.fixture
+def counted(tmp_path: Path) -> Iterator[tuple[Api, Counting]]:
+    with counting_api(tmp_path, stream_poll_seconds=0.05) as running:
+        yield running
 
 
 @pytest.fixture
@@ -157,3 +165,17 @@ def test_a_dropped_stream_is_resumed_with_last_event_id(loopback: ScriptedServer
     assert [s.headers.get("last-event-id") for s in streams] == [None, "2"]
     assert {s.headers["accept"] for s in streams} == {"text/event-stream"}
     assert loopback.requests("GET", LEGACY) == []
+
+
+def test_the_clis_progress_bar_follows_the_stream(tmp_path: Path) -> None:
+    output = tmp_path / "out.mp4"
+    with (
+        counting_api(tmp_path / "service", preview_scale=0.1) as (api, counting),
+        running_workers(api.settings),
+    ):
+        flags = ["--base-url", f"{api.base_url}/v2", "--api-key", TEST_KEY]
+        done = CliRunner().invoke(app, ["generate", "A lighthouse", "-o", str(output), *flags])
+    assert done.exit_code == 0, done.output
+    assert output.stat().st_size > 0
+    asked = [request for request in counting.seen if request[1].startswith("/v2/generate")]
+    assert asked == [("POST", LEGACY), ("GET", EVENTS)]
