@@ -1,6 +1,7 @@
 """Any API process streams any job: two real ``reelforge serve --workers 0`` processes on one
 store (one SQLite file; one PostgreSQL schema) and a real worker process; the job is created
-on B and streamed live on A, the worker started only once A's stream is open."""
+on B and streamed live on A, the worker started only once A's stream is open. On PostgreSQL
+the processes' poll of the log is set to a minute: only ``NOTIFY`` can wake A in time."""
 
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ from tests.postgres import throwaway_schema
 from tests.scale.cluster import FAST_JOBS, REAL_WORKER, Cluster
 from tests.service import LEGACY, TEST_KEY
 
+LIVE_S = 12.0
+"""From the worker's start to the stream's end: under the 15 s heartbeat that would also
+re-read the log."""
 BODY = {"model": "minimax/hailuo-02", "prompt": "A lighthouse at dusk [Push in]"}
 
 
@@ -34,8 +38,9 @@ def two_apis(directory: Path, database_url: str | None) -> Iterator[Cluster]:
         REELFORGE_URL_SECRET="s" * 32,
         REELFORGE_STREAM_POLL_SECONDS="0.05",
     )
-    if database_url is not None:
+    if database_url is not None:  # NOTIFY alone must wake the streams in time
         env["REELFORGE_DATABASE_URL"] = database_url
+        env["REELFORGE_STREAM_POLL_SECONDS"] = "60"
     cluster = Cluster(directory, env, REAL_WORKER, env)
     try:
         cluster.start_api()
@@ -64,11 +69,14 @@ def test_a_job_created_on_one_api_process_streams_live_on_another(cluster: Clust
         with a.stream("GET", path, params=params) as first:
             lines = first.iter_lines()
             assert next(lines).startswith("id: ")  # the queued event, before any worker runs
+            started = time.monotonic()
             cluster.start_worker(0)
             rest = list(lines)
+            took = time.monotonic() - started
         resumed = read_stream(a, path, params=params)
         whole = read_stream(b, path, params=params)
         final = b.get(LEGACY, params=params).json()
+    assert took < LIVE_S  # woken by the log (or NOTIFY), not by a heartbeat's re-read
     assert resumed.ended
     assert whole.ended
     assert "event: generation" in rest
