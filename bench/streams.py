@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 
 import httpx
-from bench.harness import ROUTE, free_port, stop
+
+from harness import ROUTE, free_port, stop
 
 KEY = "rf_bench-key-for-the-stream-bench-0123"
 
