@@ -179,3 +179,13 @@ def test_the_clis_progress_bar_follows_the_stream(tmp_path: Path) -> None:
     assert output.stat().st_size > 0
     asked = [request for request in counting.seen if request[1].startswith("/v2/generate")]
     assert asked == [("POST", LEGACY), ("GET", EVENTS)]
+
+
+def test_a_stream_of_something_else_is_left_for_polling(loopback: ScriptedServer) -> None:
+    garbage = b"id: 1\nevent: generation\ndata: <html>\n\n"
+    events = Answer(200, garbage, {"Content-Type": "text/event-stream"})
+    loopback.route("GET", EVENTS, in_turn(events))
+    loopback.route("GET", LEGACY, in_turn(generation("completed")))
+    with Client(f"{loopback.base_url}/v2", "k", policy=QUICK) as client:
+        assert client.wait("g1", timeout=10).status == "completed"
+    assert len(loopback.requests("GET", LEGACY)) == 1

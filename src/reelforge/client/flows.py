@@ -234,7 +234,8 @@ def follow(
     """The generation once the live stream shows it ended, calling ``on_progress`` on each
     event; None where the server offers no stream (the caller polls instead). A dropped or
     silent stream is opened again with ``Last-Event-ID`` (nothing is shown twice), after a
-    backoff; after ``policy.retries`` drops in a row without an event, None."""
+    backoff; after ``policy.retries`` drops in a row without an event, or an event that is not
+    a generation, None."""
     parser, drops, seen = sse.Parser(), 0, "no event"
     params = {"generation_id": generation_id}
     while True:
@@ -249,7 +250,10 @@ def follow(
             event = parser.feed(line.text)
             if event is None or event.event != "generation":
                 continue
-            generation, drops = Generation.from_wire(json.loads(event.data)), 0
+            try:
+                generation, drops = Generation.from_wire(json.loads(event.data)), 0
+            except (ValueError, AttributeError):
+                return None  # not reelforge's stream: poll instead
             seen = f"still {generation.status}"
             if on_progress is not None:
                 on_progress(generation)
