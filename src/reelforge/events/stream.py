@@ -98,9 +98,12 @@ class Streams:
             shown: tuple[object, ...] | None = None
             while True:
                 woken.clear()
+                # The job before the events, then (if any) after them: an end seen before is
+                # in the events; a job read after them is at least as new as each of them.
+                before = await to_thread.run_sync(self._job, job_id, owner)
                 events = await to_thread.run_sync(self._read, job_id, after)
-                job = await to_thread.run_sync(self._job, job_id, owner)
-                if job is None:
+                job = await to_thread.run_sync(self._job, job_id, owner) if events else before
+                if before is None or job is None:
                     return  # deleted
                 for event in events:
                     after = event.id
@@ -113,7 +116,7 @@ class Streams:
                         return
                 if len(events) == PAGE:
                     continue
-                if job.status.is_terminal:
+                if before.status.is_terminal:
                     return  # resumed after its end: nothing more will come
                 with anyio.move_on_after(self.heartbeat_seconds) as silence:
                     await woken.wait()
