@@ -46,7 +46,7 @@ def frames(store: SQLiteJobStore, job_id: str) -> list[dict[str, Any]]:
     async def collect() -> list[dict[str, Any]]:
         found = []
         with anyio.fail_after(10):
-            async for chunk in streams._frames(job.id, job.owner, 0, render):
+            async for chunk in streams.frames(job.id, job.owner, 0, render):
                 if chunk.startswith(b"id:"):
                     found.append(json.loads(chunk.split(b"data: ", 1)[1]))
         return found

@@ -88,9 +88,9 @@ class Streams:
         ``last_event_id``; ``InvalidRequest`` for a bad id, ``Unavailable`` at the limit."""
         after = resume_from(last_event_id)
         self.hub.reserve()
-        return EventStream(self._frames(job.id, job.owner, after, render), self.hub.release)
+        return EventStream(self.frames(job.id, job.owner, after, render), self.hub.release)
 
-    async def _frames(
+    async def frames(
         self, job_id: str, owner: str, after: int, render: Render
     ) -> AsyncGenerator[bytes]:
         """The stream's bytes: events as they are appended, heartbeats in silences."""
