@@ -133,6 +133,7 @@ def serve(
     import uvicorn
 
     from reelforge.api.serving import uvicorn_options
+    from reelforge.events.stream import SHUTDOWN_GRACE_S
     from reelforge.supervise import Supervisor, SupervisorThread
 
     settings = _settings()
@@ -161,6 +162,7 @@ def serve(
             log_level="info",
             access_log=access_log,
             **uvicorn_options(settings),
+            timeout_graceful_shutdown=SHUTDOWN_GRACE_S,  # live streams would hold a stop
         )
     except SystemExit:
         if supervision.failure is None:

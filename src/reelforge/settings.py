@@ -95,6 +95,15 @@ class Settings(BaseSettings):
     preview_scale: float = Field(
         1.0, gt=0, le=1, description="Render preview videos smaller by this factor (load tests)."
     )
+    stream_heartbeat_seconds: float = Field(
+        15.0, gt=0, description="Silence after which a live stream sends a heartbeat comment."
+    )
+    stream_poll_seconds: float = Field(
+        0.25, gt=0, description="How often an API process with live streams reads new events."
+    )
+    max_streams: int = Field(
+        500, ge=0, description="Live streams one API process serves at once (503 beyond)."
+    )
     x264_preset: X264Preset = Field("veryfast", description="libx264 speed/size trade-off.")
     x264_crf: int = Field(20, ge=0, le=51, description="libx264 quality: lower is better.")
     key_rpm: int | None = Field(

@@ -15,6 +15,8 @@ from reelforge.api.forecast import Forecasts
 from reelforge.api.openapi import BEARER
 from reelforge.engines.registry import ModelSpec
 from reelforge.events.challenge import Challenges
+from reelforge.events.hub import Hub
+from reelforge.events.stream import Streams
 from reelforge.jobs.model import REPORT_SECONDS, ApiKey, Job, Store
 from reelforge.retention import discard_files
 from reelforge.settings import Settings
@@ -36,13 +38,21 @@ class Services:
     """MiniMax's callback checks, bounded per key."""
     forecasts: Forecasts = field(init=False)
     """Queue positions and ETAs, from each model's outlook read at most once a second."""
+    streams: Streams = field(init=False)
+    """The process's live streams (``events/stream.py``); nothing runs until one opens."""
 
     def __post_init__(self) -> None:
+        settings = self.settings
         object.__setattr__(self, "keys", KeyCache(self.store))
-        challenges = Challenges(allow_private=self.settings.webhook_allow_private)
+        challenges = Challenges(allow_private=settings.webhook_allow_private)
         object.__setattr__(self, "challenges", challenges)
-        ready_within = 3 * REPORT_SECONDS + self.settings.poll_seconds
+        ready_within = 3 * REPORT_SECONDS + settings.poll_seconds
         object.__setattr__(self, "forecasts", Forecasts(self.store, ready_within=ready_within))
+        hub = Hub(
+            self.store, poll_seconds=settings.stream_poll_seconds, max_streams=settings.max_streams
+        )
+        streams = Streams(self.store, hub, heartbeat_seconds=settings.stream_heartbeat_seconds)
+        object.__setattr__(self, "streams", streams)
 
     def caller(self, authorization: str | None) -> ApiKey:
         """The key behind an ``Authorization`` header: the one check every route makes."""

@@ -1,2 +1,3 @@
-"""Consumers of the event log: what reacts to a job's changes (webhooks, MiniMax's callback
-check). They read the log and the outbox, never the worker."""
+"""Consumers of the job store's event log: what reacts to a job's changes (webhooks and
+MiniMax's callback check, the live stream). Each reads ``JobQueue.events_after`` (or the
+outbox) and wakes on ``on_event``, never hooking the worker."""

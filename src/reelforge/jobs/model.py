@@ -423,6 +423,11 @@ class JobQueue(Protocol):
         ``job_id``). Cheap: an index scan from ``after``."""
         ...
 
+    def last_event_id(self) -> int:
+        """The largest event id appended so far (0 for an empty log): where a reader that
+        wants only what comes next starts. Cheap: the primary key's last entry."""
+        ...
+
     def on_new_work(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (from another thread) when a job may have been queued anywhere.
 

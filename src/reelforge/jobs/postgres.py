@@ -628,6 +628,11 @@ class PostgresJobStore(StoreBase, PostgresOutbox):
                 ).fetchall()
         return [base.event_from_row(row) for row in rows]
 
+    def last_event_id(self) -> int:
+        with self._connection() as conn:
+            row = conn.execute("SELECT COALESCE(MAX(id), 0) AS last FROM job_events").fetchone()
+        return 0 if row is None else int(row["last"])
+
     def on_new_work(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (from the listener thread) whenever a job may have been queued
         (see ``listener.Listener`` for when and how)."""

@@ -422,6 +422,10 @@ class SQLiteJobStore(StoreBase, SQLiteOutbox):
             )
         return [base.event_from_row(_fields(row)) for row in rows]
 
+    def last_event_id(self) -> int:
+        row = self._db.read().execute("SELECT COALESCE(MAX(id), 0) FROM job_events").fetchone()
+        return int(row[0])
+
     def on_new_work(self, callback: Callable[[], None]) -> None:
         """Does nothing: SQLite has no notifications, so its workers poll."""
 

@@ -17,7 +17,7 @@ from dataclasses import asdict
 from typing import Annotated, Any, ClassVar, Final, Literal
 from urllib.parse import unquote_plus
 
-from fastapi import APIRouter, Query, Request, Response, Security
+from fastapi import APIRouter, Header, Query, Request, Response, Security
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, BeforeValidator, Field
 from pydantic_core import PydanticCustomError
@@ -40,6 +40,7 @@ from reelforge.errors import (
     RateLimited,
     Unauthorized,
 )
+from reelforge.events.stream import STREAM_ANSWER
 from reelforge.jobs.model import EventKind, Job
 from reelforge.request import JobRequest, Resolution
 from reelforge.storage.base import Storage
@@ -357,6 +358,28 @@ def _generation_id(value: str, *, field: str = "generation_id") -> str:
     if not 1 <= len(value) <= MAX_ID_LENGTH:
         raise InvalidRequest(field, f"must be 1 to {MAX_ID_LENGTH} characters (got {len(value)})")
     return value
+
+
+@router.get(LEGACY + "/events", response_class=Response, responses=STREAM_ANSWER)
+@router.get(UNIFIED + "/events", response_class=Response, responses=STREAM_ANSWER)
+async def events(
+    generation_id: GenerationId,
+    caller: CallerDep,
+    services: ServicesDep,
+    request: Request,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> Response:
+    """A live stream of the generation (``text/event-stream``, reelforge's extension): an
+    event ``generation`` with the poll answer at each change of status or progress, ``id``
+    the event log's (send it back as ``Last-Event-ID`` to resume), ending after the final
+    one; 503 when the server streams its most already (poll instead)."""
+    job = services.store.get(generation_id, owner=caller.id)
+    if job is None:
+        raise NotFound(f"no generation {generation_id!r}")
+    base_url = str(request.base_url)
+    return services.streams.open(
+        job, last_event_id=last_event_id, render=lambda j: view(j, services, base_url=base_url)
+    )
 
 
 _CREATE_ERRORS: Final = error_responses(

@@ -24,7 +24,7 @@ import uuid
 from dataclasses import asdict
 from typing import Annotated, Any, Final, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
@@ -36,6 +36,7 @@ from reelforge.api.files import VideoFile
 from reelforge.contract import Status
 from reelforge.engines.registry import capabilities
 from reelforge.errors import NotFound, Unprocessable
+from reelforge.events.stream import STREAM_ANSWER
 from reelforge.jobs.model import EventKind, Job
 from reelforge.media import stills
 from reelforge.request import Dimensions, Resolution
@@ -144,6 +145,27 @@ async def create(
 async def retrieve(video_id: str, caller: CallerDep, services: ServicesDep) -> Response:
     """A video job; unfinished ones carry ``openai-poll-after-ms``."""
     return _video_response(_job(video_id, caller.id, services), services)
+
+
+@router.get(
+    VIDEOS + "/{video_id}/events",
+    response_class=Response,
+    responses=STREAM_ANSWER | _responses(404, 503),
+)
+async def events(
+    video_id: str,
+    caller: CallerDep,
+    services: ServicesDep,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> Response:
+    """A live stream of the video job (``text/event-stream``, reelforge's extension): an
+    event ``generation`` with the ``Video`` at each change of status or progress, ``id`` the
+    event log's (``Last-Event-ID`` resumes), ending after the final one; 503 at the server's
+    limit of streams."""
+    job = _job(video_id, caller.id, services)
+    return services.streams.open(
+        job, last_event_id=last_event_id, render=lambda j: video(j, services)
+    )
 
 
 @router.get(VIDEOS, response_model=VideoList, responses=_responses(400))
