@@ -199,6 +199,7 @@ def test_a_generation_from_key_to_played_video(
     page.wait_for_function(
         "() => document.querySelector('[data-testid=history] li img')?.naturalWidth > 0"
     )
+    page.wait_for_function("() => document.querySelector('[data-testid=video]').readyState >= 4")
     page.screenshot(path=str(screenshots / "desktop.png"), full_page=True)
     page.set_viewport_size(PHONE)
     page.screenshot(path=str(screenshots / "phone.png"), full_page=True)
@@ -213,7 +214,7 @@ def test_a_generation_from_key_to_played_video(
     ids=["short side of 300 px", "ratio 3:1"],
 )
 def test_an_invalid_frame_is_refused_at_the_field_in_the_apis_words(
-    page: Any, service: Api, tmp_path: Path, image: Image.Image
+    page: Any, service: Api, tmp_path: Path, image: Image.Image, screenshots: Path
 ) -> None:
     path = _image_file(tmp_path / "bad.png", image)
     page.get_by_test_id("first-frame").set_input_files(str(path))
@@ -224,6 +225,7 @@ def test_an_invalid_frame_is_refused_at_the_field_in_the_apis_words(
     )
     assert refused.status_code == 400
     assert error.inner_text() == refused.json()["error"]["message"]
+    page.screenshot(path=str(screenshots / f"refused-{image.width}x{image.height}.png"))
     assert page.get_by_test_id("first-frame").get_attribute("aria-invalid") == "true"
     page.locator("#first-frame-field .clear").click()
     error.wait_for(state="hidden")  # removing the image takes its error away

@@ -53,7 +53,8 @@ export class History {
     when.dateTime = new Date(view.created_at * 1000).toISOString();
     when.textContent = new Date(view.created_at * 1000).toLocaleString();
     const name = document.createElement("code");
-    name.textContent = `${view.model} · ${view.id}`;
+    name.textContent = `${view.model} · ${view.id.slice(0, 8)}`;
+    name.title = view.id;
     text.append(state, when, name);
     const rerun = document.createElement("button");
     rerun.type = "button";
