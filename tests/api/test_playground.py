@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 from collections.abc import Iterator
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import pytest
 from PIL import Image
 
 from reelforge.api.headers import PLAYGROUND_POLICY
+from reelforge.api.playground import files as playground_files
 from reelforge.contract import MAX_IMAGE_BYTES, MIN_IMAGE_SHORT_SIDE
 from reelforge.media.camera import Movement
 from tests.pictures import encoded, textured
@@ -72,6 +74,14 @@ def test_only_the_pages_own_files_are_served(service: Api) -> None:
     assert service.client.get("/playground/api.js").status_code == 200
     for name in ("index.html", "nothing.js", "..%2Fplayground.py"):
         assert service.client.get(f"/playground/{name}").status_code == 404
+
+
+def test_every_file_of_the_page_is_listed_and_served(service: Api) -> None:
+    folder = resources.files("reelforge.api") / "static" / "playground"
+    names = {entry.name for entry in folder.iterdir()} - {"index.html"}
+    assert names == set(playground_files())
+    for name in names:
+        assert service.client.get(f"/playground/{name}").status_code == 200
 
 
 def test_models_carry_the_rules_the_page_checks_by(service: Api) -> None:
@@ -208,6 +218,14 @@ def test_a_generation_from_key_to_played_video(
     page.screenshot(path=str(screenshots / "phone.png"), full_page=True)
     assert page.evaluate("() => document.documentElement.scrollWidth") <= PHONE["width"]
     page.set_viewport_size(DESKTOP)
+
+    page.get_by_test_id("prompt").fill("")
+    page.get_by_test_id("resolution").select_option("1080P")
+    item.get_by_role("button", name=re.compile("^Re-run")).click()
+    page.wait_for_function("() => document.querySelector('[data-testid=prompt]').value !== ''")
+    assert page.get_by_test_id("prompt").input_value() == "A quiet harbour at dawn [Pan left]"
+    assert page.get_by_test_id("resolution").input_value() == "768P"
+    assert page.get_by_test_id("duration").input_value() == "6"
     assert page.problems == []
 
 

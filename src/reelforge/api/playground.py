@@ -49,6 +49,11 @@ async def asset(name: str) -> FileResponse:
     return _file(name, _FILES[name])
 
 
+def files() -> tuple[str, ...]:
+    """The names ``asset`` serves."""
+    return tuple(_FILES)
+
+
 def _file(name: str, media_type: str, policy: str | None = None) -> FileResponse:
     headers = {"Content-Security-Policy": policy} if policy else None
     with resources.as_file(_FOLDER / name) as path:

@@ -222,14 +222,21 @@ async function copyLink() {
   }
 }
 
+/** The resolution class of an OpenAI-shaped size: "768P" as it is, "1024x768" by its
+ *  shorter side. */
+function resolutionOf(size) {
+  if (/^\d+P$/.test(size)) return size;
+  const [width, height] = size.split("x").map(Number);
+  return `${Math.min(width, height)}P`;
+}
+
 async function rerun(view) {
   clearError();
   try {
     const original = await api.request(view.id);
     $("model").value = view.model;
     onModel();
-    const [width, height] = original.size.split("x").map(Number);
-    const resolution = `${Math.min(width, height)}P`;
+    const resolution = resolutionOf(original.size);
     if ([...$("resolution").options].some((o) => o.value === resolution)) {
       $("resolution").value = resolution;
     }
