@@ -10,6 +10,7 @@ the session's temp folder.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import shutil
@@ -213,8 +214,10 @@ def test_a_generation_from_key_to_played_video(
         "() => document.querySelector('[data-testid=history] li img')?.naturalWidth > 0"
     )
     page.wait_for_function("() => document.querySelector('[data-testid=video]').readyState >= 4")
+    page.wait_for_timeout(1000)  # the controls' loading spinner fades out
     page.screenshot(path=str(screenshots / "desktop.png"), full_page=True)
     page.set_viewport_size(PHONE)
+    page.wait_for_timeout(500)
     page.screenshot(path=str(screenshots / "phone.png"), full_page=True)
     assert page.evaluate("() => document.documentElement.scrollWidth") <= PHONE["width"]
     page.set_viewport_size(DESKTOP)
@@ -270,6 +273,59 @@ def test_an_api_refusal_is_shown_at_the_field_it_names(page: Any) -> None:
     error = page.locator("#prompt-field [data-testid=error]")
     error.wait_for()
     assert error.inner_text().startswith("prompt: ")
+
+
+def test_queue_position_and_eta_from_the_event_stream_are_shown(page: Any) -> None:
+    """Where the server streams events, the page shows what they say (here a stream that
+    says the job is second in the queue, then ends), then polls to the end."""
+    event = {"id": "x", "status": "queued", "progress": 0, "queue_position": 2, "eta_seconds": 41}
+    page.route(
+        f"**{STREAM}*",
+        lambda route: route.fulfill(
+            status=200,
+            headers={"Content-Type": "text/event-stream"},
+            body=f": hello\n\nevent: status\ndata: {json.dumps(event)}\n\n",
+        ),
+    )
+    page.evaluate(STATUS_LOG)
+    page.get_by_test_id("first-frame").set_input_files([])
+    page.get_by_test_id("prompt").fill("A red kite over a hill")
+    page.get_by_test_id("generate").click()
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=status]').dataset.state === 'completed'",
+        timeout=60_000,
+    )
+    page.unroute(f"**{STREAM}*")
+    seen: list[str] = page.evaluate("() => window.statusLog")
+    assert "Status: queued · queue position 2 · about 41 s left" in seen
+    assert seen[-1] == "Status: completed"
+
+
+STATUS_LOG = """() => {
+  window.statusLog = [];
+  const status = document.querySelector('[data-testid=status]');
+  new MutationObserver(() => window.statusLog.push(status.textContent))
+    .observe(status, {childList: true, characterData: true, subtree: true});
+}"""
+"""Record every text the status element shows, in ``window.statusLog``."""
+
+
+def test_a_wrong_key_is_refused_at_the_key_field(
+    browser: Any, service: Api, screenshots: Path
+) -> None:
+    context = browser.new_context(viewport=PHONE)
+    page = context.new_page()
+    page.goto(f"{service.base_url}/")
+    assert page.get_by_test_id("status").inner_text() == "Enter your API key to start."
+    page.get_by_test_id("api-key").fill("rf_not-a-key")
+    page.get_by_test_id("api-key").press("Enter")
+    error = page.locator(".key [data-testid=error]")
+    error.wait_for()
+    refused = service.client.get("/v2/models", headers={"Authorization": "Bearer rf_not-a-key"})
+    assert error.inner_text() == refused.json()["error"]["message"]
+    assert page.evaluate("() => localStorage.getItem('reelforge.apiKey')") == "rf_not-a-key"
+    page.screenshot(path=str(screenshots / "phone-key-refused.png"))
+    context.close()
 
 
 def _options(page: Any, testid: str) -> list[str]:

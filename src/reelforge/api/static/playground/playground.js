@@ -179,6 +179,9 @@ async function submit(event) {
   clearError();
   $("generate").disabled = true;
   showVideo(null);
+  $("status").textContent = "Sending…";
+  $("status").dataset.state = "sending";
+  $("progress").value = 0;
   try {
     const created = await api.create(await body());
     show({ status: created.status, progress: 0 });
