@@ -263,7 +263,27 @@ def test_only_the_lengths_a_resolution_allows_are_offered(page: Any) -> None:
     assert _options(page, "duration") == ["6"]
 
 
-def test_an_api_refusal_is_shown_at_the_field_it_names(page: Any) -> None:
+def test_a_frame_can_be_dropped_on_its_field(page: Any) -> None:
+    page.evaluate(DROP_IMAGE, "last-frame")
+    page.wait_for_selector("#last-frame-field img:not([hidden])")
+    assert page.evaluate("() => document.querySelector('#last-frame').files[0].name") == "drop.png"
+    page.locator("#last-frame-field .clear").click()
+    assert page.evaluate("() => document.querySelector('#last-frame').files.length") == 0
+
+
+DROP_IMAGE = """async (id) => {
+  const canvas = new OffscreenCanvas(640, 480);
+  canvas.getContext('2d').fillRect(0, 0, 320, 240);
+  const file = new File([await canvas.convertToBlob()], 'drop.png', {type: 'image/png'});
+  const carried = new DataTransfer();
+  carried.items.add(file);
+  const zone = document.getElementById(id).closest('.drop');
+  zone.dispatchEvent(new DragEvent('drop', {dataTransfer: carried, bubbles: true}));
+}"""
+"""Drop a 640x480 PNG made in the page on the drop zone of the input ``id``."""
+
+
+def test_an_api_refusal_is_shown_at_the_field_it_names(page: Any, service: Api) -> None:
     assert page.get_by_test_id("prompt").get_attribute("maxlength") == "2000"  # from the rules
     page.evaluate(
         "() => document.querySelector('[data-testid=prompt]').removeAttribute('maxlength')"
@@ -272,6 +292,8 @@ def test_an_api_refusal_is_shown_at_the_field_it_names(page: Any) -> None:
     page.get_by_test_id("generate").click()
     error = page.locator("#prompt-field [data-testid=error]")
     error.wait_for()
+    refused = service.create({"model": "minimax/hailuo-02", "prompt": "x" * 2001}, UNIFIED)
+    assert error.inner_text() == refused.json()["error"]["message"]
     assert error.inner_text().startswith("prompt: ")
 
 
