@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from reelforge import __version__
-from reelforge.api import docs, errors, files, health, webhooks
+from reelforge.api import docs, errors, files, health, playground, webhooks
 from reelforge.api.deps import Services
 from reelforge.api.dialects import DIALECTS
 from reelforge.api.headers import SecurityHeaders
@@ -40,4 +40,5 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(health.router)
     app.include_router(docs.router)
     app.include_router(webhooks.router)
+    app.include_router(playground.router)
     return app

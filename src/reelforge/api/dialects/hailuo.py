@@ -28,7 +28,14 @@ from reelforge.api.deps import CallerDep, IdempotencyKey, Services, ServicesDep,
 from reelforge.api.dialects.base import Dialect, StrictBody, WebhookPayload
 from reelforge.api.headers import SECURITY_HEADERS
 from reelforge.api.openapi import BEARER, ErrorAnswer, ErrorInfo, error_responses
-from reelforge.contract import MAX_PROMPT_CHARS, Status
+from reelforge.contract import (
+    MAX_IMAGE_BYTES,
+    MAX_IMAGE_RATIO,
+    MAX_PROMPT_CHARS,
+    MIN_IMAGE_RATIO,
+    MIN_IMAGE_SHORT_SIDE,
+    Status,
+)
 from reelforge.engines.registry import ModelSpec, capabilities
 from reelforge.errors import (
     IdempotencyConflict,
@@ -42,6 +49,7 @@ from reelforge.errors import (
 )
 from reelforge.events.stream import STREAM_ANSWER
 from reelforge.jobs.model import EventKind, Job
+from reelforge.media.camera import Movement
 from reelforge.request import JobRequest, Resolution
 from reelforge.storage.base import Storage
 
@@ -444,10 +452,41 @@ def cancel(
 
 @router.get("/v2/models", responses=error_responses(Unauthorized, model=ErrorAnswer))
 async def list_models(_: CallerDep, services: ServicesDep) -> dict[str, Any]:
-    """The served models and what each can be asked (reelforge's extension)."""
+    """The served models and what each can be asked, and the rules every request keeps
+    (reelforge's extension; the playground checks its form by them)."""
     return {
-        "models": [_listed(model_id, spec) for model_id, spec in sorted(services.models.items())]
+        "models": [_listed(model_id, spec) for model_id, spec in sorted(services.models.items())],
+        "rules": RULES,
     }
+
+
+def _lengths(resolution: Resolution) -> list[int]:
+    """The durations ``check_length`` lets ``resolution`` have, in seconds."""
+    allowed = []
+    for duration in DURATIONS:
+        try:
+            check_length(duration, resolution)
+        except InvalidRequest:
+            continue
+        allowed.append(duration)
+    return allowed
+
+
+RULES: Final[dict[str, Any]] = {
+    "max_prompt_chars": MAX_PROMPT_CHARS,
+    "durations_by_resolution": {size.value: _lengths(size) for size in Resolution},
+    "camera_commands": [movement.value for movement in Movement],
+    "image": {
+        "formats": ["JPEG", "PNG"],
+        "max_bytes": MAX_IMAGE_BYTES,
+        "min_short_side": MIN_IMAGE_SHORT_SIDE,
+        "min_ratio": MIN_IMAGE_RATIO,
+        "max_ratio": MAX_IMAGE_RATIO,
+    },
+}
+"""The contract's rules as data: the lengths each resolution allows (``check_length``), the
+camera commands a prompt may hold, and what an image must be (``media.intake``: shorter side
+greater than ``min_short_side`` px, width/height strictly between the ratios)."""
 
 
 def _listed(model_id: str, spec: ModelSpec) -> dict[str, Any]:
