@@ -310,8 +310,8 @@ class Worker:
         job = self.store.get(run.lease.job.id)  # None too once its owner deleted it
         if job is not None and (recorded or job.video_key == outcome.video_key):
             return  # recorded (or an earlier try committed it)
-        why = "its owner deleted it" if recorded else "its lease was lost"
-        log.warning("job %s: %s; its video is discarded", run.lease.job.id, why)
+        what = "job %s was deleted by its owner" if recorded else "lease on job %s was lost"
+        log.warning(what + "; its video is discarded", run.lease.job.id)
         self.storage.discard(outcome.video_key)
 
     def _retry_later(self, run: _Run, beat: _Heartbeat, blip: StorageBlip) -> None:
