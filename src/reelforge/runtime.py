@@ -21,13 +21,14 @@ from fastapi import FastAPI
 
 from reelforge.api.app import Services, create_app
 from reelforge.engines import load_engines
-from reelforge.engines.registry import ModelSpec, default_registry, load_registry
+from reelforge.engines.registry import ModelSpec, default_registry, is_upstream, load_registry
 from reelforge.jobs.model import Store
 from reelforge.jobs.sqlite import SQLiteJobStore
 from reelforge.settings import Settings
 from reelforge.startup import check_storage, make_data_dir
 from reelforge.storage.base import Storage
 from reelforge.storage.local import LocalStorage, load_or_create_secret
+from reelforge.upstream_worker import UpstreamWorker
 from reelforge.worker import Signals, Worker
 
 log = logging.getLogger("reelforge")
@@ -104,18 +105,24 @@ def build_workers(
     *,
     prefix: str,
     on_stuck: Callable[[], None] = lambda: None,
+    upstream: bool = False,
 ) -> list[Worker]:
     """``worker_concurrency`` workers, each with engines of its own: two jobs running at once
     never share one pipeline (a diffusers pipeline is not safe to call from two threads).
-    Each job's time limit is its model's ``job_timeout_seconds``, else the settings'."""
+    Each job's time limit is its model's ``job_timeout_seconds``, else the settings'.
+
+    Hosted models (``engine = "upstream"``) are only ever claimed by the upstream pool:
+    ``upstream`` gives one ``UpstreamWorker`` for them (its ``run_many`` runs
+    ``upstream_concurrency`` jobs at once), else the workers take every other model."""
     registry = load_models(settings)
-    models = worker_models(settings, registry)
+    models = [m for m in worker_models(settings, registry) if is_upstream(registry[m]) == upstream]
     timeouts = {
         model: registry[model].job_timeout_seconds or settings.job_timeout_seconds
         for model in models
     }
+    kind = UpstreamWorker if upstream else Worker
     return [
-        Worker(
+        kind(
             settings,
             store,
             storage,
@@ -124,15 +131,23 @@ def build_workers(
             job_timeouts=timeouts,
             on_stuck=on_stuck,
         )
-        for n in range(settings.worker_concurrency)
+        for n in range(1 if upstream else settings.worker_concurrency)
     ]
 
 
-def run_worker(settings: Settings, *, child: bool = False, ready: Event | None = None) -> None:
+def has_upstream(settings: Settings) -> bool:
+    """Whether the registry serves a hosted model (``serve`` then starts the upstream pool)."""
+    return any(is_upstream(spec) for spec in load_models(settings).values())
+
+
+def run_worker(
+    settings: Settings, *, child: bool = False, ready: Event | None = None, upstream: bool = False
+) -> None:
     """A worker process's main: SIGTERM (and SIGINT, unless ``child`` of a parent that
     forwards it) drains it: the running job gets ``drain_seconds`` to finish, then is given
     back uncharged; a second signal gives it back at once. ``ready`` is set once its engines
-    are loaded and it claims jobs (its supervisor tells a death at start from a later one)."""
+    are loaded and it claims jobs (its supervisor tells a death at start from a later one).
+    ``upstream``: the process runs the hosted models' jobs (``build_workers``)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     control = _Control(settings)
     signals, parent = control.signals, os.getppid()
@@ -147,9 +162,15 @@ def run_worker(settings: Settings, *, child: bool = False, ready: Event | None =
     store.on_new_work(signals.wake.set)
     prefix = f"{socket.gethostname()}:{os.getpid()}"
     storage = open_storage(settings)
-    workers = build_workers(settings, store, storage, prefix=prefix, on_stuck=control.recycle)
+    workers = build_workers(
+        settings, store, storage, prefix=prefix, on_stuck=control.recycle, upstream=upstream
+    )
     threads = [
         threading.Thread(target=worker.run, args=(signals,), name=f"reelforge-worker-{n}")
+        if not isinstance(worker, UpstreamWorker)
+        else threading.Thread(
+            target=worker.run_many, args=(signals, settings.upstream_concurrency), name="upstream"
+        )
         for n, worker in enumerate(workers)
     ]
     models = ", ".join(workers[0].engines)
