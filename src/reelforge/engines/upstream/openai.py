@@ -32,8 +32,9 @@ class OpenAI:
             "seconds": str(request.duration_s),
             "size": _size(request),
         }
-        if request.seed is not None:
-            fields["seed"] = str(request.seed)
+        # reelforge's extensions, sent only when the client asked for them
+        extras = {"seed": request.seed, "fps": request.fps}
+        fields |= {name: value for name, value in extras.items() if value is not None}
         files = {
             name: (f"{name}.png", base64.b64decode(url.split(",", 1)[1]), "image/png")
             for name, image in (
@@ -43,7 +44,8 @@ class OpenAI:
             if (url := data_url(image)) is not None
         }
         if files:
-            response = call(client, "POST", VIDEOS, data=fields, files=files)
+            form = {name: str(value) for name, value in fields.items()}
+            response = call(client, "POST", VIDEOS, data=form, files=files)
         else:
             response = call(client, "POST", VIDEOS, json=fields)
         return str(field(body_of(response), "id"))
