@@ -288,6 +288,28 @@ def test_a_killed_mid_job_and_restarted_b_completes_with_one_submission(
     assert after == before + 1  # one submission
 
 
+def test_b_upstream_worker_killed_resumes_polling_without_submitting_again(
+    pair: tuple[Served, Served],
+) -> None:
+    a, b = pair
+    with a.db() as db:
+        (before,) = db.execute("SELECT count(*) FROM jobs").fetchone()
+    job_id = b.create("via-aiml")
+    upstream_id = wait_for_upstream_id(b, job_id)
+    with b.db() as db:
+        (worker_id,) = db.execute("SELECT worker_id FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    os.kill(int(worker_id.split(":")[1]), signal.SIGKILL)  # B's upstream pool process
+    done = b.wait(job_id, timeout=60)
+    assert done["status"] == "completed", done
+    assert done["meta"]["upstream"]["id"] == upstream_id
+    with b.db() as db:
+        (attempts,) = db.execute("SELECT attempts FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    assert attempts == 2  # claimed again by the restarted pool
+    with a.db() as db:
+        (after,) = db.execute("SELECT count(*) FROM jobs").fetchone()
+    assert after == before + 1  # it polled the same job at A
+
+
 def test_the_provider_key_is_in_no_log_line_and_no_row(pair: tuple[Served, Served]) -> None:
     """Last in this module: B's log and database after every test above."""
     _, b = pair
