@@ -183,7 +183,8 @@ def mp4_length(data: bytes, where: Path) -> tuple[int, int, int, float]:
     with av.open(str(where)) as container:
         stream = container.streams.video[0]
         frames = sum(1 for _ in container.decode(stream))
-        assert stream.duration is not None and stream.time_base is not None
+        assert stream.duration is not None
+        assert stream.time_base is not None
         return stream.width, stream.height, frames, float(stream.duration * stream.time_base)
 
 

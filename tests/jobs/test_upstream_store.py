@@ -40,7 +40,8 @@ def test_fall_back_hands_the_job_to_another_model(store: Store) -> None:
     assert (moved.attempts, moved.lease_token, moved.worker_id) == (0, None, None)
     assert store.claim(worker_id="w2", lease_seconds=30, models=["preview"]) is None
     taken = store.claim(worker_id="w2", lease_seconds=30, models=["other"])
-    assert taken is not None and taken.job.id == job.id
+    assert taken is not None
+    assert taken.job.id == job.id
     last = [e for e in store.events_after(0, job_id=job.id) if e.kind is EventKind.REQUEUED]
     assert last[-1].data == {"reason": "fallback: UpstreamFailed: boom", "model": "other"}
     assert not store.fall_back(lease, model="other", reason="stale")
