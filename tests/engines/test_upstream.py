@@ -150,3 +150,14 @@ def test_a_retry_after_date_is_seconds_from_now() -> None:
     )
     assert hint is not None
     assert 28 <= hint <= 31
+
+
+def test_the_readme_example_is_a_valid_entry(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## A gateway to hosted video APIs", 1)[1]
+    example = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    preview = '[models.preview]\nengine = "preview"\ndtype = "float32"\ndevice = "cpu"\n'
+    path = tmp_path / "models.toml"
+    path.write_text(preview + example)
+    options = load_registry(path)["hailuo-hosted"].options_as(UpstreamOptions)
+    assert (options.provider, options.fallback) == ("aiml", "preview")

@@ -8,7 +8,7 @@ engine. ``REELFORGE_MODELS=path.toml`` replaces that:
 hailuo = "minimax-h3"                  # the model id minimax/hailuo-02 points to
 
 [models."minimax-h3"]
-engine = "minimax_h3"                  # preview | wan | ltx | minimax_h3
+engine = "minimax_h3"                  # preview | wan | ltx | minimax_h3 | upstream
 weights = "/models/MiniMax-H3"         # a local directory or a hub repo id
 dtype = "bfloat16"
 device = "cuda"
