@@ -244,6 +244,23 @@ def test_a_cancel_at_b_cancels_the_job_at_a(pair: tuple[Served, Served]) -> None
     assert a_job(a, upstream_id) == ("error", "Cancelled")
 
 
+def test_one_upstream_process_waits_on_many_jobs_at_once(pair: tuple[Served, Served]) -> None:
+    _, b = pair
+    job_ids = [b.create("stalled") for _ in range(4)]  # each waits in A's queue
+    for job_id in job_ids:
+        wait_for_upstream_id(b, job_id)
+    with b.db() as db:
+        rows = db.execute(
+            f"SELECT status, worker_id FROM jobs WHERE id IN ({','.join('?' * 4)})", job_ids
+        ).fetchall()
+    assert {status for status, _ in rows} == {"generating"}
+    assert len({worker.rsplit(":", 1)[0] for _, worker in rows}) == 1  # one process
+    for job_id in job_ids:
+        b.client.delete(LEGACY, params={"generation_id": job_id})
+    for job_id in job_ids:
+        assert b.wait(job_id)["error"]["name"] == "Cancelled"
+
+
 def a_job(a: Served, job_id: str) -> tuple[str, str | None]:
     """Status and error name of A's job ``job_id``, read from A's database."""
     with a.db() as db:
