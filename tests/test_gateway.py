@@ -188,6 +188,15 @@ def mp4_length(data: bytes, where: Path) -> tuple[int, int, int, float]:
         return stream.width, stream.height, frames, float(stream.duration * stream.time_base)
 
 
+def test_b_is_ready_once_its_upstream_pool_reports(pair: tuple[Served, Served]) -> None:
+    _, b = pair
+    deadline = time.monotonic() + 30
+    while (answer := httpx.get(f"{b.url}/readyz", timeout=5)).status_code != 200:
+        assert time.monotonic() < deadline, answer.json()
+        time.sleep(0.1)
+    assert answer.json() == {"ready": True, "waiting_for": []}
+
+
 @pytest.mark.parametrize("provider", ["aiml", "minimax", "openai"])
 def test_each_dialect_of_a_serves_b_a_video_from_b_storage(
     pair: tuple[Served, Served], provider: str, tmp_path: Path

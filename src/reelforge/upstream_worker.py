@@ -75,7 +75,7 @@ class UpstreamWorker(Worker):
                 keyframes = self._keyframes(run.lease)
                 beat.set_phase(Phase.GENERATING)
                 upstream_id = engine.submit(job.request, keyframes, beat.on_step)
-                self._keep_upstream_id(run, upstream_id)
+                self._keep_upstream_id(run, engine, upstream_id)
             beat.set_phase(Phase.GENERATING)
             engine.fetch(upstream_id, run.target, beat.on_step)
             beat.set_phase(Phase.STORING)
@@ -92,9 +92,10 @@ class UpstreamWorker(Worker):
         meta = {"video": facts, "upstream": {"id": upstream_id}}
         self._end(run, beat, Completed(key, run.seconds(), meta))
 
-    def _keep_upstream_id(self, run: _Run, upstream_id: str) -> None:
-        """Record the provider's id, trying again while the database is away; ``Cancelled``
-        if the lease was lost meanwhile."""
+    def _keep_upstream_id(self, run: _Run, engine: RemoteEngine, upstream_id: str) -> None:
+        """Record the provider's id, trying again while the database is away. If the lease
+        was lost meanwhile, the job's next holder cannot know this provider job: it is
+        cancelled there, and ``Cancelled`` raised."""
         kept = retrying(
             lambda: self.store.set_upstream(run.lease, upstream_id),
             retry_on=_database_blip,
@@ -103,6 +104,7 @@ class UpstreamWorker(Worker):
             max_pause=1.0,
         )
         if not kept:
+            engine.cancel(upstream_id)
             raise Cancelled
 
     def _remote_failed(
