@@ -142,9 +142,13 @@ def serve(
     # ``finally`` below instead.
     signal.signal(signal.SIGTERM, _exit_on_signal)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        hosted = has_upstream(settings)
+    except ValueError as exc:  # a bad registry
+        _refuse(str(exc))
     supervision = SupervisorThread(Supervisor(settings, workers))
     # Hosted models' jobs wait on their providers in a pool of their own (one process).
-    upstream = SupervisorThread(Supervisor(settings, int(has_upstream(settings)), upstream=True))
+    upstream = SupervisorThread(Supervisor(settings, int(hosted), upstream=True))
     try:
         out.print(f"reelforge {__version__} on http://{settings.host}:{settings.port}/v2")
         out.print(

@@ -143,5 +143,5 @@ def resolution(request: JobRequest) -> str:
     become the class of their short side."""
     size = request.size
     if isinstance(size, Dimensions):
-        return Resolution.P1080.value if min(size.width, size.height) >= 1080 else "768P"
+        return (Resolution.P1080 if min(size.width, size.height) >= 1080 else Resolution.P768).value
     return size.value
