@@ -134,6 +134,7 @@ def serve(
 
     from reelforge.api.serving import uvicorn_options
     from reelforge.events.stream import SHUTDOWN_GRACE_S
+    from reelforge.runtime import has_upstream
     from reelforge.supervise import Supervisor, SupervisorThread
 
     settings = _settings()
@@ -145,7 +146,13 @@ def serve(
     # ``finally`` below instead.
     signal.signal(signal.SIGTERM, _exit_on_signal)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        hosted = has_upstream(settings)
+    except ValueError as exc:  # a bad registry
+        _refuse(str(exc))
     supervision = SupervisorThread(Supervisor(settings, workers))
+    # Hosted models' jobs wait on their providers in a pool of their own (one process).
+    upstream = SupervisorThread(Supervisor(settings, int(hosted), upstream=True))
     try:
         out.print(f"reelforge {__version__} on http://{settings.host}:{settings.port}/v2")
         out.print(
@@ -165,12 +172,14 @@ def serve(
             timeout_graceful_shutdown=SHUTDOWN_GRACE_S,  # live streams would hold a stop
         )
     except SystemExit:
-        if supervision.failure is None:
+        if supervision.failure is None and upstream.failure is None:
             raise
     finally:
+        upstream.close(timeout=settings.drain_seconds + 5)
         supervision.close(timeout=settings.drain_seconds + 5)
-    if supervision.failure is not None:
-        _refuse(f"{supervision.failure}; stopping")
+    failure = supervision.failure or upstream.failure
+    if failure is not None:
+        _refuse(f"{failure}; stopping")
 
 
 def _prepare_serve(settings: Settings) -> str | None:
@@ -212,6 +221,13 @@ def worker(
             "--model", help="Serve only this model id (repeatable) [REELFORGE_WORKER_MODELS]."
         ),
     ] = None,
+    upstream: Annotated[
+        bool,
+        typer.Option(
+            "--upstream",
+            help="Run the hosted models' jobs, many at once [REELFORGE_UPSTREAM_CONCURRENCY].",
+        ),
+    ] = False,
 ) -> None:
     """Run workers alone, against the data directory or database of a 'reelforge serve'
     (--processes above 1: supervised, restarted when they die)."""
@@ -232,13 +248,13 @@ def worker(
         raise typer.Exit(2) from exc
     if processes == 1:
         try:
-            run_worker(settings)
+            run_worker(settings, upstream=upstream)
         except StartRefused as exc:
             _refuse(str(exc))
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     signal.signal(signal.SIGTERM, _exit_on_signal)  # through the ``finally``: children drain
-    supervisor = Supervisor(settings, processes)
+    supervisor = Supervisor(settings, processes, upstream=upstream)
     try:
         supervisor.run(threading.Event())
     except CrashLoop as exc:

@@ -133,3 +133,17 @@ class Cancelled(Exception):
 
 class OutOfMemory(EngineFailed):
     """The accelerator ran out of memory on this request; the message names what to change."""
+
+
+class UpstreamRejected(ReelforgeError):
+    """A hosted provider refused the request (a 4xx of the gateway engine); the message is
+    the provider's."""
+
+    status_code = 400
+
+
+class UpstreamFailed(ReelforgeError):
+    """A hosted provider accepted the request but its generation failed, or the provider's
+    answers could not be understood."""
+
+    status_code = 502

@@ -21,7 +21,7 @@ from fastapi import FastAPI
 
 from reelforge.api.app import Services, create_app
 from reelforge.engines import load_engines
-from reelforge.engines.registry import ModelSpec, default_registry, load_registry
+from reelforge.engines.registry import ModelSpec, default_registry, is_upstream, load_registry
 from reelforge.events.delivery import Deliverer
 from reelforge.jobs.model import Store
 from reelforge.jobs.sqlite import SQLiteJobStore
@@ -30,6 +30,7 @@ from reelforge.settings import Settings
 from reelforge.startup import check_storage, make_data_dir
 from reelforge.storage.base import Storage
 from reelforge.storage.local import LocalStorage, load_or_create_secret
+from reelforge.upstream_worker import UpstreamWorker
 from reelforge.worker import Signals, Worker
 
 log = logging.getLogger("reelforge")
@@ -108,20 +109,26 @@ def build_workers(
     *,
     prefix: str,
     on_stuck: Callable[[], None] = lambda: None,
+    upstream: bool = False,
 ) -> list[Worker]:
     """``worker_concurrency`` workers, each with engines of its own: two jobs running at once
     never share one pipeline (a diffusers pipeline is not safe to call from two threads).
     Each job's time limit is its model's ``job_timeout_seconds``, else the settings'; one
-    prompt optimizer serves them all."""
+    prompt optimizer serves them all.
+
+    Hosted models (``engine = "upstream"``) are only ever claimed by the upstream pool:
+    ``upstream`` gives one ``UpstreamWorker`` for them (its ``run_many`` runs
+    ``upstream_concurrency`` jobs at once), else the workers take every other model."""
     registry = load_models(settings)
     optimizer = PromptOptimizer.from_settings(settings, registry)
-    models = worker_models(settings, registry)
+    models = [m for m in worker_models(settings, registry) if is_upstream(registry[m]) == upstream]
     timeouts = {
         model: registry[model].job_timeout_seconds or settings.job_timeout_seconds
         for model in models
     }
+    kind = UpstreamWorker if upstream else Worker
     return [
-        Worker(
+        kind(
             settings,
             store,
             storage,
@@ -131,15 +138,23 @@ def build_workers(
             on_stuck=on_stuck,
             optimizer=optimizer,
         )
-        for n in range(settings.worker_concurrency)
+        for n in range(1 if upstream else settings.worker_concurrency)
     ]
 
 
-def run_worker(settings: Settings, *, child: bool = False, ready: Event | None = None) -> None:
+def has_upstream(settings: Settings) -> bool:
+    """Whether the registry serves a hosted model (``serve`` then starts the upstream pool)."""
+    return any(is_upstream(spec) for spec in load_models(settings).values())
+
+
+def run_worker(
+    settings: Settings, *, child: bool = False, ready: Event | None = None, upstream: bool = False
+) -> None:
     """A worker process's main: SIGTERM (and SIGINT, unless ``child`` of a parent that
     forwards it) drains it: the running job gets ``drain_seconds`` to finish, then is given
     back uncharged; a second signal gives it back at once. ``ready`` is set once its engines
-    are loaded and it claims jobs (its supervisor tells a death at start from a later one)."""
+    are loaded and it claims jobs (its supervisor tells a death at start from a later one).
+    ``upstream``: the process runs the hosted models' jobs (``build_workers``)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     control = _Control(settings)
     signals, parent = control.signals, os.getppid()
@@ -154,13 +169,19 @@ def run_worker(settings: Settings, *, child: bool = False, ready: Event | None =
     store.on_new_work(signals.wake.set)
     prefix = f"{socket.gethostname()}:{os.getpid()}"
     storage = open_storage(settings)
-    workers = build_workers(settings, store, storage, prefix=prefix, on_stuck=control.recycle)
+    workers = build_workers(
+        settings, store, storage, prefix=prefix, on_stuck=control.recycle, upstream=upstream
+    )
     deliverer = Deliverer(settings, store, storage)
     threading.Thread(
         target=deliverer.run, args=(signals.drain,), name="reelforge-webhooks", daemon=True
     ).start()
     threads = [
         threading.Thread(target=worker.run, args=(signals,), name=f"reelforge-worker-{n}")
+        if not isinstance(worker, UpstreamWorker)
+        else threading.Thread(
+            target=worker.run_many, args=(signals, settings.upstream_concurrency), name="upstream"
+        )
         for n, worker in enumerate(workers)
     ]
     models = ", ".join(workers[0].engines)

@@ -53,6 +53,9 @@ class Settings(BaseSettings):
         None, description="Model ids a worker serves (JSON list); default: all served models."
     )
     worker_concurrency: int = Field(1, ge=1, description="Jobs one worker process runs at once.")
+    upstream_concurrency: int = Field(
+        32, ge=1, description="Hosted-model jobs one `worker --upstream` process waits on at once."
+    )
     drain_seconds: float = Field(
         30.0, ge=0, description="On SIGTERM, time the running job gets before it is given back."
     )

@@ -69,8 +69,11 @@ class Supervisor:
         count: int,
         *,
         clock: Callable[[], float] = time.monotonic,
+        upstream: bool = False,
     ) -> None:
+        """``upstream``: the processes are the hosted models' pool (``worker --upstream``)."""
         self.settings = settings
+        self.upstream = upstream
         self.slots = [_Slot(index) for index in range(count)]
         self._clock = clock
         self._context = multiprocessing.get_context("spawn")
@@ -114,8 +117,8 @@ class Supervisor:
             slot.process = self._context.Process(
                 target=run_worker,
                 args=(self.settings,),
-                kwargs={"child": True, "ready": slot.ready},
-                name=f"reelforge-worker-{slot.index}",
+                kwargs={"child": True, "ready": slot.ready, "upstream": self.upstream},
+                name=f"reelforge-{'upstream' if self.upstream else 'worker'}-{slot.index}",
             )
             slot.process.start()
         slot.started_at = now

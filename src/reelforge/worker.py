@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 from PIL import Image
 
-from reelforge.engines.base import Engine, Keyframes
+from reelforge.engines.base import AnyEngine, Keyframes, RemoteEngine
 from reelforge.errors import Cancelled, ReelforgeError, TimedOut
 from reelforge.jobs.model import (
     CANCELLED,
@@ -93,7 +93,7 @@ class Worker:
         settings: Settings,
         store: Store,
         storage: Storage,
-        engines: Mapping[str, Engine],
+        engines: Mapping[str, AnyEngine],
         *,
         worker_id: str | None = None,
         job_timeouts: Mapping[str, float] | None = None,
@@ -207,6 +207,10 @@ class Worker:
             self.store, run, self.settings.lease_seconds, halt, deadline, self.on_stuck
         )
         beat.start()
+        engine = self.engines[lease.job.model]  # a hosted one forwards the optimizer flag
+        if isinstance(engine, RemoteEngine):
+            self._remote(run, beat, engine)
+            return
         pending = self.optimizer.start(lease.job.request, lease.job.model)
         keyframes = self._attempt(run, beat, lambda: self._keyframes(lease))
         if keyframes is None:
@@ -217,7 +221,6 @@ class Worker:
         run.meta["prompt"] = rewrite.meta()
         request = rewrite.applied(lease.job.request)
         beat.set_phase(Phase.GENERATING)
-        engine = self.engines[lease.job.model]
         video = self._attempt(run, beat, lambda: engine.generate(request, keyframes, beat.on_step))
         if video is None:
             return
@@ -227,6 +230,11 @@ class Worker:
             self._finisher.submit(lambda: self._encode(run, beat, video))
         else:
             self._encode(run, beat, video)
+
+    def _remote(self, run: _Run, beat: _Heartbeat, engine: RemoteEngine) -> None:
+        """A hosted model's job: only the upstream pool runs them (``UpstreamWorker``)."""
+        message = f"model {run.lease.job.model!r} is hosted: it runs in the upstream pool"
+        self._end(run, beat, Failed("EngineFailed", message, run.seconds()))
 
     def _keyframes(self, lease: Lease) -> Keyframes:
         request = lease.job.request

@@ -127,7 +127,7 @@ def test_capabilities_are_json_as_get_v2_models_lists_them() -> None:
 
 
 def test_every_engine_in_the_table_has_its_options_and_facts() -> None:
-    assert sorted(ENGINES) == ["ltx", "minimax_h3", "preview", "wan"]
+    assert sorted(ENGINES) == ["ltx", "minimax_h3", "preview", "upstream", "wan"]
     for kind in ENGINES.values():
         assert kind.fps > 0
         assert 1 <= kind.seconds[0] <= kind.seconds[1] <= 20

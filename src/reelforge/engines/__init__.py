@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from reelforge.engines.base import Engine
+from reelforge.engines.base import AnyEngine
 from reelforge.engines.registry import ENGINES, ModelSpec
 
 
-def build_engine(spec: ModelSpec, *, preview_scale: float = 1.0) -> Engine:
+def build_engine(spec: ModelSpec, *, preview_scale: float = 1.0) -> AnyEngine:
     """The engine for ``spec`` (not loaded yet). The diffusers engines need the extra:
     ``pip install 'reelforge[diffusers]'``."""
     kind = ENGINES.get(spec.engine)
@@ -26,7 +26,7 @@ def build_engine(spec: ModelSpec, *, preview_scale: float = 1.0) -> Engine:
 
 def load_engines(
     registry: Mapping[str, ModelSpec], models: Iterable[str], *, preview_scale: float = 1.0
-) -> dict[str, Engine]:
+) -> dict[str, AnyEngine]:
     """Model id → a freshly built and loaded engine, for each of ``models``; ids that name the
     same spec (``minimax/hailuo-02`` is an alias) share one engine.
 
@@ -37,7 +37,7 @@ def load_engines(
     unknown = [model for model in wanted if model not in registry]
     if unknown:
         raise ValueError(f"models {unknown} are not served; served: {sorted(registry)}")
-    loaded: dict[str, Engine] = {}
+    loaded: dict[str, AnyEngine] = {}
     for model in wanted:
         spec = registry[model]
         if spec.id not in loaded:

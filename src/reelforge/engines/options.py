@@ -91,6 +91,38 @@ class MiniMaxH3Options(EngineOptions):
     """A diffusers attention backend name for the transformer, checked at load."""
 
 
+class UpstreamOptions(EngineOptions):
+    """Options of the gateway engine (``engine = "upstream"``): which hosted API to call.
+
+    The provider key is read from the environment variable ``api_key_env`` when the engine
+    is built; it is never stored in the database nor logged."""
+
+    provider: Literal["aiml", "minimax", "openai"]
+    """``aiml``: the AI/ML API's Hailuo routes (reelforge's contract); ``minimax``: MiniMax's
+    native API; ``openai``: any ``/v1/videos`` server (OpenAI, vLLM-Omni, another reelforge)."""
+    base_url: StrictStr
+    """What the provider's paths are appended to: ``aiml`` ends in ``/v2``, ``openai`` in
+    ``/v1``, ``minimax`` is the host root (its paths start with ``/v1/``)."""
+    api_key_env: StrictStr
+    """The environment variable holding the provider key."""
+    model: StrictStr
+    """The provider's model id."""
+    poll_seconds: Annotated[float, Field(gt=0, strict=True)] = 2.0
+    """The least time between two polls of one job, in seconds (the provider may ask more)."""
+    request_timeout_seconds: Annotated[float, Field(gt=0, strict=True)] = 30.0
+    """The longest one HTTP call to the provider may take, in seconds."""
+    fallback: StrictStr | None = None
+    """Another served model id that takes the job when this one fails for a reason that is
+    not the request's (the provider's generation failed, or it stayed unreachable)."""
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return url.rstrip("/")
+
+
 class RequestOptions(BaseModel):
     """Per-request model options (``JobRequest.options``); None: the registry's value, else
     the engine's default. Which of them a model takes: ``Capabilities.request_options``."""

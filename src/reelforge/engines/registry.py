@@ -8,7 +8,7 @@ engine. ``REELFORGE_MODELS=path.toml`` replaces that:
 hailuo = "minimax-h3"                  # the model id minimax/hailuo-02 points to
 
 [models."minimax-h3"]
-engine = "minimax_h3"                  # preview | wan | ltx | minimax_h3
+engine = "minimax_h3"                  # preview | wan | ltx | minimax_h3 | upstream
 weights = "/models/MiniMax-H3"         # a local directory or a hub repo id
 dtype = "bfloat16"
 device = "cuda"
@@ -55,11 +55,12 @@ from reelforge.engines.options import (
     MiniMaxH3Options,
     PositiveWhole,
     PreviewOptions,
+    UpstreamOptions,
     WanOptions,
 )
 
 if TYPE_CHECKING:
-    from reelforge.engines.base import Engine
+    from reelforge.engines.base import AnyEngine, Engine
     from reelforge.request import JobRequest
 
 MIN_SHORT_SIDE: Final = 256
@@ -152,7 +153,7 @@ class ModelSpec(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
-        if self.engine != "preview" and not self.weights:
+        if self.engine not in ("preview", "upstream") and not self.weights:
             raise ValueError(f"engine {self.engine!r} needs weights (a directory or repo id)")
         if self.last_frame_required and not self.last_frame:
             raise ValueError("last_frame_required = true needs last_frame = true")
@@ -172,7 +173,7 @@ class EngineKind:
     """Shortest and longest clip it makes, in seconds."""
     request_options: tuple[str, ...]
     """Per-request options it honours (``JobRequest.options`` keys)."""
-    build: Callable[[ModelSpec, float], Engine]
+    build: Callable[[ModelSpec, float], AnyEngine]
     """``build(spec, preview_scale)``: the engine, not loaded; imports its module."""
     fps_choices: tuple[int, int] | None = None
     """Lowest and highest frame rate a request may ask; None: the native rate only."""
@@ -202,6 +203,12 @@ def _minimax_h3(spec: ModelSpec, scale: float) -> Engine:
     return MiniMaxH3Engine(spec)
 
 
+def _upstream(spec: ModelSpec, scale: float) -> AnyEngine:
+    from reelforge.engines.upstream import UpstreamEngine
+
+    return UpstreamEngine(spec)
+
+
 ENGINES: Final[Mapping[str, EngineKind]] = {
     "preview": EngineKind(PreviewOptions, 25, False, (1, 20), (), _preview, fps_choices=(8, 60)),
     "wan": EngineKind(WanOptions, 16, False, (1, 20), DIFFUSERS_REQUEST_OPTIONS, _wan),
@@ -210,6 +217,8 @@ ENGINES: Final[Mapping[str, EngineKind]] = {
     "minimax_h3": EngineKind(
         MiniMaxH3Options, 24, True, (5, 14), ("num_inference_steps",), _minimax_h3
     ),
+    # A hosted provider: the provider checks lengths and rates itself (refusals are errors).
+    "upstream": EngineKind(UpstreamOptions, 24, False, (1, 20), (), _upstream, (8, 60)),
 }
 """Engine name → its kind. Adding an engine: its module, its options model, a row here."""
 
@@ -311,7 +320,19 @@ def load_registry(path: Path) -> dict[str, ModelSpec]:
         if hailuo not in served:
             raise ValueError(f"model registry {path}: hailuo = {hailuo!r} is not a model here")
         served.setdefault(DEFAULT_MODEL, served[hailuo])
+    for model_id, spec in served.items():
+        fallback = getattr(spec.options, "fallback", None)
+        if fallback is not None and (fallback not in served or fallback == model_id):
+            raise ValueError(
+                f"model registry {path}: models.{model_id!r}.options.fallback: "
+                f"{fallback!r} is not another model here"
+            )
     return served
+
+
+def is_upstream(spec: ModelSpec) -> bool:
+    """Whether ``spec`` is served by a hosted provider (its jobs go to the upstream pool)."""
+    return spec.engine == "upstream"
 
 
 def _spec(model_id: str, entry: object, path: Path) -> ModelSpec:

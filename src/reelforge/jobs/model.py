@@ -396,6 +396,20 @@ class JobQueue(Protocol):
         nothing, if the lease was lost."""
         ...
 
+    def set_upstream(self, lease: Lease, upstream_id: str) -> bool:
+        """Keep the job's id at a hosted provider (``upstream_id``), so that a later attempt
+        polls that job instead of submitting again. No event (the job's state is unchanged).
+        False, changing nothing, if the lease was lost."""
+        ...
+
+    def fall_back(self, lease: Lease, *, model: str, reason: str) -> bool:
+        """Hand the job to another served ``model`` after its own failed not by the request's
+        fault: as ``release`` (queued at once, the attempt not charged), but ``model`` set and
+        ``upstream_id`` cleared; event ``requeued`` with ``reason`` and ``model``. A job its
+        client asked to cancel ends ``Cancelled`` instead. False, changing nothing, if the
+        lease was lost."""
+        ...
+
     def cancel(self, job_id: str, *, owner: str) -> Job | None:
         """The client's cancel: a queued job ends in ``error`` (``Cancelled``) at once; a
         generating one is marked, its heartbeats then fail and its worker ends it; an ended

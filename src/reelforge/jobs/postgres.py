@@ -399,6 +399,51 @@ class PostgresJobStore(StoreBase, PostgresOutbox):
                 )
         return bool(rows)
 
+    def set_upstream(self, lease: Lease, upstream_id: str) -> bool:
+        params = {"upstream_id": upstream_id, "now": self._now()}
+        with self._transaction() as conn:
+            rows = self._update_leased(
+                conn,
+                """
+                UPDATE jobs SET upstream_id = %(upstream_id)s, updated_at = reelforge_now(%(now)s)
+                WHERE id = %(id)s AND status = 'generating' AND lease_token = %(token)s
+                RETURNING id
+                """,
+                lease,
+                params,
+            )
+        return bool(rows)
+
+    def fall_back(self, lease: Lease, *, model: str, reason: str) -> bool:
+        params = {"model": model, "now": self._now()}
+        with self._transaction() as conn:
+            rows = self._update_leased(
+                conn,
+                """
+                UPDATE jobs
+                SET status = 'queued', model = %(model)s, upstream_id = NULL,
+                    attempts = attempts - 1, run_after = NULL, progress = 0, phase = NULL,
+                    lease_token = NULL, lease_expires_at = NULL, worker_id = NULL,
+                    updated_at = reelforge_now(%(now)s)
+                WHERE id = %(id)s AND status = 'generating' AND lease_token = %(token)s
+                  AND cancel_requested_at IS NULL
+                RETURNING *
+                """,
+                lease,
+                params,
+            )
+            if rows:
+                self._queued(conn, rows, EventKind.REQUEUED, {"reason": reason, "model": model})
+            else:
+                rows = self._end(
+                    conn,
+                    base.cancelled(),
+                    where="id = %(id)s AND status = 'generating' AND lease_token = %(token)s"
+                    " AND cancel_requested_at IS NOT NULL",
+                    lease=lease,
+                )
+        return bool(rows)
+
     def cancel(self, job_id: str, *, owner: str) -> Job | None:
         params = {"id": job_id, "owner": owner, "now": self._now()}
         with self._transaction() as conn:

@@ -272,6 +272,51 @@ class SQLiteJobStore(StoreBase, SQLiteOutbox):
                 )
         return bool(rows)
 
+    def set_upstream(self, lease: Lease, upstream_id: str) -> bool:
+        params = {"upstream_id": upstream_id, "now": self._clock()}
+        with self._db.write() as conn:
+            rows = self._update_leased(
+                conn,
+                """
+                UPDATE jobs SET upstream_id = :upstream_id, updated_at = :now
+                WHERE id = :id AND lease_token = :token AND status = 'generating'
+                RETURNING id
+                """,
+                lease,
+                params,
+            )
+        return bool(rows)
+
+    def fall_back(self, lease: Lease, *, model: str, reason: str) -> bool:
+        params = {"model": model, "now": self._clock()}
+        with self._db.write() as conn:
+            rows = self._update_leased(
+                conn,
+                """
+                UPDATE jobs
+                SET status = 'queued', model = :model, upstream_id = NULL,
+                    attempts = attempts - 1, run_after = NULL, progress = 0, phase = NULL,
+                    lease_token = NULL, lease_expires_at = NULL, worker_id = NULL,
+                    updated_at = :now
+                WHERE id = :id AND lease_token = :token AND status = 'generating'
+                  AND cancel_requested_at IS NULL
+                RETURNING *
+                """,
+                lease,
+                params,
+            )
+            for row in rows:
+                _append(conn, row, EventKind.REQUEUED, {"reason": reason, "model": model})
+            if not rows:
+                rows = self._end(
+                    conn,
+                    base.cancelled(),
+                    where="id = :id AND lease_token = :token AND status = 'generating'"
+                    " AND cancel_requested_at IS NOT NULL",
+                    lease=lease,
+                )
+        return bool(rows)
+
     def cancel(self, job_id: str, *, owner: str) -> Job | None:
         params = {"id": job_id, "owner": owner, "now": self._clock()}
         with self._db.write() as conn:
