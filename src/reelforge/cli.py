@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import signal
 import threading
 import time
@@ -136,13 +138,19 @@ def serve(
     settings = _settings()
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = settings.model_copy(update=overrides)
+    _metrics_folder(settings.data_dir)  # first: before any part of prometheus_client loads
     first_key = _prepare_serve(settings)
+    from reelforge.logs import configure_logging
+    from reelforge.runtime import start_job_metrics
+
     # uvicorn re-raises a SIGTERM once it has shut down; with the default handler that ends
     # the process on the spot, before the workers are stopped. This one exits through the
     # ``finally`` below instead.
     signal.signal(signal.SIGTERM, _exit_on_signal)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    configure_logging(settings.log_format)
     supervision = SupervisorThread(Supervisor(settings, workers))
+    json_logs = {"log_config": None} if settings.log_format == "json" else {}
+    stop_job_metrics = start_job_metrics(settings)
     try:
         out.print(f"reelforge {__version__} on http://{settings.host}:{settings.port}/v2")
         out.print(
@@ -158,15 +166,29 @@ def serve(
             workers=api_processes,
             log_level="info",
             access_log=access_log,
+            **json_logs,  # type: ignore[arg-type]
             **uvicorn_options(settings),
         )
     except SystemExit:
         if supervision.failure is None:
             raise
     finally:
+        stop_job_metrics()
         supervision.close(timeout=settings.drain_seconds + 5)
     if supervision.failure is not None:
         _refuse(f"{supervision.failure}; stopping")
+
+
+def _metrics_folder(data_dir: Path) -> None:
+    """Turn on multiprocess metrics (``reelforge.metrics``) for this process and those it
+    starts: ``PROMETHEUS_MULTIPROC_DIR`` is ``<data dir>/metrics``, emptied (the values of a
+    previous run's processes are gone), unless the operator set it."""
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        return
+    folder = data_dir / "metrics"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
 
 
 def _prepare_serve(settings: Settings) -> str | None:
@@ -232,7 +254,9 @@ def worker(
         except StartRefused as exc:
             _refuse(str(exc))
         return
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    from reelforge.logs import configure_logging
+
+    configure_logging(settings.log_format)
     signal.signal(signal.SIGTERM, _exit_on_signal)  # through the ``finally``: children drain
     supervisor = Supervisor(settings, processes)
     try:

@@ -23,7 +23,14 @@ from pydantic_core import PydanticCustomError
 from starlette.types import Receive, Scope, Send
 
 from reelforge.api.accept import Submission, image_input
-from reelforge.api.deps import CallerDep, IdempotencyKey, Services, ServicesDep, services_of
+from reelforge.api.deps import (
+    KEY_ID,
+    CallerDep,
+    IdempotencyKey,
+    Services,
+    ServicesDep,
+    services_of,
+)
 from reelforge.api.dialects.base import Dialect, StrictBody
 from reelforge.api.headers import SECURITY_HEADERS
 from reelforge.api.openapi import BEARER, ErrorAnswer, ErrorInfo, error_responses
@@ -247,6 +254,7 @@ def _poll_answer(services: Services, scope: Scope) -> bytes:
     ``generation_id``); reelforge errors for a refusal."""
     authorization, host = _headers(scope)
     caller = services.caller(authorization)
+    scope[KEY_ID] = caller.id  # for the request's log line (``api.observe``)
     base_url = _base_url(scope, host)
     generation_id = _query_value(scope, "generation_id")
     if generation_id is None:

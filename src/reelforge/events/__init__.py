@@ -1,0 +1,1 @@
+"""Consumers of the job event log (``jobs.model.JobQueue.events_after``)."""
