@@ -12,16 +12,16 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import Collection, Iterator
 from typing import Annotated, Final
 
 from fastapi import APIRouter, Request, Security
 from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
@@ -51,6 +51,7 @@ class RequestLog:
         self.app = app
         self.metrics = metrics
         self.hot_paths = frozenset(hot_paths)
+        self._series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -75,8 +76,14 @@ class RequestLog:
 
     def _record(self, scope: Scope, status: int, seconds: float, request_id: str) -> None:
         method, route = scope["method"], self._route(scope)
-        self.metrics.requests.labels(method, route, str(status)).inc()
-        self.metrics.request_seconds.labels(method, route).observe(seconds)
+        counted = self._series.get((method, route, status))
+        if counted is None:  # the first of this series: ``labels`` is slower than a dict
+            counted = self._series[method, route, status] = (
+                self.metrics.requests.labels(method, route, str(status)),
+                self.metrics.request_seconds.labels(method, route),
+            )
+        counted[0].inc()
+        counted[1].observe(seconds)
         key_id = scope.get(KEY_ID, "-")
         ms = seconds * 1000
         log_event(
@@ -104,7 +111,7 @@ def _request_id(headers: list[tuple[bytes, bytes]]) -> bytes:
     for name, value in headers:
         if name == b"x-request-id" and REQUEST_ID.fullmatch(value):
             return value
-    return uuid.uuid4().hex.encode()
+    return os.urandom(16).hex().encode()  # as unique as a uuid4, at a fraction of its cost
 
 
 router = APIRouter()
