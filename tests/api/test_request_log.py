@@ -1,0 +1,127 @@
+"""One log line per request (method, route template, status, ms, key id, request id) as
+text or JSON, and the ``X-Request-Id`` kept and echoed, or made."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+from starlette.testclient import TestClient
+
+from reelforge.api.app import Services, create_app
+from reelforge.logs import JsonLines, Text
+from reelforge.metrics import Metrics
+from reelforge.runtime import load_models, open_storage, open_store
+from reelforge.startup import ensure_key
+from tests.service import LEGACY, TEST_KEY, service_settings
+
+AUTH = {"Authorization": f"Bearer {TEST_KEY}"}
+MADE_ID = re.compile(r"[0-9a-f]{32}")
+
+
+@pytest.fixture
+def app_client(tmp_path: Path) -> Iterator[tuple[TestClient, str]]:
+    """The app in-process, and the id of the test key."""
+    settings = service_settings(tmp_path)
+    store = open_store(settings)
+    ensure_key(settings, store)
+    services = Services(
+        settings,
+        store,
+        open_storage(settings),
+        load_models(settings),
+        metrics=Metrics(CollectorRegistry()),
+    )
+    with TestClient(create_app(services), client=("127.0.0.1", 50000)) as client:
+        yield client, store.list_keys()[0].id
+    store.close()
+
+
+def captured(formatter: logging.Formatter) -> tuple[logging.Handler, io.StringIO]:
+    """A handler on ``reelforge.access`` writing through ``formatter`` into a buffer."""
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    handler.setFormatter(formatter)
+    logger = logging.getLogger("reelforge.access")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    return handler, buffer
+
+
+@pytest.fixture
+def text_log() -> Iterator[io.StringIO]:
+    handler, buffer = captured(Text())
+    yield buffer
+    logging.getLogger("reelforge.access").removeHandler(handler)
+
+
+@pytest.fixture
+def json_log() -> Iterator[io.StringIO]:
+    handler, buffer = captured(JsonLines())
+    yield buffer
+    logging.getLogger("reelforge.access").removeHandler(handler)
+
+
+def test_text_line_per_request(app_client: tuple[TestClient, str], text_log: io.StringIO) -> None:
+    """A create, the hot poll and an unknown path: one line each, with the route's template
+    (never the query), the status, the time, the key id and the request id."""
+    client, key_id = app_client
+    created = client.post(LEGACY, json={"model": "minimax/hailuo-02", "prompt": "x"}, headers=AUTH)
+    generation = created.json()["generation_id"]
+    client.get(LEGACY, params={"generation_id": generation}, headers={**AUTH, "X-Request-Id": "r-1"})
+    client.get("/nowhere/at/all?secret=1")
+    lines = text_log.getvalue().splitlines()
+    assert len(lines) == 3
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} reelforge\.access"
+    assert re.fullmatch(
+        rf"{stamp} POST {LEGACY} 200 \d+\.\dms key={key_id} request=[0-9a-f]{{32}}", lines[0]
+    )
+    assert re.fullmatch(rf"{stamp} GET {LEGACY} 200 \d+\.\dms key={key_id} request=r-1", lines[1])
+    assert re.fullmatch(rf"{stamp} GET <unmatched> 404 \d+\.\dms key=- request=\S+", lines[2])
+    assert generation not in text_log.getvalue() and "secret" not in text_log.getvalue()
+
+
+def test_json_lines(app_client: tuple[TestClient, str], json_log: io.StringIO) -> None:
+    client, key_id = app_client
+    client.get("/v2/models", headers=AUTH)
+    client.get("/v2/models", headers={"X-Request-Id": "abc.DEF:9_-"})
+    first, second = (json.loads(line) for line in json_log.getvalue().splitlines())
+    assert first["logger"] == "reelforge.access" and first["level"] == "info"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", first["time"])
+    assert second["method"] == "GET" and second["route"] == "/v2/models"
+    assert second["status"] == 401 and second["key_id"] == "-"
+    assert second["request_id"] == "abc.DEF:9_-" and isinstance(second["ms"], float)
+    assert first["key_id"] == key_id and first["status"] == 200
+
+
+@pytest.mark.parametrize(
+    ("sent", "kept"),
+    [
+        ("req-42.a:b_C", True),
+        ("x" * 128, True),
+        ("x" * 129, False),
+        ("two words", False),
+        ("new\nline", False),
+        ("<script>", False),
+        (None, False),
+    ],
+)
+def test_request_id_is_kept_or_made(
+    app_client: tuple[TestClient, str], sent: str | None, kept: bool
+) -> None:
+    """A safe id of 1 to 128 characters comes back as sent; any other is replaced by a
+    made one (32 hex digits), on answers of every kind."""
+    client, _ = app_client
+    headers = {} if sent is None else {"X-Request-Id": sent}
+    for answer in (client.get("/healthz", headers=headers), client.get("/v2/models", headers=headers)):
+        echoed = answer.headers["x-request-id"]
+        if kept:
+            assert echoed == sent
+        else:
+            assert MADE_ID.fullmatch(echoed)
