@@ -126,21 +126,20 @@ def serve(
     ] = 1,
     host: Annotated[str | None, typer.Option(help="Listen address [REELFORGE_HOST].")] = None,
     port: Annotated[int | None, typer.Option(help="Listen port [REELFORGE_PORT].")] = None,
-    access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
 ) -> None:
     """Serve the API (and --workers worker processes, supervised) on one data directory."""
+    settings = _settings()
+    _metrics_folder(settings.data_dir)  # before any import loads prometheus_client
     import uvicorn
 
     from reelforge.api.serving import uvicorn_options
-    from reelforge.supervise import Supervisor, SupervisorThread
-
-    settings = _settings()
-    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
-    settings = settings.model_copy(update=overrides)
-    _metrics_folder(settings.data_dir)  # first: before any part of prometheus_client loads
-    first_key = _prepare_serve(settings)
     from reelforge.logs import configure_logging
     from reelforge.runtime import start_job_metrics
+    from reelforge.supervise import Supervisor, SupervisorThread
+
+    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    settings = settings.model_copy(update=overrides)
+    first_key = _prepare_serve(settings)
 
     # uvicorn re-raises a SIGTERM once it has shut down; with the default handler that ends
     # the process on the spot, before the workers are stopped. This one exits through the
@@ -164,7 +163,9 @@ def serve(
             factory=True,
             workers=api_processes,
             log_level="info",
-            access_log=access_log,
+            # reelforge logs each request (``api.observe``); uvicorn's line would add the
+            # query, where a signed link carries its signature
+            access_log=False,
             **json_logs,  # type: ignore[arg-type]
             **uvicorn_options(settings),
         )

@@ -19,8 +19,8 @@ from reelforge.jobs.model import Lease
 from reelforge.jobs.sqlite import SQLiteJobStore
 from reelforge.metrics import Metrics
 from reelforge.runtime import load_models, open_storage
-from reelforge.startup import ensure_key
 from reelforge.settings import Settings
+from reelforge.startup import ensure_key
 from tests.jobs.contract import FakeClock
 from tests.service import LEGACY, TEST_KEY, service_settings
 
@@ -130,7 +130,9 @@ def test_queue_wait_is_measured_from_the_event_log(deployment: Deployment) -> No
     with deployment.client() as client:
         client.post(LEGACY, json={"model": MODEL, "prompt": "again"}, headers=AUTH)
         deployment.store.release(run(deployment, seconds=3.0))
-        deployment.store.complete(run(deployment, seconds=5.0), video_key="v", credits_used=1, meta={})
+        deployment.store.complete(
+            run(deployment, seconds=5.0), video_key="v", credits_used=1, meta={}
+        )
         deployment.reader.poll()
         samples = scrape(client)
     assert value(samples, "reelforge_job_queue_wait_seconds_sum", model=MODEL) == 4.0

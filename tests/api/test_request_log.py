@@ -74,7 +74,9 @@ def test_text_line_per_request(app_client: tuple[TestClient, str], text_log: io.
     client, key_id = app_client
     created = client.post(LEGACY, json={"model": "minimax/hailuo-02", "prompt": "x"}, headers=AUTH)
     generation = created.json()["generation_id"]
-    client.get(LEGACY, params={"generation_id": generation}, headers={**AUTH, "X-Request-Id": "r-1"})
+    client.get(
+        LEGACY, params={"generation_id": generation}, headers={**AUTH, "X-Request-Id": "r-1"}
+    )
     client.get("/nowhere/at/all?secret=1")
     lines = text_log.getvalue().splitlines()
     assert len(lines) == 3
@@ -84,7 +86,8 @@ def test_text_line_per_request(app_client: tuple[TestClient, str], text_log: io.
     )
     assert re.fullmatch(rf"{stamp} GET {LEGACY} 200 \d+\.\dms key={key_id} request=r-1", lines[1])
     assert re.fullmatch(rf"{stamp} GET <unmatched> 404 \d+\.\dms key=- request=\S+", lines[2])
-    assert generation not in text_log.getvalue() and "secret" not in text_log.getvalue()
+    assert generation not in text_log.getvalue()
+    assert "secret" not in text_log.getvalue()
 
 
 def test_json_lines(app_client: tuple[TestClient, str], json_log: io.StringIO) -> None:
@@ -92,12 +95,17 @@ def test_json_lines(app_client: tuple[TestClient, str], json_log: io.StringIO) -
     client.get("/v2/models", headers=AUTH)
     client.get("/v2/models", headers={"X-Request-Id": "abc.DEF:9_-"})
     first, second = (json.loads(line) for line in json_log.getvalue().splitlines())
-    assert first["logger"] == "reelforge.access" and first["level"] == "info"
+    assert first["logger"] == "reelforge.access"
+    assert first["level"] == "info"
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", first["time"])
-    assert second["method"] == "GET" and second["route"] == "/v2/models"
-    assert second["status"] == 401 and second["key_id"] == "-"
-    assert second["request_id"] == "abc.DEF:9_-" and isinstance(second["ms"], float)
-    assert first["key_id"] == key_id and first["status"] == 200
+    assert second["method"] == "GET"
+    assert second["route"] == "/v2/models"
+    assert second["status"] == 401
+    assert second["key_id"] == "-"
+    assert second["request_id"] == "abc.DEF:9_-"
+    assert isinstance(second["ms"], float)
+    assert first["key_id"] == key_id
+    assert first["status"] == 200
 
 
 @pytest.mark.parametrize(
@@ -119,7 +127,10 @@ def test_request_id_is_kept_or_made(
     made one (32 hex digits), on answers of every kind."""
     client, _ = app_client
     headers = {} if sent is None else {"X-Request-Id": sent}
-    for answer in (client.get("/healthz", headers=headers), client.get("/v2/models", headers=headers)):
+    for answer in (
+        client.get("/healthz", headers=headers),
+        client.get("/v2/models", headers=headers),
+    ):
         echoed = answer.headers["x-request-id"]
         if kept:
             assert echoed == sent
