@@ -37,7 +37,9 @@ def create_app(services: Services) -> FastAPI:
     app.add_middleware(HotRoutes, routes=hot)
     app.add_middleware(SecurityHeaders, hot_paths=hot)
     # added last: the outermost, so that it times and logs the hot routes too
-    app.add_middleware(observe.RequestLog, metrics=services.metrics, hot_paths=hot)
+    app.add_middleware(
+        observe.RequestLog, metrics=services.metrics, lines=services.request_lines, hot_paths=hot
+    )
     app.include_router(files.router)
     app.include_router(health.router)
     app.include_router(docs.router)

@@ -14,6 +14,7 @@ from reelforge.api.auth import KeyCache, authenticate
 from reelforge.api.openapi import BEARER
 from reelforge.engines.registry import ModelSpec
 from reelforge.jobs.model import ApiKey, Job, Store
+from reelforge.logs import RequestLines, request_lines
 from reelforge.metrics import Metrics, process_metrics
 from reelforge.retention import discard_files
 from reelforge.settings import Settings
@@ -34,6 +35,8 @@ class Services:
     """Served model id → its registry entry."""
     metrics: Metrics = field(default_factory=process_metrics)
     """What the process counts (``reelforge.metrics``)."""
+    request_lines: RequestLines = field(default_factory=request_lines)
+    """Where the process logs its requests (``logs.RequestLines``)."""
     keys: KeyCache = field(init=False)
     """Keys found lately (a revoked key keeps working here for up to 2 s)."""
 

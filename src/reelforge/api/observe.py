@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-import logging
 import os
 import re
 import time
@@ -32,10 +31,8 @@ from reelforge.api.openapi import BEARER, error_responses
 from reelforge.contract import Status
 from reelforge.errors import Forbidden, Unauthorized
 from reelforge.jobs.model import REPORT_SECONDS
-from reelforge.logs import log_event
+from reelforge.logs import RequestLines
 from reelforge.metrics import Metrics, multiprocess_dir
-
-log = logging.getLogger("reelforge.access")
 
 UNMATCHED: Final = "<unmatched>"
 REQUEST_ID: Final = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
@@ -47,9 +44,12 @@ class RequestLog:
     (``reelforge_http_request_duration_seconds``) and logged on one line (method, route,
     status, ms, key id, request id) once answered; its ``X-Request-Id`` echoed."""
 
-    def __init__(self, app: ASGIApp, *, metrics: Metrics, hot_paths: Collection[str]) -> None:
+    def __init__(
+        self, app: ASGIApp, *, metrics: Metrics, lines: RequestLines, hot_paths: Collection[str]
+    ) -> None:
         self.app = app
         self.metrics = metrics
+        self.lines = lines
         self.hot_paths = frozenset(hot_paths)
         self._series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
@@ -84,18 +84,7 @@ class RequestLog:
             )
         counted[0].inc()
         counted[1].observe(seconds)
-        key_id = scope.get(KEY_ID, "-")
-        ms = seconds * 1000
-        log_event(
-            log,
-            f"{method} {route} {status} {ms:.1f}ms key={key_id} request={request_id}",
-            method=method,
-            route=route,
-            status=status,
-            ms=round(ms, 1),
-            key_id=key_id,
-            request_id=request_id,
-        )
+        self.lines.add(method, route, status, seconds, scope.get(KEY_ID, "-"), request_id)
 
     def _route(self, scope: Scope) -> str:
         route = scope.get("route")
