@@ -53,7 +53,7 @@ from reelforge.engines.base import Engine
 from reelforge.engines.registry import load_registry
 from reelforge.jobs.model import Lease
 from reelforge.jobs.sqlite import SQLiteJobStore
-from reelforge.media.encoder import EncoderOptions, encode_mp4
+from reelforge.media.encoder import EncoderOptions, OnEncoded, encode_mp4
 from reelforge.request import JobRequest
 from reelforge.settings import Settings
 from reelforge.storage.local import LocalStorage
@@ -130,10 +130,15 @@ class TimedPipeline:
         return getattr(self._pipeline, name)
 
 
-def timed_encode_mp4(video: Video, path: Path, options: EncoderOptions = DEFAULT_ENCODER) -> None:
+def timed_encode_mp4(
+    video: Video,
+    path: Path,
+    options: EncoderOptions = DEFAULT_ENCODER,
+    on_encoded: OnEncoded | None = None,
+) -> None:
     """``encode_mp4``, timed: the worker's module calls this instead (see ``main``)."""
     with SPANS.timing("encode"):
-        encode_mp4(video, path, options)
+        encode_mp4(video, path, options, on_encoded)
 
 
 @dataclass(frozen=True)

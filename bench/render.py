@@ -1,13 +1,16 @@
 """Preview render speed: time, ratio to PyAV's bare encode of the same frames, real-time
 factor and peak RSS, for a 6 s 768P and a 10 s 1080P clip.
 
-Run: ``python bench/render.py``. Each render runs in a fresh process (so its peak RSS is its
+Run: ``python bench/render.py [--only NAME] [--rounds N]`` (with ``--rounds``, renders and
+floors take turns and each figure is the least of its rounds, which steadies the ratios on a
+busy machine). Each render runs in a fresh process (so its peak RSS is its
 own); the floor encodes the very frames the render produced, decoded back into memory
 beforehand, with the same encoder settings.
 """
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import resource
@@ -66,13 +69,18 @@ def render_once(index: int, output: Path) -> None:
     picture(*size, seed=1).save(buffer, "PNG")
     first = Image.open(io.BytesIO(buffer.getvalue())) if case.with_image else None
     last = picture(*size, seed=2) if case.with_last else None
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), cpu_seconds()
     request = JobRequest(case.prompt, case.duration_s, case.resolution)
     video = PreviewEngine().generate(request, Keyframes(first, last), lambda done, total: None)
     encode_mp4(video, output, EncoderOptions())
-    seconds = time.perf_counter() - started
-    peak_mb = peak_rss_mb()
-    print(json.dumps({"seconds": seconds, "peak_mb": peak_mb}))
+    seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
+    print(json.dumps({"seconds": seconds, "cpu": cpu, "peak_mb": peak_rss_mb()}))
+
+
+def cpu_seconds() -> float:
+    """CPU time this process has used so far, all threads (user + system)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def peak_rss_mb() -> float:
@@ -84,14 +92,15 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def floor_seconds(clip: Path) -> float:
-    """Time PyAV takes to encode the clip's own frames (already in memory) the same way."""
+def floor_seconds(clip: Path) -> tuple[float, float]:
+    """Time and CPU time PyAV takes to encode the clip's own frames (already in memory) the
+    same way."""
     with av.open(str(clip)) as container:
         stream = container.streams.video[0]
         width, height, fps = stream.width, stream.height, int(stream.average_rate or 25)
         frames = [f.reformat(format="yuv420p").to_ndarray() for f in container.decode(stream)]
     options = EncoderOptions()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), cpu_seconds()
     with av.open(
         str(clip.with_suffix(".floor.mp4")), "w", options={"movflags": "+faststart"}
     ) as out:
@@ -103,31 +112,44 @@ def floor_seconds(clip: Path) -> float:
             frame.pts = index
             out.mux(encoder.encode(frame))
         out.mux(encoder.encode(None))
-    return time.perf_counter() - started
+    return time.perf_counter() - started, cpu_seconds() - cpu
 
 
 def main() -> None:
-    if len(sys.argv) == 3:
+    if len(sys.argv) == 3 and sys.argv[1].isdigit():
         render_once(int(sys.argv[1]), Path(sys.argv[2]))
         return
-    print("case                    render s  floor s  x floor  x realtime  peak RSS")
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--only", default="", help="run only the cases whose name has this")
+    parser.add_argument("--rounds", type=int, default=1, help="render and floor taking turns")
+    args = parser.parse_args()
+    print("case                    render s  floor s  x floor  x realtime  peak RSS  CPU x floor")
     with tempfile.TemporaryDirectory() as directory:
         for index, case in enumerate(CASES):
-            clip = Path(directory) / f"case{index}.mp4"
-            child = subprocess.run(
-                [sys.executable, __file__, str(index), str(clip)],
-                check=True,
-                capture_output=True,
-                text=True,
-            )
-            figures = json.loads(child.stdout)
-            floor = floor_seconds(clip)
-            seconds = figures["seconds"]
-            realtime = case.duration_s / seconds
-            print(
-                f"{case.name:22} {seconds:9.2f} {floor:8.2f} {seconds / floor:7.2f}x "
-                f"{realtime:10.1f}x {figures['peak_mb']:7.0f} MB"
-            )
+            if args.only in case.name:
+                measure(index, case, Path(directory) / f"case{index}.mp4", args.rounds)
+
+
+def measure(index: int, case: Case, clip: Path, rounds: int) -> None:
+    """Print the case's figures: each the least of ``rounds`` turns of render then floor.
+    CPU time (all threads) is steadier than wall time on a shared machine: both are shown."""
+    renders, floors = [], []
+    for _ in range(rounds):
+        child = subprocess.run(
+            [sys.executable, __file__, str(index), str(clip)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        renders.append(json.loads(child.stdout))
+        floors.append(floor_seconds(clip))
+    seconds, cpu = min(r["seconds"] for r in renders), min(r["cpu"] for r in renders)
+    floor, floor_cpu = min(f[0] for f in floors), min(f[1] for f in floors)
+    print(
+        f"{case.name:22} {seconds:9.2f} {floor:8.2f} {seconds / floor:7.2f}x "
+        f"{case.duration_s / seconds:10.1f}x {max(r['peak_mb'] for r in renders):7.0f} MB "
+        f"{cpu / floor_cpu:7.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import uvicorn
+from starlette.types import ASGIApp
 
 from reelforge.api.app import Services, create_app
 from reelforge.api.serving import uvicorn_options
@@ -101,11 +102,18 @@ class Api:
 
 
 @contextmanager
-def running_api(settings: Settings) -> Iterator[Api]:
-    """Serve the API on ``settings.port`` in a thread until the block ends."""
+def running_api(
+    settings: Settings, wrap: Callable[[ASGIApp], ASGIApp] | None = None
+) -> Iterator[Api]:
+    """Serve the API on ``settings.port`` in a thread until the block ends (inside ``wrap``,
+    an ASGI middleware, if given)."""
     store = open_store(settings)
     ensure_key(settings, store)
-    app = create_app(Services(settings, store, open_storage(settings), load_models(settings)))
+    app: ASGIApp = create_app(
+        Services(settings, store, open_storage(settings), load_models(settings))
+    )
+    if wrap is not None:
+        app = wrap(app)
     options = {**uvicorn_options(settings), "host": "127.0.0.1"}
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", **options))
     thread = threading.Thread(target=server.run, daemon=True)

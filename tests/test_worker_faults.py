@@ -154,7 +154,7 @@ def test_an_input_that_cannot_be_loaded_is_a_blip_too(tmp_path: Path) -> None:
 def test_a_full_scratch_disk_is_a_blip_and_leaves_no_scratch_file(
     rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def no_space(video: Video, path: Path, options: object) -> None:
+    def no_space(video: Video, path: Path, *_: object) -> None:
         path.write_bytes(b"partial")
         raise OSError(28, "No space left on device")
 

@@ -7,10 +7,11 @@ import shutil
 import signal
 import threading
 import time
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
 
 import typer
 from PIL import Image
@@ -21,13 +22,14 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from reelforge import __version__, client_cli
 from reelforge.contract import DEFAULT_MODEL
 from reelforge.errors import InvalidRequest
-from reelforge.jobs.model import KeyLimits
+from reelforge.jobs.model import KeyLimits, Priority
 from reelforge.request import JobRequest, Resolution
 from reelforge.settings import Settings
 
 if TYPE_CHECKING:
     from reelforge.engines.base import Keyframes
 
+T = TypeVar("T")
 MAX_RENDER_SECONDS = 20
 """The longest clip the preview engine makes."""
 
@@ -37,7 +39,7 @@ app = typer.Typer(
     rich_markup_mode=None,  # help texts are plain text: [brackets] are shown as written
     context_settings={"max_content_width": 100},
 )
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # a message is one line, however long (paths)
 out = Console()
 
 
@@ -133,6 +135,7 @@ def serve(
     import uvicorn
 
     from reelforge.api.serving import uvicorn_options
+    from reelforge.events.stream import SHUTDOWN_GRACE_S
     from reelforge.logs import configure_logging
     from reelforge.runtime import start_job_metrics
     from reelforge.supervise import Supervisor, SupervisorThread
@@ -168,6 +171,7 @@ def serve(
             access_log=False,
             **json_logs,  # type: ignore[arg-type]
             **uvicorn_options(settings),
+            timeout_graceful_shutdown=SHUTDOWN_GRACE_S,  # live streams would hold a stop
         )
     except SystemExit:
         if supervision.failure is None:
@@ -411,6 +415,13 @@ keys = typer.Typer(
 app.add_typer(keys, name="keys")
 
 
+PriorityOption = Annotated[
+    Priority | None,
+    typer.Option(
+        help="The key's turn in the queue: every queued job of a higher priority's keys "
+        "starts before a lower one's; keys of one priority take turns."
+    ),
+]
 Rpm = Annotated[int | None, typer.Option(min=1, help="Creates per minute.")]
 MaxQueued = Annotated[int | None, typer.Option(min=1, help="Jobs queued at once.")]
 MaxRunning = Annotated[int | None, typer.Option(min=1, help="Jobs running at once.")]
@@ -423,21 +434,102 @@ DailyVideoSeconds = Annotated[
 @keys.command("create")
 def keys_create(
     name: Annotated[str, typer.Option(help="A label for the key.")] = "cli",
+    priority: PriorityOption = None,
     rpm: Rpm = None,
     max_queued: MaxQueued = None,
     max_running: MaxRunning = None,
     daily_video_seconds: DailyVideoSeconds = None,
+    webhook: Annotated[
+        str | None, typer.Option(help="Default webhook endpoint of the key's generations.")
+    ] = None,
 ) -> None:
-    """Make a key and print it once."""
+    """Make a key and print it once (stdout); its webhook signing secret goes to stderr."""
     from reelforge.api.auth import new_key, register
+    from reelforge.events.webhooks import new_secret
     from reelforge.runtime import open_store
 
     limits = KeyLimits(rpm, max_queued, max_running, daily_video_seconds)
+    url = _webhook_url(webhook)
     with closing(open_store(_settings())) as store:
         key = new_key()
-        record = register(store, key, name=name, limits=limits)
+        record = register(
+            store, key, name=name, limits=limits, priority=priority or Priority.NORMAL
+        )
+        store.set_key_webhook(record.id, url=url, secret=new_secret())
+        hook = store.key_webhook(record.id, new_secret=new_secret())
     err.print(f"key {record.id} ({name}); it is shown only now:")
     out.print(key, soft_wrap=True)
+    if hook is not None:  # on stderr: stdout stays the key alone, for scripts
+        err.print(f"its webhook signing secret (reelforge keys webhook-secret): {hook.secret}")
+
+
+@keys.command("webhook-secret")
+def keys_webhook_secret(key_id: Annotated[str, typer.Argument(help="Key id or prefix.")]) -> None:
+    """Print the key's webhook signing secret (whsec_...)."""
+    from reelforge.events.webhooks import new_secret
+    from reelforge.runtime import open_store
+
+    with closing(open_store(_settings())) as store:
+        hook = _keyed(lambda: store.key_webhook(key_id, new_secret=new_secret()))
+    if hook is None:
+        err.print(f"[red]error:[/red] no active key {key_id!r}")
+        raise typer.Exit(2)
+    out.print(hook.secret, soft_wrap=True)
+
+
+def _webhook_url(url: str | None) -> str | None:
+    """``url`` if it is a webhook URL; exit 2 naming the option otherwise."""
+    from reelforge.api.accept import webhook_url
+
+    try:
+        return webhook_url(url, "--webhook")
+    except InvalidRequest as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def _keyed(call: Callable[[], T]) -> T:
+    """``call()``; exit 2 if the key prefix it was given matches several keys."""
+    try:
+        return call()
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+webhooks = typer.Typer(help="Webhook deliveries.", no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(webhooks, name="webhooks")
+
+
+@webhooks.command("list")
+def webhooks_list(
+    generation_id: Annotated[
+        str | None, typer.Option("--generation-id", help="Only this generation's.")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many attempts.")] = 50,
+) -> None:
+    """List webhook attempts, newest first (every key's; read from the store)."""
+    from rich.table import Table
+
+    from reelforge.runtime import open_store
+
+    table = Table("webhook id", "generation", "event", "url", "attempt", "at", "status", "error")
+    with closing(open_store(_settings())) as store:
+        attempts = store.attempts(owner=None, job_id=generation_id, limit=limit)
+    for attempt in attempts:
+        status = "" if attempt.status_code is None else str(attempt.status_code)
+        at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(attempt.at))
+        table.add_row(
+            attempt.webhook_id,
+            attempt.job_id,
+            attempt.event,
+            attempt.url,
+            str(attempt.attempt),
+            at,
+            status,
+            attempt.error or "",
+        )
+    out.print(table)
 
 
 @keys.command("update")
@@ -447,18 +539,36 @@ def keys_update(
     max_queued: MaxQueued = None,
     max_running: MaxRunning = None,
     daily_video_seconds: DailyVideoSeconds = None,
+    webhook: Annotated[
+        str | None, typer.Option(help="Set the key's default webhook endpoint.")
+    ] = None,
+    no_webhook: Annotated[
+        bool, typer.Option("--no-webhook", help="Remove the key's default webhook endpoint.")
+    ] = False,
+    priority: PriorityOption = None,
 ) -> None:
-    """Set a key's own limits (those given; the others stay as they are). API processes see
-    the change within 2 s."""
+    """Set a key's own limits and priority (those given; the others stay as they are) and its
+    default webhook endpoint (--webhook URL or --no-webhook). API processes see a limit's
+    change within 2 s; the claim sees a priority's at once."""
     from reelforge.runtime import open_store
 
+    if webhook is not None and no_webhook:
+        err.print("[red]error:[/red] give one of --webhook URL and --no-webhook")
+        raise typer.Exit(2)
     limits = KeyLimits(rpm, max_queued, max_running, daily_video_seconds)
+    url = _webhook_url(webhook)
     with closing(open_store(_settings())) as store:
-        record = store.set_key_limits(key_id, limits)
+        found = priority is None or _keyed(lambda: store.set_key_priority(key_id, priority))
+        record = _keyed(lambda: store.set_key_limits(key_id, limits)) if found else None
+        if record is not None and (webhook is not None or no_webhook):
+            _keyed(lambda: store.set_key_webhook(key_id, url=url))
     if record is None:
         err.print(f"[red]error:[/red] no active key {key_id!r}")
         raise typer.Exit(2)
-    out.print(f"updated {record.id}: {_limits_text(record.limits)}")
+    hook = "" if webhook is None and not no_webhook else f"; webhook {url or 'none'}"
+    out.print(
+        f"updated {record.id}: {_limits_text(record.limits)}, priority {record.priority}{hook}"
+    )
 
 
 def _limits_text(limits: KeyLimits) -> str:
@@ -474,14 +584,16 @@ def keys_list() -> None:
 
     from reelforge.runtime import open_store
 
-    table = Table("id", "prefix", "name", "created", "revoked", "limits")
+    table = Table("id", "prefix", "name", "created", "revoked", "limits", "priority")
     with closing(open_store(_settings())) as store:
         records = store.list_keys()
     for record in records:
         revoked = time.ctime(record.revoked_at) if record.revoked_at else ""
         created = time.ctime(record.created_at)
         limits = _limits_text(record.limits)
-        table.add_row(record.id, record.prefix, record.name, created, revoked, limits)
+        table.add_row(
+            record.id, record.prefix, record.name, created, revoked, limits, record.priority
+        )
     out.print(table)
 
 

@@ -36,7 +36,7 @@ from reelforge.contract import Resolution, Status
 from reelforge.errors import InvalidRequest
 from reelforge.settings import Settings
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # a message is one line, however long (paths)
 out = Console()
 
 NOT_FOUND = 5
@@ -111,7 +111,7 @@ def generate(
 
             def show(generation: Generation) -> None:
                 progress.update(
-                    task, description=generation.status.value, completed=generation.progress or 0
+                    task, description=outlook(generation), completed=generation.progress or 0
                 )
 
             done = client.wait(created.id, timeout=timeout, on_progress=show)
@@ -253,6 +253,23 @@ def _when(moment: float) -> str:
     """``14:05`` for a moment of today, ``12-01`` (month-day) for an earlier one: local time."""
     today = time.localtime()[:3] == time.localtime(moment)[:3]
     return time.strftime("%H:%M" if today else "%m-%d", time.localtime(moment))
+
+
+def outlook(generation: Generation) -> str:
+    """The progress bar's label: ``queued, 3rd, ~40 s``, ``generating, ~12 s``, ``queued``
+    (each part only when the server sent it)."""
+    parts = [generation.status.value]
+    if generation.queue_position is not None:
+        parts.append(_ordinal(generation.queue_position))
+    if generation.eta_seconds is not None:
+        parts.append(f"~{generation.eta_seconds} s")
+    return ", ".join(parts)
+
+
+def _ordinal(n: int) -> str:
+    """``1st``, ``2nd``, ``3rd``, ``4th``, ``11th``, ``22nd``."""
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
 
 
 def _state(generation: Generation) -> str:

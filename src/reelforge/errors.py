@@ -108,6 +108,12 @@ class QueueFull(Busy):
     status_code = 503
 
 
+class Unavailable(ReelforgeError):
+    """The server is at a limit it sets itself (live streams); try again later."""
+
+    status_code = 503
+
+
 class EngineFailed(ReelforgeError):
     """The generator itself failed on a request it had accepted."""
 

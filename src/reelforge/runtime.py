@@ -22,6 +22,7 @@ from fastapi import FastAPI
 from reelforge.api.app import Services, create_app
 from reelforge.engines import load_engines
 from reelforge.engines.registry import ModelSpec, default_registry, load_registry
+from reelforge.events.delivery import Deliverer
 from reelforge.events.metrics import JobMetrics
 from reelforge.jobs.model import Store
 from reelforge.jobs.sqlite import SQLiteJobStore
@@ -177,6 +178,10 @@ def run_worker(settings: Settings, *, child: bool = False, ready: Event | None =
     prefix = f"{socket.gethostname()}:{os.getpid()}"
     storage = open_storage(settings)
     workers = build_workers(settings, store, storage, prefix=prefix, on_stuck=control.recycle)
+    deliverer = Deliverer(settings, store, storage)
+    threading.Thread(
+        target=deliverer.run, args=(signals.drain,), name="reelforge-webhooks", daemon=True
+    ).start()
     threads = [
         threading.Thread(target=worker.run, args=(signals,), name=f"reelforge-worker-{n}")
         for n, worker in enumerate(workers)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import Field, IPvAnyNetwork, SecretStr, model_validator
+from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from reelforge.contract import MAX_IMAGE_BYTES
@@ -76,11 +76,33 @@ class Settings(BaseSettings):
         False, description="Let image URLs reach private addresses and any port (tests only)."
     )
     fetch_deadline_seconds: float = Field(20.0, gt=0, description="Total time to fetch an image.")
+    webhook_allow_private: bool = Field(
+        False, description="Let webhooks reach private addresses and any port (not image URLs)."
+    )
+    webhook_backoff_seconds: float = Field(
+        5.0, gt=0, description="First wait before a failed webhook is sent again; then doubles."
+    )
+    webhook_timeout_seconds: float = Field(
+        10.0, gt=0, description="Time a webhook receiver has to answer one delivery."
+    )
+    webhook_secret: SecretStr | None = Field(
+        None,
+        description="Signing secret (`whsec_…`) of the `REELFORGE_API_KEY` key's webhooks.",
+    )
     models: Path | None = Field(
         None, description="The model registry (TOML); default: the preview engine serves all."
     )
     preview_scale: float = Field(
         1.0, gt=0, le=1, description="Render preview videos smaller by this factor (load tests)."
+    )
+    stream_heartbeat_seconds: float = Field(
+        15.0, gt=0, description="Silence after which a live stream sends a heartbeat comment."
+    )
+    stream_poll_seconds: float = Field(
+        0.25, gt=0, description="How often an API process with live streams reads new events."
+    )
+    max_streams: int = Field(
+        500, ge=0, description="Live streams one API process serves at once (503 beyond)."
     )
     x264_preset: X264Preset = Field("veryfast", description="libx264 speed/size trade-off.")
     x264_crf: int = Field(20, ge=0, le=51, description="libx264 quality: lower is better.")
@@ -144,6 +166,14 @@ class Settings(BaseSettings):
                 "(the model name its server answers to)"
             )
         return self
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _standard_secret(cls, secret: SecretStr | None) -> SecretStr | None:
+        """A webhook secret must be Standard Webhooks' ``whsec_<base64>``."""
+        if secret is not None and not secret.get_secret_value().startswith("whsec_"):
+            raise ValueError("must start with whsec_ (whsec_<base64 of 24 to 64 bytes>)")
+        return secret
 
     @property
     def client_base_url(self) -> str:

@@ -47,15 +47,24 @@ def ensure_key(settings: Settings, store: Store) -> str | None:
                 f"{MIN_API_KEY_CHARS} (reelforge keys create makes one)"
             )
         try:
-            register(store, key, name="REELFORGE_API_KEY")
+            record = register(store, key, name="REELFORGE_API_KEY")
         except KeyRevoked as exc:
             raise StartRefused(
                 f"REELFORGE_API_KEY is a revoked key ({exc}); set a new one "
                 "(reelforge keys create) or unset it"
             ) from exc
+        if settings.webhook_secret is not None:
+            _set_webhook_secret(store, record.id, settings.webhook_secret.get_secret_value())
     if store.list_keys():
         return None
     return _first_key(settings, store)
+
+
+def _set_webhook_secret(store: Store, key_id: str, secret: str) -> None:
+    """``REELFORGE_WEBHOOK_SECRET`` becomes the signing secret of ``REELFORGE_API_KEY``'s key,
+    keeping its default endpoint."""
+    current = store.key_webhook(key_id, new_secret=secret)
+    store.set_key_webhook(key_id, url=None if current is None else current.url, secret=secret)
 
 
 def _first_key(settings: Settings, store: Store) -> str:

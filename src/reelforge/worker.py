@@ -248,7 +248,7 @@ class Worker:
 
         def encode_and_store() -> tuple[str, int]:
             try:
-                encode_mp4(video, run.target, self.encoder)
+                encode_mp4(video, run.target, self.encoder, beat.on_encoded)
                 size = run.target.stat().st_size
             except OSError as exc:  # the scratch disk is full or gone
                 raise StorageBlip(f"the scratch file could not be written: {exc}") from exc
@@ -437,6 +437,7 @@ class _Heartbeat:
         self._on_stuck = on_stuck  # called on the beating thread
         self._done = threading.Event()
         self._progress = 0
+        self._generated = self._encoded = 0.0  # shares of the engine's steps, of the frames
         self._phase = Phase.PREPARING
         self.lost = False
         self._thread = threading.Thread(target=self._beat, name="reelforge-heartbeat", daemon=True)
@@ -455,11 +456,19 @@ class _Heartbeat:
         self._phase = phase
 
     def on_step(self, done: int, total: int) -> None:
-        self._progress = min(99, done * 100 // max(total, 1))
+        """The engine's steps: progress up to 90."""
+        self._generated = done / max(total, 1)
+        self._progress = min(99, int(90 * self._generated + 10 * self._encoded))
         if self.lost or self._halt.is_set():
             raise Cancelled
         if time.perf_counter() >= self._deadline.at:
             raise TimedOut(self._deadline.message())
+
+    def on_encoded(self, done: int, total: int) -> None:
+        """Frames encoded: the last 10 of the progress (a preview's frames are encoded as
+        they are made, so both rise together; 100 is set when the job completes)."""
+        self._encoded = done / max(total, 1)
+        self._progress = min(99, int(90 * self._generated + 10 * self._encoded))
 
     def _beat(self) -> None:
         interval = min(0.5, self._lease_seconds / 3)

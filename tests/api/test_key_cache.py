@@ -8,7 +8,7 @@ import pytest
 
 from reelforge.api.auth import KEY_CACHE_SECONDS, KeyCache, authenticate, hash_key, new_key
 from reelforge.errors import Unauthorized
-from reelforge.jobs.model import NO_LIMITS, ApiKey, KeyLimits
+from reelforge.jobs.model import NO_LIMITS, ApiKey, KeyLimits, Priority
 
 
 class CountingKeys:
@@ -19,9 +19,15 @@ class CountingKeys:
         self.lookups = 0
 
     def add_key(
-        self, *, name: str, key_hash: str, prefix: str, limits: KeyLimits = NO_LIMITS
+        self,
+        *,
+        name: str,
+        key_hash: str,
+        prefix: str,
+        limits: KeyLimits = NO_LIMITS,
+        priority: Priority = Priority.NORMAL,
     ) -> ApiKey:
-        key = ApiKey(f"k{len(self.keys)}", name, 0.0, None, prefix, limits)
+        key = ApiKey(f"k{len(self.keys)}", name, 0.0, None, prefix, limits, priority)
         self.keys[key_hash] = key
         return key
 
@@ -43,6 +49,9 @@ class CountingKeys:
                 self.keys[key_hash] = ApiKey(key.id, key.name, 0.0, 1.0, key.prefix)
                 return True
         return False
+
+    def set_key_priority(self, key_id_or_prefix: str, priority: Priority) -> bool:
+        raise NotImplementedError  # the cache never changes keys
 
     def set_key_limits(self, key_id_or_prefix: str, limits: KeyLimits) -> ApiKey | None:
         raise NotImplementedError

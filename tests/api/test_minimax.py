@@ -24,6 +24,7 @@ from reelforge.jobs.model import Phase
 from reelforge.media.watermark import make_mark
 from reelforge.request import JobRequest, Resolution
 from reelforge.video import Frame
+from tests.events.receiver import receiving
 from tests.service import LEGACY, TEST_KEY, Api, running_api, service_settings
 
 TASKS = ("Queueing", "Preparing", "Processing", "Success", "Fail")
@@ -95,7 +96,8 @@ class MiniMax:
 @pytest.fixture(scope="module")
 def shared_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     """One API without a worker for the tests whose tasks stay queued."""
-    with running_api(service_settings(tmp_path_factory.mktemp("minimax"))) as live:
+    settings = service_settings(tmp_path_factory.mktemp("minimax"), webhook_allow_private=True)
+    with running_api(settings) as live:
         yield live
 
 
@@ -173,25 +175,15 @@ def assert_marked(frame: Frame) -> None:
 
 
 def test_the_fields_reach_the_job(shared_api: Api) -> None:
-    task_id = client(shared_api).create(
-        model="MiniMax-Hailuo-02",
-        prompt="A harbour [Pan left]",
-        prompt_optimizer=False,
-        fast_pretreatment=True,
-        duration=10,
-        resolution="768P",
-        first_frame_image="https://images.example.com/first.png",
-        last_frame_image="https://images.example.com/last.png",
-        callback_url="https://hooks.example.com/minimax?user=7",
-        aigc_watermark=True,
-        seed=7,
-    )
+    with receiving() as receiver:  # answers MiniMax's challenge
+        receiver.answer = lambda request: (200, request)
+        task_id = _create_with_every_field(shared_api, f"{receiver.url}?user=7")
     job = shared_api.store.get(task_id)
     assert job is not None
     assert (job.model, job.dialect, job.callback_url) == (
         "minimax/hailuo-02",
         "minimax",
-        "https://hooks.example.com/minimax?user=7",
+        f"{receiver.url}?user=7",
     )
     request = job.request
     assert (request.duration_s, request.size, request.seed) == (10, Resolution.P768, 7)
@@ -202,6 +194,22 @@ def test_the_fields_reach_the_job(shared_api: Api) -> None:
     assert (request.first_frame.field, request.last_frame.field) == (
         "first_frame_image",
         "last_frame_image",
+    )
+
+
+def _create_with_every_field(shared_api: Api, callback_url: str) -> str:
+    return client(shared_api).create(
+        model="MiniMax-Hailuo-02",
+        prompt="A harbour [Pan left]",
+        prompt_optimizer=False,
+        fast_pretreatment=True,
+        duration=10,
+        resolution="768P",
+        first_frame_image="https://images.example.com/first.png",
+        last_frame_image="https://images.example.com/last.png",
+        callback_url=callback_url,
+        aigc_watermark=True,
+        seed=7,
     )
 
 

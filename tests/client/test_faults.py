@@ -349,7 +349,7 @@ def test_cli_exits_3_at_its_timeout(server: ScriptedServer, tmp_path: Path) -> N
     assert not (tmp_path / "out.mp4").exists()
 
 
-# --- the polling schedule, driven by hand ------------------------------------------------
+# --- the polling schedule, driven by hand (the fallback where a server has no stream) -----
 
 
 class FakeClock:
@@ -384,7 +384,7 @@ def answer_generating_until_the_end(
 def test_wait_sleeps_first_poll_then_grows_to_the_cap_and_cuts_the_last_sleep() -> None:
     clock = FakeClock()
     sleeps: list[float] = []
-    policy = Policy(first_poll=1.0, poll_growth=2.0, poll_cap=5.0, clock=clock)
+    policy = Policy(first_poll=1.0, poll_growth=2.0, poll_cap=5.0, clock=clock, stream=False)
     flow = flows.wait("g1", 20.0, None, policy)
     with pytest.raises(Timeout):
         answer_generating_until_the_end(flow, clock, 1020.0, sleeps)
@@ -396,7 +396,7 @@ def test_wait_sleeps_first_poll_then_grows_to_the_cap_and_cuts_the_last_sleep() 
 def test_wait_reports_each_poll_and_returns_the_completed_generation() -> None:
     clock = FakeClock()
     seen: list[Generation] = []
-    flow = flows.wait("g1", 60.0, seen.append, Policy(first_poll=0.5, clock=clock))
+    flow = flows.wait("g1", 60.0, seen.append, Policy(first_poll=0.5, clock=clock, stream=False))
     next(flow)
     assert flow.send(poll("queued")) == Sleep(0.5)
     next(flow)
@@ -409,7 +409,7 @@ def test_wait_reports_each_poll_and_returns_the_completed_generation() -> None:
 def test_a_busy_poll_near_the_deadline_waits_only_the_time_left() -> None:
     """A Retry-After of 30 s with 2 s left: one sleep of 2 s, then ``Timeout``."""
     clock = FakeClock()
-    flow = flows.wait("g1", 2.0, None, Policy(retry_cap=10.0, clock=clock))
+    flow = flows.wait("g1", 2.0, None, Policy(retry_cap=10.0, clock=clock, stream=False))
     next(flow)
     busy = Reply(503, {"retry-after": "30"}, b"")
     assert flow.send(busy) == Sleep(2.0)
@@ -430,7 +430,7 @@ def test_retry_after_as_an_http_date_is_honoured() -> None:
 def test_a_wait_rides_out_a_restart_once_the_server_has_answered() -> None:
     """Refused polls after an answer get the full ``retries``: the server may be restarting."""
     refused = Failed(httpx.ConnectError("Connection refused"), sent=False)
-    flow = flows.wait("g1", 60.0, None, Policy(retries=5, unreachable_retries=1))
+    flow = flows.wait("g1", 60.0, None, Policy(retries=5, unreachable_retries=1, stream=False))
     assert isinstance(next(flow), Call)
     assert isinstance(flow.send(poll("generating")), Sleep)
     assert isinstance(flow.send(None), Call)
@@ -444,7 +444,7 @@ def test_a_wait_rides_out_a_restart_once_the_server_has_answered() -> None:
 
 def test_a_first_poll_refused_is_given_up_on_after_the_unreachable_retries() -> None:
     refused = Failed(httpx.ConnectError("Connection refused"), sent=False)
-    flow = flows.wait("g1", 60.0, None, Policy(retries=5, unreachable_retries=1))
+    flow = flows.wait("g1", 60.0, None, Policy(retries=5, unreachable_retries=1, stream=False))
     assert isinstance(next(flow), Call)
     assert isinstance(flow.send(refused), Sleep)
     assert isinstance(flow.send(None), Call)

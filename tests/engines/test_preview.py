@@ -14,11 +14,13 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from reelforge.engines import preview
 from reelforge.engines.base import Keyframes
 from reelforge.engines.preview import PreviewEngine
 from reelforge.errors import Cancelled, InvalidRequest
 from reelforge.media.camera import Movement, parse_camera, plan_path
 from reelforge.media.encoder import encode_mp4
+from reelforge.media.title import gradient
 from reelforge.request import Dimensions, JobRequest, Resolution
 from reelforge.video import Frame, Video
 from tests.conftest import FAST, Renderer
@@ -162,6 +164,48 @@ def test_title_card_shows_the_prompt_on_its_own_gradient() -> None:
     centre = one[150:235, 150:533]
     assert (centre.min(axis=2) > 200).sum() > 500  # light text in the middle
     assert (one[:50].min(axis=2) > 200).sum() == 0  # and none near the top
+
+
+COMBINED = [
+    "[Truck left, Zoom in]",
+    "[Pan right, Tilt down, Zoom in]",
+    "[Truck right, Pedestal down, Push in]",
+    "[Tracking shot, Zoom in, Shake]",
+    "[Pan left, Truck left, Tilt up] [Pan right, Truck right, Zoom in]",
+    "[Zoom out] [Pan left, Pedestal up] [Zoom in, Tilt down]",
+    # Opposite moves with zooms that keep no part of the card in view throughout:
+    "[Truck left, Zoom in, Tracking shot] [Pan right, Push in, Zoom in] [Tilt down, Zoom in]",
+]
+
+
+class _Unlettered:
+    """Stands in for ``Lettered``: a layer that adds nothing."""
+
+    def __init__(self, *args: object) -> None:
+        pass
+
+    def over(self, picture: Frame) -> Frame:
+        return picture
+
+
+@pytest.mark.parametrize("camera", [f"[{m.value}]" for m in Movement] + COMBINED)
+def test_the_title_stays_wholly_in_frame_for_every_camera_move(
+    camera: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prompt = f"A lighthouse at dusk, waves breaking on the rocks below {camera}"
+    lettered = frames(prompt, scale=0.25, duration_s=1)
+    monkeypatch.setattr(preview, "title_card", lambda text, w, h, area=None: gradient(text, w, h))
+    monkeypatch.setattr(preview, "Lettered", _Unlettered)
+    bare = frames(prompt, scale=0.25, duration_s=1)
+    for index, (one, other) in enumerate(zip(lettered, bare, strict=True)):
+        text = np.abs(one.astype(int) - other).max(axis=2) > 24
+        rows, columns = np.flatnonzero(text.any(axis=1)), np.flatnonzero(text.any(axis=0))
+        assert len(rows) > 10, f"frame {index} shows no text"
+        height, width = text.shape
+        inside = (
+            rows[0] > 0 and rows[-1] < height - 1 and columns[0] > 0 and columns[-1] < width - 1
+        )
+        assert inside, f"frame {index}: text cut at an edge"
 
 
 @pytest.mark.parametrize(

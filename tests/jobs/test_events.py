@@ -212,3 +212,10 @@ def test_mark_purged_drops_the_jobs_events(store: Store) -> None:
     store.mark_purged([purged.job_id])
     assert kinds(store, purged.job_id) == []
     assert len(kinds(store, kept.job_id)) == 3
+
+
+def test_last_event_id_is_the_newest_events_id(store: Store) -> None:
+    assert store.last_event_id() == 0
+    create(store)
+    create(store)
+    assert store.last_event_id() == store.events_after(0)[-1].id

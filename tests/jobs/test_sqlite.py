@@ -242,7 +242,7 @@ def applied(path: Path) -> list[int]:
 def test_the_migration_files_match_for_both_databases() -> None:
     names = [(m.version, m.name) for m in migrate.migrations("sqlite")]
     assert names == [(m.version, m.name) for m in migrate.migrations("postgres")]
-    assert names[-1] == (9, "0009_admission.sql")
+    assert names[-1] == (10, "0010_fair.sql")
     assert names[5] == (6, "0006_deployment.sql")
 
 

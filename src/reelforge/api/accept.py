@@ -62,6 +62,25 @@ class Submission:
         return self.fields.get(canonical, canonical)
 
 
+def webhook_url(url: str | None, field: str = "callback_url") -> str | None:
+    """``url`` if it is an ``http(s)`` URL with a host (and a port, if any, that is a
+    number); ``InvalidRequest`` naming ``field`` otherwise. Where it may point (public
+    addresses only, unless ``webhook_allow_private``) is checked when it is called."""
+    if url is None:
+        return None
+    if len(url) > MAX_URL_CHARS:
+        raise InvalidRequest(field, f"is {len(url)} characters; at most {MAX_URL_CHARS}")
+    try:
+        parts = urlsplit(url)
+        valid = parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+        valid = valid and parts.port != 0
+    except ValueError:  # a port that is not a number, a malformed IPv6 address
+        valid = False
+    if not valid:
+        raise InvalidRequest(field, f"must be an http(s) URL with a host (got {url[:200]!r})")
+    return url
+
+
 def accept(
     submission: Submission,
     *,

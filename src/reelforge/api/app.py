@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from reelforge import __version__
-from reelforge.api import docs, errors, files, health, observe
+from reelforge.api import docs, errors, files, health, observe, playground, webhooks
 from reelforge.api.deps import Services
 from reelforge.api.dialects import DIALECTS
 from reelforge.api.headers import SecurityHeaders
@@ -43,5 +43,7 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(files.router)
     app.include_router(health.router)
     app.include_router(docs.router)
+    app.include_router(webhooks.router)
+    app.include_router(playground.router)
     app.include_router(observe.router)
     return app

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Final
 
 from reelforge.errors import Unauthorized
-from reelforge.jobs.model import NO_LIMITS, ApiKey, KeyLimits, KeyStore
+from reelforge.jobs.model import NO_LIMITS, ApiKey, KeyLimits, KeyStore, Priority
 
 KEY_PREFIX: Final = "rf_"
 KEY_CACHE_SECONDS: Final = 2.0
@@ -41,15 +41,24 @@ class KeyRevoked(Exception):
     """A key given to ``register`` was revoked: it is not stored again nor brought back."""
 
 
-def register(store: KeyStore, key: str, *, name: str, limits: KeyLimits = NO_LIMITS) -> ApiKey:
-    """Store ``key`` (hashed) with its own ``limits`` unless it is already known; returns its
-    record, or raises ``KeyRevoked`` if it was revoked."""
+def register(
+    store: KeyStore,
+    key: str,
+    *,
+    name: str,
+    limits: KeyLimits = NO_LIMITS,
+    priority: Priority = Priority.NORMAL,
+) -> ApiKey:
+    """Store ``key`` (hashed) with its own ``limits`` and ``priority`` unless it is already
+    known; returns its record, or raises ``KeyRevoked`` if it was revoked."""
     known = store.key_for_hash(hash_key(key))
     if known is not None:
         return known
     if store.key_revoked(hash_key(key)):
         raise KeyRevoked(f"the key {key[:8]}… was revoked")
-    return store.add_key(name=name, key_hash=hash_key(key), prefix=key[:8], limits=limits)
+    return store.add_key(
+        name=name, key_hash=hash_key(key), prefix=key[:8], limits=limits, priority=priority
+    )
 
 
 class KeyCache:

@@ -11,9 +11,13 @@ from fastapi.security import HTTPAuthorizationCredentials
 from reelforge.api.accept import Submission, accept
 from reelforge.api.admission import Gate
 from reelforge.api.auth import KeyCache, authenticate
+from reelforge.api.forecast import Forecasts
 from reelforge.api.openapi import BEARER
 from reelforge.engines.registry import ModelSpec
-from reelforge.jobs.model import ApiKey, Job, Store
+from reelforge.events.challenge import Challenges
+from reelforge.events.hub import Hub
+from reelforge.events.stream import Streams
+from reelforge.jobs.model import REPORT_SECONDS, ApiKey, Job, Store
 from reelforge.logs import RequestLines, request_lines
 from reelforge.metrics import Metrics, process_metrics
 from reelforge.retention import discard_files
@@ -39,9 +43,25 @@ class Services:
     """Where the process logs its requests (``logs.RequestLines``)."""
     keys: KeyCache = field(init=False)
     """Keys found lately (a revoked key keeps working here for up to 2 s)."""
+    challenges: Challenges = field(init=False)
+    """MiniMax's callback checks, bounded per key."""
+    forecasts: Forecasts = field(init=False)
+    """Queue positions and ETAs, from each model's outlook read at most once a second."""
+    streams: Streams = field(init=False)
+    """The process's live streams (``events/stream.py``); nothing runs until one opens."""
 
     def __post_init__(self) -> None:
+        settings = self.settings
         object.__setattr__(self, "keys", KeyCache(self.store))
+        challenges = Challenges(allow_private=settings.webhook_allow_private)
+        object.__setattr__(self, "challenges", challenges)
+        ready_within = 3 * REPORT_SECONDS + settings.poll_seconds
+        object.__setattr__(self, "forecasts", Forecasts(self.store, ready_within=ready_within))
+        hub = Hub(
+            self.store, poll_seconds=settings.stream_poll_seconds, max_streams=settings.max_streams
+        )
+        streams = Streams(self.store, hub, heartbeat_seconds=settings.stream_heartbeat_seconds)
+        object.__setattr__(self, "streams", streams)
 
     def caller(self, authorization: str | None) -> ApiKey:
         """The key behind an ``Authorization`` header: the one check every route makes."""

@@ -26,6 +26,15 @@ HTML_POLICY: Final = (
 )
 """The docs pages' policy: Swagger UI and ReDoc set inline styles (hence ``'unsafe-inline'``
 for styles only) and ReDoc searches in a worker made from a blob."""
+PLAYGROUND_POLICY: Final = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "media-src 'self' blob: https:; connect-src 'self'; base-uri 'none'; "
+    "form-action 'none'; frame-ancestors 'none'"
+)
+"""The playground's policy (``api.playground``), stricter on styles than ``HTML_POLICY``
+(no inline style at all) and wider only where its media need it: history thumbnails are
+blob URLs of authenticated fetches, and a video may play from object storage's presigned
+``https:`` link (the local store's links are same-origin)."""
 _HTML_CSP: Final = (b"content-security-policy", HTML_POLICY.encode())
 
 

@@ -5,6 +5,7 @@ Both take the API's base URL including ``/v2`` (as the reference's examples do) 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -13,14 +14,18 @@ from typing import Any, Generic, TypeVar
 import anyio
 import httpx
 
-from reelforge.client import flows
+from reelforge.client import flows, sse
 from reelforge.client.flows import (
     Action,
     Call,
     Failed,
     Fetch,
     Flow,
+    Line,
+    Listen,
+    Opened,
     Outcome,
+    ReadLine,
     Reply,
     Sleep,
     Streamed,
@@ -115,7 +120,8 @@ class _Surface(Generic[G, P, L, D, It]):
         timeout: float = 1200.0,
         on_progress: ProgressHook | None = None,
     ) -> G:
-        """Poll until completed (returned), error (``GenerationFailed``) or ``Timeout``."""
+        """Follow the live stream (or poll, on servers without one) until completed
+        (returned), error (``GenerationFailed``) or ``Timeout``."""
         return self._generation(flows.wait(generation_id, timeout, on_progress, self.policy))
 
     def download(self, generation: Generation, path: Path | str) -> P:
@@ -227,23 +233,29 @@ class Client(_Surface[Generation, Path, Page, None, Iterator[Generation]]):
                 outcome = None
                 yield step
             else:
-                outcome = self._carry_out(step)
+                outcome = self._carry_out(step, _SyncStream())
 
     def _drive(self, flow: Flow[T]) -> T:
         outcome: Outcome = None
-        while True:
-            try:
-                action = flow.send(outcome)
-            except StopIteration as stop:
-                result: T = stop.value
-                return result
-            outcome = self._carry_out(action)
+        with contextlib.closing(_SyncStream()) as stream:
+            while True:
+                try:
+                    action = flow.send(outcome)
+                except StopIteration as stop:
+                    result: T = stop.value
+                    return result
+                outcome = self._carry_out(action, stream)
 
-    def _carry_out(self, action: Action) -> Outcome:
+    def _carry_out(self, action: Action, stream: _SyncStream) -> Outcome:
         if isinstance(action, Sleep):
             time.sleep(action.seconds)
             return None
         try:
+            if isinstance(action, Listen):
+                stream.close()
+                return stream.open(self._http, self._listen_request(action))
+            if isinstance(action, ReadLine):
+                return stream.read()
             if isinstance(action, Call):
                 response = self._http.request(
                     action.method,
@@ -256,6 +268,9 @@ class Client(_Surface[Generation, Path, Page, None, Iterator[Generation]]):
             return self._fetch(action)
         except httpx.TransportError as exc:
             return Failed(exc, sent=not isinstance(exc, _NOT_SENT))
+
+    def _listen_request(self, action: Listen) -> httpx.Request:
+        return _listen_request(self._http, self.base_url, self.headers, action)
 
     def _fetch(self, action: Fetch) -> Streamed | Failed:
         headers = {"Range": f"bytes={action.offset}-"} if action.offset else {}
@@ -327,23 +342,33 @@ class AsyncClient(
                 outcome = None
                 yield step
             else:
-                outcome = await self._carry_out(step)
+                outcome = await self._carry_out(step, _AsyncStream())
 
     async def _drive(self, flow: Flow[T]) -> T:
         outcome: Outcome = None
-        while True:
-            try:
-                action = flow.send(outcome)
-            except StopIteration as stop:
-                result: T = stop.value
-                return result
-            outcome = await self._carry_out(action)
+        stream = _AsyncStream()
+        try:
+            while True:
+                try:
+                    action = flow.send(outcome)
+                except StopIteration as stop:
+                    result: T = stop.value
+                    return result
+                outcome = await self._carry_out(action, stream)
+        finally:
+            await stream.aclose()
 
-    async def _carry_out(self, action: Action) -> Outcome:
+    async def _carry_out(self, action: Action, stream: _AsyncStream) -> Outcome:
         if isinstance(action, Sleep):
             await anyio.sleep(action.seconds)
             return None
         try:
+            if isinstance(action, Listen):
+                await stream.aclose()
+                request = _listen_request(self._http, self.base_url, self.headers, action)
+                return await stream.open(self._http, request)
+            if isinstance(action, ReadLine):
+                return await stream.read()
             if isinstance(action, Call):
                 response = await self._http.request(
                     action.method,
@@ -370,3 +395,81 @@ class AsyncClient(
                 except httpx.TransportError:
                     return Streamed(response.status_code, response.headers, complete=False)
             return Streamed(response.status_code, response.headers, complete=True)
+
+
+def _listen_request(
+    http: httpx.Client | httpx.AsyncClient, base_url: str, headers: dict[str, str], action: Listen
+) -> httpx.Request:
+    """The GET that opens a stream: the client's timeouts, but reads wait ``silence``."""
+    extra = {"Accept": sse.MEDIA_TYPE, "Cache-Control": "no-cache"}
+    if action.last_event_id is not None:
+        extra["Last-Event-ID"] = action.last_event_id
+    limits = http.timeout
+    timeout = httpx.Timeout(
+        connect=limits.connect, read=action.silence, write=limits.write, pool=limits.pool
+    )
+    return http.build_request(
+        "GET",
+        base_url + action.path,
+        params=action.params,
+        headers=headers | extra,
+        timeout=timeout,
+    )
+
+
+def _is_stream(response: httpx.Response) -> bool:
+    media_type = response.headers.get("content-type", "").split(";")[0].strip()
+    return response.status_code == 200 and media_type == sse.MEDIA_TYPE
+
+
+class _SyncStream:
+    """The one stream a synchronous operation has open (``Listen`` … ``ReadLine``)."""
+
+    def __init__(self) -> None:
+        self.response: httpx.Response | None = None
+        self.lines: Iterator[str] = iter(())
+
+    def open(self, http: httpx.Client, request: httpx.Request) -> Opened | Reply:
+        response = http.send(request, stream=True)
+        if not _is_stream(response):
+            body = response.read()
+            response.close()
+            return Reply(response.status_code, response.headers, body)
+        self.response, self.lines = response, response.iter_lines()
+        return Opened(response.headers)
+
+    def read(self) -> Line:
+        """The next line (None at the end); httpx's errors for a drop or a silence."""
+        return Line(next(self.lines, None))
+
+    def close(self) -> None:
+        if self.response is not None:
+            self.response.close()
+        self.response, self.lines = None, iter(())
+
+
+class _AsyncStream:
+    """The one stream an asynchronous operation has open."""
+
+    def __init__(self) -> None:
+        self.response: httpx.Response | None = None
+        self.lines: AsyncIterator[str] | None = None
+
+    async def open(self, http: httpx.AsyncClient, request: httpx.Request) -> Opened | Reply:
+        response = await http.send(request, stream=True)
+        if not _is_stream(response):
+            body = await response.aread()
+            await response.aclose()
+            return Reply(response.status_code, response.headers, body)
+        self.response, self.lines = response, response.aiter_lines()
+        return Opened(response.headers)
+
+    async def read(self) -> Line:
+        if self.lines is None:
+            return Line(None)
+        return Line(await anext(self.lines, None))
+
+    async def aclose(self) -> None:
+        if self.response is not None:
+            await self.response.aclose()
+        self.response, self.lines = None, None

@@ -17,6 +17,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from reelforge.client import sse
 from reelforge.client.errors import ApiError, GenerationFailed, Timeout, TransportError
 from reelforge.client.models import Generation, Page
 from reelforge.contract import Status
@@ -24,6 +25,8 @@ from reelforge.contract import Status
 T = TypeVar("T")
 
 LEGACY = "/generate/video/minimax/generation"
+EVENTS = LEGACY + "/events"
+"""reelforge's live stream of a generation (server-sent events)."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,37 @@ class Fetch:
 
 
 @dataclass(frozen=True)
+class Listen:
+    """Open a server-sent event stream: GET ``path`` asking for ``text/event-stream``, with
+    ``Last-Event-ID`` when given; a read that waits ``silence`` seconds fails. Answered with
+    ``Opened``, a ``Reply`` (whole) when the answer is not a stream, or ``Failed``. A stream
+    stays open until the next ``Listen`` or the end of the operation."""
+
+    path: str
+    params: Mapping[str, str]
+    last_event_id: str | None
+    silence: float
+
+
+@dataclass(frozen=True)
+class ReadLine:
+    """The open stream's next line: ``Line``, or ``Failed`` when the connection dropped or
+    stayed silent too long."""
+
+
+@dataclass(frozen=True)
+class Opened:
+    headers: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Line:
+    """A line of the stream without its end; None once the server ended the stream."""
+
+    text: str | None
+
+
+@dataclass(frozen=True)
 class Reply:
     status: int
     headers: Mapping[str, str]
@@ -78,8 +112,8 @@ class Failed:
     sent: bool
 
 
-Action = Call | Sleep | Fetch
-Outcome = Reply | Streamed | Failed | None
+Action = Call | Sleep | Fetch | Listen | ReadLine
+Outcome = Reply | Streamed | Failed | Opened | Line | None
 Flow = Generator[Action, Outcome, T]
 Listing = Generator[Action | Generation, Outcome, None]
 """A flow that also yields results one by one: each ``Generation`` is handed to the caller
@@ -103,6 +137,10 @@ class Policy:
     first_poll: float = 0.5
     poll_growth: float = 1.5
     poll_cap: float = 10.0
+    stream: bool = True
+    """``wait`` follows the server's live stream where it has one (else it polls)."""
+    stream_silence: float = 45.0
+    """A stream silent this long (three missed heartbeats) is dropped and resumed."""
     clock: Callable[[], float] = field(default=time.monotonic)
     jitter: Callable[[], float] = field(default=lambda: random.uniform(0.5, 1.0))
 
@@ -161,9 +199,16 @@ def wait(
     on_progress: Callable[[Generation], None] | None,
     policy: Policy,
 ) -> Flow[Generation]:
-    """Poll until the generation ends: a short first interval growing to a cap, never a
-    sleep past the deadline. ``GenerationFailed`` on ``error``, ``Timeout`` at the deadline."""
+    """Follow the generation's live stream until it ends, or poll where the server has no
+    stream (an older server, a proxy, its limit reached): a short first interval growing to
+    a cap, never a sleep past the deadline. ``GenerationFailed`` on ``error``, ``Timeout`` at
+    the deadline."""
     deadline = policy.clock() + timeout
+    followed = None
+    if policy.stream:
+        followed = yield from follow(generation_id, deadline, on_progress, policy)
+    if followed is not None:
+        return _ended(followed)
     interval = policy.first_poll
     answered = False  # once the server has answered, a refused poll is a restart
     while True:
@@ -171,16 +216,61 @@ def wait(
         answered = True
         if on_progress is not None:
             on_progress(generation)
-        if generation.status is Status.COMPLETED:
-            return generation
-        if generation.status is Status.ERROR:
-            name, message = generation.error_name or "Error", generation.error_message or ""
-            raise GenerationFailed(generation_id, name, message)
+        if generation.done:
+            return _ended(generation)
         remaining = deadline - policy.clock()
         if remaining <= 0:
             raise Timeout(f"generation {generation_id} still {generation.status} after {timeout} s")
         yield Sleep(min(interval, remaining))
         interval = min(interval * policy.poll_growth, policy.poll_cap)
+
+
+def follow(
+    generation_id: str,
+    deadline: float,
+    on_progress: Callable[[Generation], None] | None,
+    policy: Policy,
+) -> Flow[Generation | None]:
+    """The generation once the live stream shows it ended, calling ``on_progress`` on each
+    event; None where the server offers no stream (the caller polls instead). A dropped or
+    silent stream is opened again with ``Last-Event-ID`` (nothing is shown twice), after a
+    backoff; after ``policy.retries`` drops in a row without an event, or an event that is not
+    a generation, None."""
+    parser, drops, seen = sse.Parser(), 0, "no event"
+    params = {"generation_id": generation_id}
+    while True:
+        remaining = deadline - policy.clock()
+        if remaining <= 0:
+            raise Timeout(f"generation {generation_id}: deadline passed ({seen})")
+        silence = min(policy.stream_silence, remaining)
+        opened = yield Listen(EVENTS, params, parser.last_id, silence)
+        if not isinstance(opened, Opened):
+            return None
+        while isinstance(line := (yield ReadLine()), Line) and line.text is not None:
+            event = parser.feed(line.text)
+            if event is None or event.event != "generation":
+                continue
+            try:
+                generation, drops = Generation.from_wire(json.loads(event.data)), 0
+            except (ValueError, AttributeError):
+                return None  # not reelforge's stream: poll instead
+            seen = f"still {generation.status}"
+            if on_progress is not None:
+                on_progress(generation)
+            if generation.done:
+                return generation
+        drops += 1
+        if drops > policy.retries:
+            return None
+        yield Sleep(_before(deadline, _backoff(drops, policy), policy, f"the stream ({seen})"))
+
+
+def _ended(generation: Generation) -> Generation:
+    """``generation`` if it completed; ``GenerationFailed`` if it ended in error."""
+    if generation.status is Status.ERROR:
+        name, message = generation.error_name or "Error", generation.error_message or ""
+        raise GenerationFailed(generation.id, name, message)
+    return generation
 
 
 def generate(

@@ -24,6 +24,11 @@ class Generation:
     created_at: float | None = None
     """Seconds since the epoch (reelforge's answers; None where a server omits it)."""
     finished_at: float | None = None
+    queue_position: int | None = None
+    """1 = the next of its model's queued jobs to start (reelforge's extension; None unless
+    queued)."""
+    eta_seconds: int | None = None
+    """Expected seconds until the video is done (reelforge's extension; None if unknown)."""
 
     @property
     def done(self) -> bool:
@@ -47,6 +52,8 @@ class Generation:
             model=body.get("model"),
             created_at=body.get("created_at"),
             finished_at=body.get("finished_at"),
+            queue_position=body.get("queue_position"),
+            eta_seconds=body.get("eta_seconds"),
         )
 
 

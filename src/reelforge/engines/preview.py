@@ -1,9 +1,10 @@
-"""The preview engine: a watchable video that follows every part of a request, with no model.
+"""The preview engine: a deterministic stand-in for a model, for development and tests.
 
-It emulates the deterministic parts of the reference: the contract's size, length and
-frame rate; the first frame (the given image, or a title card designed from the prompt);
-the last frame reached along optical flow; and the camera commands. It runs on any CPU and
-renders each frame only when the encoder asks for it.
+It follows the request's deterministic parts: the contract's size, length and frame rate;
+the first frame (the given image, or a title card showing the prompt); the last frame,
+reached along optical flow; the camera commands; and the seed. It does not depict the scene
+the prompt describes. It runs on any CPU and renders each frame only when the encoder asks
+for it.
 """
 
 from __future__ import annotations
@@ -17,17 +18,20 @@ from PIL import Image, ImageOps
 from reelforge.engines.base import Keyframes, OnStep, request_seed
 from reelforge.engines.registry import ENGINES, PREVIEW, capabilities
 from reelforge.errors import InvalidRequest
-from reelforge.media.camera import CameraPath, CameraScript, parse_camera, plan_path
+from reelforge.media.camera import CameraPath, CameraScript, FloatArray, parse_camera, plan_path
 from reelforge.media.intake import source_size
-from reelforge.media.morph import Morph
+from reelforge.media.morph import Morph, look
 from reelforge.media.sizing import output_size
 from reelforge.media.surround import Surround
-from reelforge.media.title import title_card
+from reelforge.media.title import Lettered, gradient, title_card
 from reelforge.request import JobRequest, Resolution
 from reelforge.video import Frame, Video
 
 FPS = ENGINES["preview"].fps
 """The reference's frame rate, for a request without ``fps``."""
+_HELD = 0.25
+"""A title's text is held still on screen when the part of the card every frame shows is
+smaller than this share of the frame's height on either side."""
 
 
 class PreviewEngine:
@@ -64,42 +68,51 @@ class PreviewEngine:
         if self.scale != 1:
             width, height = (max(16, 2 * round(side * self.scale / 2)) for side in (width, height))
 
-        # 3. The two ends: the given pictures, or a title card for a missing first frame. A
-        #    resolution class has the first frame's aspect: scaled; explicit dimensions may
-        #    not: cover-cropped, as the last frame always is.
-        if keyframes.first is None:
-            first = np.asarray(title_card(script.text or request.prompt, width, height))
-        elif isinstance(request.size, Resolution):
-            first = _fit(keyframes.first, width, height)
-        else:
-            first = _cover(keyframes.first, width, height)
-        last = _cover(keyframes.last, width, height) if keyframes.last else None
-
-        # 4. The camera path: pinned to the whole picture where a frame is given.
+        # 3. The camera path: pinned to the whole picture where a frame is given.
         path = plan_path(
             script,
             frame_count,
             fps,
             seed=seed,
             pinned_start=keyframes.first is not None,
-            pinned_end=last is not None,
+            pinned_end=keyframes.last is not None,
         )
 
-        # 5. The content of each frame: the still picture, or the way along the morph; where
-        #    the camera looks past the picture (pulling back from a first frame), extended.
+        # 4. The two ends: the given pictures, or a title card for a missing first frame, its
+        #    text inside the part of the card the camera keeps in view (held still on screen
+        #    when the moves keep too little in view). A resolution class has the first frame's
+        #    aspect: scaled; explicit dimensions may not: cover-cropped, as the last frame
+        #    always is.
+        overlay = None
+        if keyframes.first is None:
+            text = script.text or request.prompt
+            steady = path.steady_view(width, height)
+            if steady is None or min(steady[2] - steady[0], steady[3] - steady[1]) < _HELD * height:
+                first, overlay = gradient(text, width, height), Lettered(text, width, height)
+            else:
+                first = title_card(text, width, height, steady)
+        elif isinstance(request.size, Resolution):
+            first = _fit(keyframes.first, width, height)
+        else:
+            first = _cover(keyframes.first, width, height)
+        last = _cover(keyframes.last, width, height) if keyframes.last else None
+
+        # 5. The content: the still picture, or the morph from first to last; where the
+        #    camera looks past the picture (pulling back from a first frame), extended.
         pad = path.reach(width, height)
         surround = Surround(width, height, pad) if pad else None
+        extend = surround.extend if surround else (lambda picture: picture)
         if last is None:
-            content = _still(surround.extend(first) if surround else first)
+            view = _still(extend(first), width, height, pad)
         else:
-            content = _morph_content(first, last, frame_count, surround)
+            view = _morphing(Morph(extend(first), extend(last)), frame_count, width, height)
 
         return Video(
             width=width,
             height=height,
             fps=fps,
             frame_count=frame_count,
-            frames=_render(content, path, frame_count, on_step, pad),
+            frames=_render(view, path, (width, height, pad), frame_count, on_step, overlay),
             meta=_meta(script, width, height, fps, seed),
         )
 
@@ -117,54 +130,53 @@ def _check(request: JobRequest, width: int, height: int) -> None:
         raise InvalidRequest("size", f"{width}x{height}: {problem}")
 
 
+View = Callable[[int, "FloatArray | None"], Frame]
+"""The content of frame ``index`` seen through the camera: the 2x3 matrix from output pixels
+to the content's (surround included), or None where the camera shows the whole picture."""
+
+
 def _render(
-    content: Callable[[int], Frame], path: CameraPath, frame_count: int, on_step: OnStep, pad: int
+    view: View,
+    path: CameraPath,
+    size: tuple[int, int, int],
+    frame_count: int,
+    on_step: OnStep,
+    overlay: Lettered | None,
 ) -> Iterator[Frame]:
-    """Each frame: the camera's view of the content (``pad`` pixels of surround around the
-    picture on every side)."""
+    """Each frame: the camera's view of the content (``size``: width, height and the
+    surround's pad in pixels), with ``overlay`` held still on it."""
+    width, height, pad = size
     for index in range(frame_count):
-        canvas = content(index)
-        height, width = canvas.shape[0] - 2 * pad, canvas.shape[1] - 2 * pad
-        if path.is_still(index):
-            picture = np.ascontiguousarray(canvas[pad : pad + height, pad : pad + width])
-        else:
-            matrix = path.inverse_affine(index, width, height)
-            matrix[:, 2] += pad
-            picture = cv2.warpAffine(
-                canvas,
-                matrix,
-                (width, height),
-                flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                borderMode=cv2.BORDER_REFLECT_101,
-            )
+        camera = None
+        if not path.is_still(index):
+            camera = path.inverse_affine(index, width, height)
+            camera[:, 2] += pad
+        picture = view(index, camera)
         on_step(index + 1, frame_count)
-        yield picture
+        yield picture if overlay is None else overlay.over(picture)
 
 
-def _still(picture: Frame) -> Callable[[int], Frame]:
-    return lambda _index: picture
+def _still(canvas: Frame, width: int, height: int, pad: int) -> View:
+    four = cv2.cvtColor(canvas, cv2.COLOR_RGB2RGBA)  # OpenCV warps four channels faster
+
+    def view(_index: int, camera: FloatArray | None) -> Frame:
+        if camera is None:
+            return np.ascontiguousarray(canvas[pad : pad + height, pad : pad + width])
+        return look(four, camera, width, height)
+
+    return view
 
 
-def _morph_content(
-    first: Frame, last: Frame, frame_count: int, surround: Surround | None
-) -> Callable[[int], Frame]:
-    """The morph's frame at each index (eased); with ``surround``, in the middle of the two
-    ends' extensions, crossfaded (soft as they are, a crossfade is all they need)."""
-    morph = Morph(first, last)
-    ends = (surround.extend(first), surround.extend(last)) if surround else None
-    pad = surround.pad if surround else 0
+def _morphing(morph: Morph, frame_count: int, width: int, height: int) -> View:
+    """The morph's frame at each index, eased (zero speed at both ends)."""
+    pad = (morph.height - height) // 2
+    whole = np.array([[1, 0, pad], [0, 1, pad]], np.float32)
 
-    def content(index: int) -> Frame:
+    def view(index: int, camera: FloatArray | None) -> Frame:
         x = index / (frame_count - 1)
-        eased = x * x * (3 - 2 * x)
-        picture = morph.frame(eased)
-        if ends is None:
-            return picture
-        canvas: Frame = cv2.addWeighted(ends[0], 1 - eased, ends[1], eased, 0)
-        canvas[pad : pad + picture.shape[0], pad : pad + picture.shape[1]] = picture
-        return canvas
+        return morph.frame(x * x * (3 - 2 * x), whole if camera is None else camera, width, height)
 
-    return content
+    return view
 
 
 def _fit(image: Image.Image, width: int, height: int) -> Frame:

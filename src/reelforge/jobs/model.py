@@ -43,6 +43,7 @@ from typing import Any, Final, Literal, Protocol
 
 from reelforge.contract import Status
 from reelforge.jobs.admission import Admission, IdempotencyStore
+from reelforge.jobs.outbox import Outbox
 from reelforge.request import JobRequest
 
 WORKER_LOST: Final = "WorkerLost"
@@ -58,6 +59,9 @@ PROGRESS_EVENT_SECONDS: Final = 1.0
 PROGRESS_EVENTS_KEPT_SECONDS: Final = 60.0
 """How long after its job ended a ``progress`` event is kept (``prune_events``)."""
 DEFAULT_DIALECT: Final = "hailuo"
+PACE_WEIGHT: Final = 0.2
+"""The weight of the newest completion in a model's moving mean of generation seconds
+(``model_pace``): the mean follows a change of pace within about ten jobs."""
 
 
 class Phase(StrEnum):
@@ -70,6 +74,15 @@ class Phase(StrEnum):
     GENERATING = "generating"
     ENCODING = "encoding"
     STORING = "storing"
+
+
+class Priority(StrEnum):
+    """A key's place in the fair claim: every queued job of a higher priority's keys is
+    claimed before a lower one's; keys of one priority take turns."""
+
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
 
 
 class EventKind(StrEnum):
@@ -240,6 +253,28 @@ class ApiKey:
     """The first 8 characters of the plaintext key."""
     limits: KeyLimits = NO_LIMITS
     """The key's own limits (unset ones are the ``REELFORGE_KEY_*`` defaults)."""
+    priority: Priority = Priority.NORMAL
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "priority", Priority(self.priority))
+
+
+@dataclass(frozen=True)
+class ModelOutlook:
+    """What a model's queue looks like now, as ``Coordination.outlook`` reads it."""
+
+    order: tuple[str, ...]
+    """The model's queued job ids, the next to start first (the fair order's approximation:
+    ``outlook``'s docstring)."""
+    generation_seconds: float | None
+    """The moving mean of its completed jobs' generation seconds; None before the first."""
+    workers: int
+    """Workers with the model loaded that reported lately or hold a lease now (a worker
+    reports only between jobs)."""
+    running_since: tuple[float, ...]
+    """When each of its generating jobs started (store clock, epoch seconds), oldest first."""
+    now: float
+    """The store's clock when this was read, epoch seconds."""
 
 
 class JobQueue(Protocol):
@@ -295,10 +330,15 @@ class JobQueue(Protocol):
     def claim(
         self, *, worker_id: str, lease_seconds: float, models: Collection[str] | None = None
     ) -> Lease | None:
-        """Settle expired leases, then lease the oldest claimable queued job; None if none.
+        """Settle expired leases, then lease the next claimable queued job in the fair
+        order; None if none.
 
-        Oldest means smallest ``created_at``, then smallest ``id``; a job with ``run_after``
-        in the future is not claimable yet. Only jobs whose model is in ``models`` are
+        The fair order takes turns across keys (a job's ``owner``): among the keys with a
+        claimable job, those of the highest ``Priority`` (a key the store does not know is
+        ``normal``), of them those with the fewest generating jobs, of them the one whose
+        newest job started longest ago (never first); then that key's oldest job. Oldest
+        means smallest ``created_at``, then smallest ``id``; a job with ``run_after`` in the
+        future is not claimable yet. Only jobs whose model is in ``models`` are
         considered (None means any model; empty means none). The claimed job is
         ``generating`` with a fresh token, a lease ending ``lease_seconds`` from now,
         ``attempts`` one higher, ``progress`` 0, phase ``preparing`` and ``started_at`` set
@@ -381,15 +421,16 @@ class JobQueue(Protocol):
         left out. Deleted jobs count while they run (a deleted queued job is ended)."""
         ...
 
-    def last_event_id(self) -> int:
-        """The ``id`` of the newest event (0 if none): where a reader of new events starts."""
-        ...
-
     def events_after(
         self, after: int, *, limit: int = 100, job_id: str | None = None
     ) -> builtins.list[JobEvent]:
         """Events with ``id`` > ``after``, oldest first, at most ``limit`` (one job's with
         ``job_id``). Cheap: an index scan from ``after``."""
+        ...
+
+    def last_event_id(self) -> int:
+        """The largest event id appended so far (0 for an empty log): where a reader that
+        wants only what comes next starts. Cheap: the primary key's last entry."""
         ...
 
     def on_new_work(self, callback: Callable[[], None]) -> None:
@@ -420,7 +461,8 @@ class JobArchive(Protocol):
         ...
 
     def mark_purged(self, job_ids: Collection[str]) -> None:
-        """Record that the jobs' files are gone (``purged_at``) and drop their events."""
+        """Record that the jobs' files are gone (``purged_at``) and drop their events and
+        webhook deliveries (with their attempts)."""
         ...
 
     def prune_events(self) -> int:
@@ -434,9 +476,16 @@ class KeyStore(Protocol):
     """API keys, by hash."""
 
     def add_key(
-        self, *, name: str, key_hash: str, prefix: str, limits: KeyLimits = NO_LIMITS
+        self,
+        *,
+        name: str,
+        key_hash: str,
+        prefix: str,
+        limits: KeyLimits = NO_LIMITS,
+        priority: Priority = Priority.NORMAL,
     ) -> ApiKey:
-        """Store a new API key by its hash, with its own ``limits``, and return it.
+        """Store a new API key by its hash, with its own ``limits`` and ``priority``, and
+        return it.
 
         The store never sees a plaintext key; hashing is the caller's job. A hash already
         stored is refused by the database's unique constraint.
@@ -453,6 +502,11 @@ class KeyStore(Protocol):
 
     def list_keys(self) -> list[ApiKey]:
         """Every key, revoked ones included, oldest first."""
+        ...
+
+    def set_key_priority(self, key_id_or_prefix: str, priority: Priority) -> bool:
+        """Set the priority of the active key with this id or display prefix: False if no
+        active key matches; ``ValueError``, changing nothing, if a prefix matches several."""
         ...
 
     def revoke_key(self, key_id_or_prefix: str) -> bool:
@@ -481,6 +535,14 @@ class Coordination(Protocol):
         """Models some worker reported loaded in the last ``within`` seconds."""
         ...
 
+    def outlook(self, model: str, *, within: float) -> ModelOutlook:
+        """``model``'s queue now, its pace, and its workers (those that reported in the last
+        ``within`` seconds or hold a lease). The order approximates the fair claim's: by key
+        priority, then in rounds (each key's oldest queued job, then each key's second, ...),
+        within a round oldest first; it ignores which keys run jobs now and retry delays.
+        Cost: one read of the model's queued jobs."""
+        ...
+
     def take_chore(self, name: str, *, holder: str, seconds: float) -> bool:
         """Hold the named lease ``name`` (a periodic task one worker runs at a time) for
         ``seconds``: True if it was free, expired, or already ``holder``'s."""
@@ -492,7 +554,7 @@ class Coordination(Protocol):
         ...
 
 
-class Store(JobQueue, JobArchive, KeyStore, Coordination, IdempotencyStore, Protocol):
+class Store(JobQueue, JobArchive, KeyStore, Coordination, IdempotencyStore, Outbox, Protocol):
     """One backend implements every interface on one database; callers take the part they
     need."""
 

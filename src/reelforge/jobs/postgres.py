@@ -2,11 +2,14 @@
 
 Concurrency model: each ``PostgresJobStore`` owns a pool of connections (thread-safe; open
 one store per process, after any fork). Every method is one short transaction on one
-pooled connection, never held while a job runs. Claims never wait for each other: the
-claim locks the oldest eligible queued job with ``FOR UPDATE SKIP LOCKED``, so concurrent
-claimers take different jobs, and the expired-lease pass skips rows another transaction
-holds. The store does not create its schema: ``reelforge db upgrade`` (``jobs.migrate``)
-does, and the store refuses a schema older or newer than the code's.
+pooled connection, never held while a job runs. Claims take turns (each first takes the
+event log's lock, which its ``started`` event needs anyway), so each sees the running jobs
+of the claims before it and the fair order (``_FAIR_TURNS``) is exact; the picked job is
+locked with ``FOR UPDATE SKIP LOCKED`` (if another writer, a cancel in flight, holds it,
+the claim takes the next unheld job in the fair order instead), and the expired-lease pass
+skips rows another transaction holds. The store does not create its schema: ``reelforge db
+upgrade`` (``jobs.migrate``) does, and the store refuses a schema older or newer than the
+code's.
 
 Time: every time the store writes or compares is ``reelforge_now(%(now)s)`` (migration
 0005): the database's ``now()`` when ``now`` is NULL, which it is unless a clock was
@@ -52,18 +55,23 @@ from reelforge.jobs.listener import EVENTS_CHANNEL, JOBS_CHANNEL, Listener, chan
 from reelforge.jobs.model import (
     DEFAULT_DIALECT,
     NO_LIMITS,
+    PACE_WEIGHT,
     PROGRESS_EVENT_SECONDS,
     PROGRESS_EVENTS_KEPT_SECONDS,
     ApiKey,
+    Completed,
     EventKind,
     Job,
     JobEvent,
     KeyLimits,
     Lease,
     ListOrder,
+    ModelOutlook,
     Outcome,
     Phase,
+    Priority,
 )
+from reelforge.jobs.postgres_outbox import PostgresOutbox
 from reelforge.request import JobRequest
 from reelforge.retry import retrying
 
@@ -94,7 +102,7 @@ def _checked_schema(url: str) -> str:
     )
 
 
-class PostgresJobStore(StoreBase):
+class PostgresJobStore(StoreBase, PostgresOutbox):
     """A ``Store`` on PostgreSQL (see the module docstring for threads, time and events)."""
 
     def __init__(
@@ -259,26 +267,37 @@ class PostgresJobStore(StoreBase):
             "max_running": self._key_max_running,
         }
         with self._transaction() as conn:
+            # Claims take turns (the event log's lock, which the claim's event needs anyway,
+            # taken first): each sees the running jobs of the claims before it, so turns are
+            # exact. SKIP LOCKED passes over a job another writer (a cancel) holds.
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (EVENTS_LOCK_KEY,))
             self._settle_expired(conn)
-            # Every eligibility filter is inside the locked sub-select: SKIP LOCKED then
-            # moves on to the next eligible job instead of returning nothing.
             row = conn.execute(
-                """
-                WITH picked AS MATERIALIZED (
-                    SELECT id FROM jobs
-                    WHERE status = 'queued'
-                      AND (run_after IS NULL OR run_after <= reelforge_now(%(now)s))
-                      AND (%(models)s::text[] IS NULL OR model = ANY(%(models)s::text[]))
-                      -- Admission: a key at its max_running limit (its own, else the default
-                      -- %(max_running)s; neither: no limit) is skipped. Two workers claiming
-                      -- at once for one key may each see it one below its limit.
-                      AND (SELECT count(*) FROM jobs AS running
-                           WHERE running.owner = jobs.owner AND running.status = 'generating')
-                          < COALESCE((SELECT max_running FROM api_keys WHERE id = jobs.owner),
-                                     %(max_running)s::integer, 2147483647)
-                    ORDER BY created_at, id
-                    LIMIT 1
+                _FAIR_TURNS  # noqa: S608 (a constant of this module)
+                + """,
+                picked AS MATERIALIZED (
+                    SELECT jobs.id FROM jobs
+                    WHERE jobs.status = 'queued' AND jobs.id = (
+                        SELECT turns.id FROM turns
+                        WHERE turns.running < turns.max_running
+                        ORDER BY turns.rank, turns.running, turns.served_at NULLS FIRST,
+                                 turns.created_at, turns.id
+                        LIMIT 1
+                    )
                     FOR UPDATE SKIP LOCKED
+                ),
+                -- Only if that job is held by another writer: the fair order over all the
+                -- keys' claimable jobs (a sort of them all), passing over held ones.
+                instead AS MATERIALIZED (
+                    SELECT jobs.id FROM jobs JOIN turns ON turns.owner = jobs.owner
+                    WHERE NOT EXISTS (SELECT 1 FROM picked) AND jobs.status = 'queued'
+                      AND turns.running < turns.max_running
+                      AND (jobs.run_after IS NULL OR jobs.run_after <= reelforge_now(%(now)s))
+                      AND (%(models)s::text[] IS NULL OR jobs.model = ANY(%(models)s::text[]))
+                    ORDER BY turns.rank, turns.running, turns.served_at NULLS FIRST,
+                             jobs.created_at, jobs.id
+                    LIMIT 1
+                    FOR UPDATE OF jobs SKIP LOCKED
                 )
                 UPDATE jobs
                 SET status = 'generating', lease_token = %(token)s,
@@ -287,8 +306,7 @@ class PostgresJobStore(StoreBase):
                     phase = 'preparing',
                     started_at = COALESCE(jobs.started_at, reelforge_now(%(now)s)),
                     updated_at = reelforge_now(%(now)s)
-                FROM picked
-                WHERE jobs.id = picked.id
+                WHERE jobs.id IN (SELECT id FROM picked UNION ALL SELECT id FROM instead)
                 RETURNING jobs.*
                 """,
                 params,
@@ -340,6 +358,9 @@ class PostgresJobStore(StoreBase):
                 where="id = %(id)s AND status = 'generating' AND lease_token = %(token)s",
                 lease=lease,
             )
+            if isinstance(outcome, Completed):
+                for row in ended:
+                    _note_pace(conn, row)
         return bool(ended)
 
     def _back_to_queue(
@@ -596,11 +617,6 @@ class PostgresJobStore(StoreBase):
             ).fetchall()
         return {(row["model"], Status(row["status"])): int(row["n"]) for row in rows}
 
-    def last_event_id(self) -> int:
-        with self._connection() as conn:
-            row = conn.execute("SELECT COALESCE(MAX(id), 0) AS id FROM job_events").fetchone()
-        return int(row["id"]) if row is not None else 0
-
     def events_after(
         self, after: int, *, limit: int = 100, job_id: str | None = None
     ) -> builtins.list[JobEvent]:
@@ -619,6 +635,11 @@ class PostgresJobStore(StoreBase):
                     (job_id, after, limit),
                 ).fetchall()
         return [base.event_from_row(row) for row in rows]
+
+    def last_event_id(self) -> int:
+        with self._connection() as conn:
+            row = conn.execute("SELECT COALESCE(MAX(id), 0) AS last FROM job_events").fetchone()
+        return 0 if row is None else int(row["last"])
 
     def on_new_work(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (from the listener thread) whenever a job may have been queued
@@ -679,6 +700,7 @@ class PostgresJobStore(StoreBase):
             )
             conn.execute("DELETE FROM job_events WHERE job_id = ANY(%(ids)s)", params)
             conn.execute("DELETE FROM job_inputs WHERE job_id = ANY(%(ids)s)", params)
+            self._drop_deliveries(conn, sorted(job_ids))
 
     def prune_events(self) -> int:
         params = {
@@ -704,18 +726,31 @@ class PostgresJobStore(StoreBase):
     # --- keys -----------------------------------------------------------------------------
 
     def add_key(
-        self, *, name: str, key_hash: str, prefix: str, limits: KeyLimits = NO_LIMITS
+        self,
+        *,
+        name: str,
+        key_hash: str,
+        prefix: str,
+        limits: KeyLimits = NO_LIMITS,
+        priority: Priority = Priority.NORMAL,
     ) -> ApiKey:
-        params = {"id": uuid.uuid4().hex, "name": name, "key_hash": key_hash, "prefix": prefix}
+        params = {
+            "id": uuid.uuid4().hex,
+            "name": name,
+            "key_hash": key_hash,
+            "prefix": prefix,
+            "priority": Priority(priority).value,
+        }
         with self._connection() as conn:
             row = conn.execute(
                 """
                 INSERT INTO api_keys (id, name, key_hash, prefix, created_at, rpm, max_queued,
-                                      max_running, daily_video_seconds)
+                                      max_running, daily_video_seconds, priority)
                 VALUES (%(id)s, %(name)s, %(key_hash)s, %(prefix)s, reelforge_now(%(now)s),
-                        %(rpm)s, %(max_queued)s, %(max_running)s, %(daily_video_seconds)s)
+                        %(rpm)s, %(max_queued)s, %(max_running)s, %(daily_video_seconds)s,
+                        %(priority)s)
                 RETURNING id, name, created_at, revoked_at, prefix, rpm, max_queued,
-                          max_running, daily_video_seconds
+                          max_running, daily_video_seconds, priority
                 """,
                 {**params, "now": self._now(), **asdict(limits)},
             ).fetchone()
@@ -726,7 +761,7 @@ class PostgresJobStore(StoreBase):
             row = conn.execute(
                 """
                 SELECT id, name, created_at, revoked_at, prefix, rpm, max_queued, max_running,
-                       daily_video_seconds
+                       daily_video_seconds, priority
                 FROM api_keys WHERE key_hash = %s AND revoked_at IS NULL
                 """,
                 (key_hash,),
@@ -746,7 +781,7 @@ class PostgresJobStore(StoreBase):
             rows = conn.execute(
                 """
                 SELECT id, name, created_at, revoked_at, prefix, rpm, max_queued, max_running,
-                       daily_video_seconds
+                       daily_video_seconds, priority
                 FROM api_keys ORDER BY created_at, id
                 """
             ).fetchall()
@@ -762,6 +797,16 @@ class PostgresJobStore(StoreBase):
                 )
         return len(ids) == 1
 
+    def set_key_priority(self, key_id_or_prefix: str, priority: Priority) -> bool:
+        with self._transaction() as conn:
+            ids = self._active_key_ids(conn, key_id_or_prefix)
+            if ids:
+                conn.execute(
+                    "UPDATE api_keys SET priority = %s WHERE id = %s",
+                    (Priority(priority).value, ids[0]),
+                )
+        return len(ids) == 1
+
     def set_key_limits(self, key_id_or_prefix: str, limits: KeyLimits) -> ApiKey | None:
         with self._transaction() as conn:
             ids = self._active_key_ids(conn, key_id_or_prefix)
@@ -774,7 +819,7 @@ class PostgresJobStore(StoreBase):
                     daily_video_seconds = COALESCE(%(daily_video_seconds)s, daily_video_seconds)
                 WHERE id = %(id)s
                 RETURNING id, name, created_at, revoked_at, prefix, rpm, max_queued,
-                          max_running, daily_video_seconds
+                          max_running, daily_video_seconds, priority
                 """,
                 {**asdict(limits), "id": ids[0] if ids else None},
             ).fetchone()
@@ -832,6 +877,49 @@ class PostgresJobStore(StoreBase):
             ).fetchall()
         return {row["model"] for row in rows}
 
+    def outlook(self, model: str, *, within: float) -> ModelOutlook:
+        params = {"model": model, "within": within, "now": self._now()}
+        with self._connection() as conn:
+            row = _one(
+                conn.execute(
+                    """
+                    SELECT reelforge_now(%(now)s) AS now,
+                        ARRAY(
+                            SELECT queued.id FROM (
+                                SELECT jobs.id, jobs.created_at,
+                                    CASE api_keys.priority WHEN 'high' THEN 0
+                                        WHEN 'low' THEN 2 ELSE 1 END AS rank,
+                                    ROW_NUMBER() OVER (
+                                        PARTITION BY jobs.owner ORDER BY jobs.created_at, jobs.id
+                                    ) AS round
+                                FROM jobs LEFT JOIN api_keys ON api_keys.id = jobs.owner
+                                WHERE jobs.status = 'queued' AND jobs.model = %(model)s
+                            ) AS queued
+                            ORDER BY queued.rank, queued.round, queued.created_at, queued.id
+                        ) AS queued_order,
+                        (SELECT mean_seconds FROM model_pace WHERE model = %(model)s) AS pace,
+                        (SELECT COUNT(*) FROM workers
+                         WHERE models ? %(model)s
+                           AND (seen_at >= reelforge_now(%(now)s) - %(within)s OR id IN (
+                               SELECT worker_id FROM jobs WHERE status = 'generating'))
+                        ) AS workers,
+                        ARRAY(
+                            SELECT started_at FROM jobs
+                            WHERE status = 'generating' AND model = %(model)s
+                            ORDER BY started_at
+                        ) AS running_since
+                    """,
+                    params,
+                ).fetchone()
+            )
+        return ModelOutlook(
+            order=tuple(row["queued_order"]),
+            generation_seconds=row["pace"],
+            workers=row["workers"],
+            running_since=tuple(row["running_since"]),
+            now=row["now"],
+        )
+
     def take_chore(self, name: str, *, holder: str, seconds: float) -> bool:
         with self._connection() as conn:
             row = conn.execute(
@@ -868,6 +956,63 @@ class PostgresJobStore(StoreBase):
             if self._listener is not None:
                 self._listener.stop()
         self._pool.close()
+
+
+_FAIR_TURNS: Final = """
+    WITH RECURSIVE owners (owner) AS (
+        SELECT MIN(owner) FROM jobs WHERE status = 'queued'
+        UNION ALL
+        SELECT (SELECT MIN(jobs.owner) FROM jobs
+                WHERE jobs.status = 'queued' AND jobs.owner > owners.owner)
+        FROM owners WHERE owners.owner IS NOT NULL
+    ),
+    turns AS MATERIALIZED (
+        SELECT owners.owner, first.id, first.created_at,
+            COALESCE((SELECT CASE priority WHEN 'high' THEN 0 WHEN 'low' THEN 2 ELSE 1 END
+                      FROM api_keys WHERE api_keys.id = owners.owner), 1) AS rank,
+            (SELECT COUNT(*) FROM jobs
+             WHERE jobs.status = 'generating' AND jobs.owner = owners.owner) AS running,
+            -- Admission: its max_running limit (its own, else the default %(max_running)s;
+            -- neither: no limit); the claim skips a key at it.
+            COALESCE((SELECT max_running FROM api_keys WHERE api_keys.id = owners.owner),
+                     %(max_running)s::integer, 2147483647) AS max_running,
+            (SELECT MAX(jobs.started_at) FROM jobs
+             WHERE jobs.owner = owners.owner AND jobs.started_at IS NOT NULL) AS served_at
+        FROM owners CROSS JOIN LATERAL (
+            SELECT jobs.id, jobs.created_at FROM jobs
+            WHERE jobs.status = 'queued' AND jobs.owner = owners.owner
+              AND (jobs.run_after IS NULL OR jobs.run_after <= reelforge_now(%(now)s))
+              AND (%(models)s::text[] IS NULL OR jobs.model = ANY(%(models)s::text[]))
+            ORDER BY jobs.created_at, jobs.id LIMIT 1
+        ) AS first
+        WHERE owners.owner IS NOT NULL
+    )
+"""
+"""The fair claim's candidates: for each key with queued jobs (found by a loose scan of
+``jobs_queued_owner``, one probe per key) that has a claimable job, its oldest, its
+priority's rank (0 high .. 2 low), its generating jobs and their limit, and when its newest
+job started."""
+
+
+def _note_pace(conn: PgConnection, row: DictRow) -> None:
+    """Fold the generation seconds of the job that just completed (``row``) into its model's
+    moving mean, in the caller's transaction."""
+    conn.execute(
+        """
+        INSERT INTO model_pace (model, mean_seconds, samples, updated_at)
+        VALUES (%(model)s, %(seconds)s, 1, %(now)s)
+        ON CONFLICT (model) DO UPDATE SET
+            mean_seconds = model_pace.mean_seconds
+                + %(weight)s * (EXCLUDED.mean_seconds - model_pace.mean_seconds),
+            samples = model_pace.samples + 1, updated_at = EXCLUDED.updated_at
+        """,
+        {
+            "model": row["model"],
+            "seconds": max(0.0, row["finished_at"] - row["started_at"]),
+            "now": row["finished_at"],
+            "weight": PACE_WEIGHT,
+        },
+    )
 
 
 def _one(row: DictRow | None) -> DictRow:

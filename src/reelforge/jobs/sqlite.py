@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from reelforge.contract import Status
 from reelforge.jobs import base, migrate, sqlite_admission
@@ -26,23 +26,28 @@ from reelforge.jobs.base import Ending, StoreBase
 from reelforge.jobs.model import (
     DEFAULT_DIALECT,
     NO_LIMITS,
+    PACE_WEIGHT,
     PROGRESS_EVENT_SECONDS,
     PROGRESS_EVENTS_KEPT_SECONDS,
     ApiKey,
+    Completed,
     EventKind,
     Job,
     JobEvent,
     KeyLimits,
     Lease,
     ListOrder,
+    ModelOutlook,
     Outcome,
     Phase,
+    Priority,
 )
+from reelforge.jobs.sqlite_outbox import SQLiteOutbox
 from reelforge.jobs.sqlitefile import SQLiteFile
 from reelforge.request import JobRequest
 
 
-class SQLiteJobStore(StoreBase):
+class SQLiteJobStore(StoreBase, SQLiteOutbox):
     """A ``Store`` on one SQLite file."""
 
     def __init__(
@@ -168,23 +173,18 @@ class SQLiteJobStore(StoreBase):
         with self._db.write() as conn:
             self._settle_expired(conn, now)
             row = conn.execute(
-                """
+                _FAIR_TURNS  # noqa: S608 (a constant of this module)
+                + """
                 UPDATE jobs
                 SET status = 'generating', lease_token = :token, lease_expires_at = :expires,
                     attempts = attempts + 1, worker_id = :worker_id, progress = 0,
                     phase = 'preparing', started_at = COALESCE(started_at, :now),
                     updated_at = :now
                 WHERE status = 'queued' AND id = (
-                    SELECT id FROM jobs
-                    WHERE status = 'queued' AND (run_after IS NULL OR run_after <= :now)
-                      AND (:models IS NULL OR model IN (SELECT value FROM json_each(:models)))
-                      -- Admission: a key at its max_running limit (its own, else the
-                      -- default :max_running; neither: no limit) is skipped.
-                      AND (SELECT COUNT(*) FROM jobs AS running
-                           WHERE running.owner = jobs.owner AND running.status = 'generating')
-                          < COALESCE((SELECT max_running FROM api_keys WHERE id = jobs.owner),
-                                     :max_running, 1 << 62)
-                    ORDER BY created_at, id
+                    SELECT turns.id FROM turns JOIN jobs ON jobs.id = turns.id
+                    WHERE turns.running < turns.max_running
+                    ORDER BY turns.rank, turns.running, turns.served_at NULLS FIRST,
+                             jobs.created_at, jobs.id
                     LIMIT 1
                 )
                 RETURNING *
@@ -233,6 +233,9 @@ class SQLiteJobStore(StoreBase):
                 where="id = :id AND lease_token = :token AND status = 'generating'",
                 lease=lease,
             )
+            if isinstance(outcome, Completed):
+                for row in ended:
+                    _note_pace(conn, row)
         return bool(ended)
 
     def _back_to_queue(
@@ -407,10 +410,6 @@ class SQLiteJobStore(StoreBase):
         )
         return {(model, Status(status)): count for model, status, count in rows}
 
-    def last_event_id(self) -> int:
-        row = self._db.read().execute("SELECT COALESCE(MAX(id), 0) FROM job_events").fetchone()
-        return int(row[0])
-
     def events_after(
         self, after: int, *, limit: int = 100, job_id: str | None = None
     ) -> builtins.list[JobEvent]:
@@ -433,6 +432,10 @@ class SQLiteJobStore(StoreBase):
                 .fetchall()
             )
         return [base.event_from_row(_fields(row)) for row in rows]
+
+    def last_event_id(self) -> int:
+        row = self._db.read().execute("SELECT COALESCE(MAX(id), 0) FROM job_events").fetchone()
+        return int(row[0])
 
     def on_new_work(self, callback: Callable[[], None]) -> None:
         """Does nothing: SQLite has no notifications, so its workers poll."""
@@ -489,6 +492,7 @@ class SQLiteJobStore(StoreBase):
                 "DELETE FROM job_inputs WHERE job_id IN (SELECT value FROM json_each(:ids))",
                 params,
             )
+            self._drop_deliveries(conn, json.dumps(sorted(job_ids)))
 
     def prune_events(self) -> int:
         params = {"cutoff": self._clock() - PROGRESS_EVENTS_KEPT_SECONDS, "batch": base.PRUNE_BATCH}
@@ -509,18 +513,30 @@ class SQLiteJobStore(StoreBase):
     # --- keys -----------------------------------------------------------------------------
 
     def add_key(
-        self, *, name: str, key_hash: str, prefix: str, limits: KeyLimits = NO_LIMITS
+        self,
+        *,
+        name: str,
+        key_hash: str,
+        prefix: str,
+        limits: KeyLimits = NO_LIMITS,
+        priority: Priority = Priority.NORMAL,
     ) -> ApiKey:
-        params = {"id": uuid.uuid4().hex, "name": name, "key_hash": key_hash, "prefix": prefix}
+        params = {
+            "id": uuid.uuid4().hex,
+            "name": name,
+            "key_hash": key_hash,
+            "prefix": prefix,
+            "priority": Priority(priority).value,
+        }
         with self._db.write() as conn:
             row = conn.execute(
                 """
                 INSERT INTO api_keys (id, name, key_hash, prefix, created_at, rpm, max_queued,
-                                      max_running, daily_video_seconds)
+                                      max_running, daily_video_seconds, priority)
                 VALUES (:id, :name, :key_hash, :prefix, :now, :rpm, :max_queued, :max_running,
-                        :daily_video_seconds)
+                        :daily_video_seconds, :priority)
                 RETURNING id, name, created_at, revoked_at, prefix, rpm, max_queued,
-                          max_running, daily_video_seconds
+                          max_running, daily_video_seconds, priority
                 """,
                 {**params, "now": self._clock(), **asdict(limits)},
             ).fetchone()
@@ -532,7 +548,7 @@ class SQLiteJobStore(StoreBase):
             .execute(
                 """
                 SELECT id, name, created_at, revoked_at, prefix, rpm, max_queued, max_running,
-                       daily_video_seconds
+                       daily_video_seconds, priority
                 FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL
                 """,
                 (key_hash,),
@@ -558,7 +574,7 @@ class SQLiteJobStore(StoreBase):
             .execute(
                 """
                 SELECT id, name, created_at, revoked_at, prefix, rpm, max_queued, max_running,
-                       daily_video_seconds
+                       daily_video_seconds, priority
                 FROM api_keys ORDER BY created_at, id
                 """
             )
@@ -572,6 +588,16 @@ class SQLiteJobStore(StoreBase):
             if ids:
                 conn.execute(
                     "UPDATE api_keys SET revoked_at = ? WHERE id = ?", (self._clock(), ids[0])
+                )
+        return len(ids) == 1
+
+    def set_key_priority(self, key_id_or_prefix: str, priority: Priority) -> bool:
+        with self._db.write() as conn:
+            ids = self._active_key_ids(conn, key_id_or_prefix)
+            if ids:
+                conn.execute(
+                    "UPDATE api_keys SET priority = ? WHERE id = ?",
+                    (Priority(priority).value, ids[0]),
                 )
         return len(ids) == 1
 
@@ -602,7 +628,7 @@ class SQLiteJobStore(StoreBase):
                     daily_video_seconds = COALESCE(:daily_video_seconds, daily_video_seconds)
                 WHERE id = :id
                 RETURNING id, name, created_at, revoked_at, prefix, rpm, max_queued,
-                          max_running, daily_video_seconds
+                          max_running, daily_video_seconds, priority
                 """,
                 {**asdict(limits), "id": ids[0] if ids else None},
             ).fetchone()
@@ -646,6 +672,51 @@ class SQLiteJobStore(StoreBase):
         )
         return {row[0] for row in rows}
 
+    def outlook(self, model: str, *, within: float) -> ModelOutlook:
+        now = self._clock()
+        params = {"model": model, "since": now - within}
+        conn = self._db.read()
+        order = conn.execute(
+            """
+            SELECT id FROM (
+                SELECT jobs.id, jobs.created_at,
+                    CASE api_keys.priority WHEN 'high' THEN 0 WHEN 'low' THEN 2 ELSE 1 END
+                        AS rank,
+                    ROW_NUMBER() OVER (PARTITION BY jobs.owner ORDER BY jobs.created_at, jobs.id)
+                        AS round
+                FROM jobs LEFT JOIN api_keys ON api_keys.id = jobs.owner
+                WHERE jobs.status = 'queued' AND jobs.model = :model
+            )
+            ORDER BY rank, round, created_at, id
+            """,
+            params,
+        ).fetchall()
+        pace = conn.execute(
+            "SELECT mean_seconds FROM model_pace WHERE model = :model", params
+        ).fetchone()
+        (workers,) = conn.execute(
+            """
+            SELECT COUNT(*) FROM workers, json_each(workers.models) AS served
+            WHERE served.value = :model AND (workers.seen_at >= :since OR workers.id IN (
+                SELECT worker_id FROM jobs WHERE status = 'generating'))
+            """,
+            params,
+        ).fetchone()
+        running = conn.execute(
+            """
+            SELECT started_at FROM jobs WHERE status = 'generating' AND model = :model
+            ORDER BY started_at
+            """,
+            params,
+        ).fetchall()
+        return ModelOutlook(
+            order=tuple(row[0] for row in order),
+            generation_seconds=None if pace is None else pace[0],
+            workers=workers,
+            running_since=tuple(row[0] for row in running),
+            now=now,
+        )
+
     def take_chore(self, name: str, *, holder: str, seconds: float) -> bool:
         now = self._clock()
         with self._db.write() as conn:
@@ -673,6 +744,39 @@ class SQLiteJobStore(StoreBase):
         self._db.close()
 
 
+_FAIR_TURNS: Final = """
+    WITH RECURSIVE owners (owner) AS (
+        SELECT MIN(owner) FROM jobs INDEXED BY jobs_queued_owner WHERE status = 'queued'
+        UNION ALL
+        SELECT (SELECT MIN(owner) FROM jobs INDEXED BY jobs_queued_owner
+                WHERE status = 'queued' AND owner > owners.owner)
+        FROM owners WHERE owner IS NOT NULL
+    ),
+    turns (owner, id, rank, running, max_running, served_at) AS MATERIALIZED (
+        SELECT owner,
+            (SELECT id FROM jobs
+             WHERE status = 'queued' AND jobs.owner = owners.owner
+               AND (run_after IS NULL OR run_after <= :now)
+               AND (:models IS NULL OR model IN (SELECT value FROM json_each(:models)))
+             ORDER BY created_at, id LIMIT 1),
+            COALESCE((SELECT CASE priority WHEN 'high' THEN 0 WHEN 'low' THEN 2 ELSE 1 END
+                      FROM api_keys WHERE api_keys.id = owners.owner), 1),
+            (SELECT COUNT(*) FROM jobs WHERE status = 'generating' AND jobs.owner = owners.owner),
+            -- Admission: its max_running limit (its own, else the default :max_running;
+            -- neither: no limit); the claim skips a key at it.
+            COALESCE((SELECT max_running FROM api_keys WHERE api_keys.id = owners.owner),
+                     :max_running, 1 << 62),
+            (SELECT MAX(started_at) FROM jobs
+             WHERE jobs.owner = owners.owner AND started_at IS NOT NULL)
+        FROM owners WHERE owner IS NOT NULL
+    )
+"""
+"""The fair claim's candidates: for each key with queued jobs (found by a loose scan of
+``jobs_queued_owner``, one probe per key), its oldest claimable job (NULL if none: the join
+drops it), its priority's rank (0 high .. 2 low), its generating jobs and their limit, and
+when its newest job started."""
+
+
 def _append(
     conn: sqlite3.Connection,
     row: sqlite3.Row,
@@ -686,6 +790,26 @@ def _append(
         VALUES (:job_id, :owner, :kind, :status, :progress, :phase, :created_at, :data)
         """,
         base.event_params(_fields(row), kind, data or {}),
+    )
+
+
+def _note_pace(conn: sqlite3.Connection, row: sqlite3.Row) -> None:
+    """Fold the generation seconds of the job that just completed (``row``) into its model's
+    moving mean, in the caller's transaction."""
+    conn.execute(
+        """
+        INSERT INTO model_pace (model, mean_seconds, samples, updated_at)
+        VALUES (:model, :seconds, 1, :now)
+        ON CONFLICT (model) DO UPDATE SET
+            mean_seconds = mean_seconds + :weight * (excluded.mean_seconds - mean_seconds),
+            samples = samples + 1, updated_at = excluded.updated_at
+        """,
+        {
+            "model": row["model"],
+            "seconds": max(0.0, row["finished_at"] - row["started_at"]),
+            "now": row["finished_at"],
+            "weight": PACE_WEIGHT,
+        },
     )
 
 

@@ -209,6 +209,21 @@ class CameraPath:
             beyond = max(beyond, float(np.max(half - centre)), float(np.max(centre + half - size)))
         return 0 if beyond <= 0.5 else math.ceil(beyond) + 2
 
+    def steady_view(self, width: int, height: int) -> tuple[float, float, float, float] | None:
+        """The part of a ``width`` x ``height`` picture that every frame shows, as (left, top,
+        right, bottom) in picture pixels; None when no part is in view throughout (opposite
+        moves in turn, with zooms)."""
+        edges = []
+        for size, offset in ((width, self.u), (height, self.v)):
+            centre, half = size / 2 + offset * size, size / (2 * self.zoom)
+            edges.append(
+                (max(0.0, float(np.max(centre - half))), min(size, float(np.min(centre + half))))
+            )
+        (left, right), (top, bottom) = edges
+        if left >= right or top >= bottom:
+            return None
+        return left, top, right, bottom
+
     def is_still(self, index: int) -> bool:
         return bool(self.zoom[index] == 1.0 and self.u[index] == 0.0 and self.v[index] == 0.0)
 

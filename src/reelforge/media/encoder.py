@@ -11,7 +11,7 @@ import os
 import queue
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -31,20 +31,30 @@ class EncoderOptions:
     crf: int = 20
 
 
-def encode_mp4(video: Video, path: Path, options: EncoderOptions = EncoderOptions()) -> None:
+OnEncoded = Callable[[int, int], None]
+"""``on_encoded(done, total)``: frames encoded so far, of ``total``; called as the encoder
+hands out packets (libx264 holds a few frames back, so it lags the frames fed in)."""
+
+
+def encode_mp4(
+    video: Video,
+    path: Path,
+    options: EncoderOptions = EncoderOptions(),
+    on_encoded: OnEncoded | None = None,
+) -> None:
     """Encode ``video`` to ``path``; nothing is left at ``path`` if encoding fails."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     os.close(handle)
     try:
-        _write(video, Path(temporary), options)
+        _write(video, Path(temporary), options, on_encoded or (lambda done, total: None))
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
 
 
-def _write(video: Video, path: Path, options: EncoderOptions) -> None:
+def _write(video: Video, path: Path, options: EncoderOptions, on_encoded: OnEncoded) -> None:
     with av.open(str(path), "w", format="mp4", options={"movflags": "+faststart"}) as container:
         stream = container.add_stream("libx264", rate=video.fps)
         stream.width, stream.height = video.width, video.height
@@ -52,11 +62,17 @@ def _write(video: Video, path: Path, options: EncoderOptions) -> None:
         stream.options = {"preset": options.preset, "crf": str(options.crf)}
         _tag_bt601(stream.codec_context)
         audio = _add_audio(container, video.audio)
+        encoded = 0
         for index, packed in enumerate(_read_ahead(_checked(video))):
             av_frame = av.VideoFrame.from_ndarray(packed, format="yuv420p")
             av_frame.pts = index
-            container.mux(stream.encode(av_frame))
+            packets = stream.encode(av_frame)
+            container.mux(packets)
+            if packets:
+                encoded += len(packets)
+                on_encoded(encoded, video.frame_count)
         container.mux(stream.encode(None))
+        on_encoded(video.frame_count, video.frame_count)
         if audio is not None and video.audio is not None:
             _encode_audio(container, audio, video.audio, video.duration_s)
 

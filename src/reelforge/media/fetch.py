@@ -1,4 +1,5 @@
-"""Guarded fetch of user-supplied image URLs: no request ever reaches a non-public address.
+"""Guarded fetch of user-supplied image URLs (and posts to webhook URLs, ``post_json``): no
+request ever reaches a non-public address.
 
 Each hop (the first request and every redirect) is checked before it is sent: scheme
 http/https, no credentials in the URL, an allowed port; then the host is resolved once
@@ -93,6 +94,49 @@ def fetch_image_bytes(
             return answer
         current = answer
     raise _failure(field, f"more than {policy.max_redirects} redirects")
+
+
+def post_json(
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    *,
+    field: str,
+    policy: FetchPolicy,
+    resolver: Resolver | None = None,
+) -> tuple[int, bytes]:
+    """``POST`` the JSON ``body`` to ``url`` (webhooks) under the same guard as image
+    fetches: the status and the first ``policy.max_bytes`` of the answer's body, whatever
+    the status (a redirect is not followed). Every failure to get an answer raises
+    ``ImageFetchFailed`` naming ``field``."""
+    deadline = _Deadline(policy.deadline_seconds)
+    hop = _checked_hop(_parse(url, field), field, policy, resolver or _system_resolver, deadline)
+    sent = {"Content-Type": "application/json", "User-Agent": "reelforge-webhooks", **headers}
+    request_headers = [(b"Host", hop.url.netloc)] + [
+        (name.encode("latin-1"), value.encode("latin-1")) for name, value in sent.items()
+    ]
+    ssl_context = _tls_context() if hop.url.scheme == "https" else None
+    request = httpcore.URL(
+        scheme=hop.url.raw_scheme, host=hop.url.raw_host, port=hop.port, target=hop.url.raw_path
+    )
+    backend = _PinnedBackend(hop, deadline)
+    try:
+        with (
+            httpcore.ConnectionPool(ssl_context=ssl_context, network_backend=backend) as pool,
+            pool.stream("POST", request, headers=request_headers, content=body) as response,
+        ):
+            answer = bytearray()
+            for chunk in response.iter_stream():  # the first ``max_bytes`` are enough
+                answer += chunk
+                if len(answer) >= policy.max_bytes:
+                    break
+            return response.status, bytes(answer[: policy.max_bytes])
+    except httpcore.TimeoutException as exc:
+        reason = f"no complete answer from host {hop.host} within {deadline.seconds:g} s"
+        raise _failure(field, reason) from exc
+    except _TRANSPORT_ERRORS as exc:
+        detail = str(exc) or type(exc).__name__
+        raise _failure(field, f"posting to host {hop.host} failed ({detail})") from exc
 
 
 def is_public_address(address: IPAddress) -> bool:

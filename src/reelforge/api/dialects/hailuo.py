@@ -12,17 +12,18 @@ for the first frame (``first_frame_image``, ``image_url``) and the optimizer fla
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict
 from typing import Annotated, Any, ClassVar, Final, Literal
 from urllib.parse import unquote_plus
 
-from fastapi import APIRouter, Query, Request, Response, Security
+from fastapi import APIRouter, Header, Query, Request, Response, Security
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, BeforeValidator, Field
 from pydantic_core import PydanticCustomError
 from starlette.types import Receive, Scope, Send
 
-from reelforge.api.accept import Submission, image_input
+from reelforge.api.accept import Submission, image_input, webhook_url
 from reelforge.api.deps import (
     KEY_ID,
     CallerDep,
@@ -31,10 +32,17 @@ from reelforge.api.deps import (
     ServicesDep,
     services_of,
 )
-from reelforge.api.dialects.base import Dialect, StrictBody
+from reelforge.api.dialects.base import Dialect, StrictBody, WebhookPayload
 from reelforge.api.headers import SECURITY_HEADERS
 from reelforge.api.openapi import BEARER, ErrorAnswer, ErrorInfo, error_responses
-from reelforge.contract import MAX_PROMPT_CHARS, Status
+from reelforge.contract import (
+    MAX_IMAGE_BYTES,
+    MAX_IMAGE_RATIO,
+    MAX_PROMPT_CHARS,
+    MIN_IMAGE_RATIO,
+    MIN_IMAGE_SHORT_SIDE,
+    Status,
+)
 from reelforge.engines.registry import ModelSpec, capabilities
 from reelforge.errors import (
     IdempotencyConflict,
@@ -46,8 +54,11 @@ from reelforge.errors import (
     RateLimited,
     Unauthorized,
 )
-from reelforge.jobs.model import Job
+from reelforge.events.stream import STREAM_ANSWER
+from reelforge.jobs.model import EventKind, Job
+from reelforge.media.camera import Movement
 from reelforge.request import JobRequest, Resolution
+from reelforge.storage.base import Storage
 
 NAME: Final = "hailuo"
 LEGACY: Final = "/v2/generate/video/minimax/generation"
@@ -125,6 +136,9 @@ class _Create(StrictBody):
     prompt_optimizer: bool = Field(True, description="Rewrite the prompt (legacy route's name).")
     enhance_prompt: bool = Field(True, description="Rewrite the prompt (unified route's name).")
     seed: int | None = Field(None, ge=0, lt=2**32, description="reelforge extension.")
+    callback_url: str | None = Field(
+        None, description="reelforge extension: where the status changes are POSTed."
+    )
 
     def submission(self) -> Submission:
         """The body as a dialect-free submission, the contract's rules checked."""
@@ -150,6 +164,7 @@ class _Create(StrictBody):
                 "first_frame": first_field,
                 "last_frame": "last_image_url",
             },
+            callback_url=webhook_url(self.callback_url),
         )
 
     def _one_value(self, names: tuple[str, str]) -> tuple[str, Any]:
@@ -206,6 +221,12 @@ class Generation(BaseModel):
     model: str
     created_at: float
     finished_at: float | None
+    queue_position: int | None = Field(
+        description="1 = the next of its model's queued jobs to start; null unless queued."
+    )
+    eta_seconds: int | None = Field(
+        description="Expected seconds until the video is done; null when finished or unknown."
+    )
 
 
 class GenerationPage(BaseModel):
@@ -355,6 +376,28 @@ def _generation_id(value: str, *, field: str = "generation_id") -> str:
     return value
 
 
+@router.get(LEGACY + "/events", response_class=Response, responses=STREAM_ANSWER)
+@router.get(UNIFIED + "/events", response_class=Response, responses=STREAM_ANSWER)
+async def events(
+    generation_id: GenerationId,
+    caller: CallerDep,
+    services: ServicesDep,
+    request: Request,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> Response:
+    """A live stream of the generation (``text/event-stream``, reelforge's extension): an
+    event ``generation`` with the poll answer at each change of status or progress, ``id``
+    the event log's (send it back as ``Last-Event-ID`` to resume), ending after the final
+    one; 503 when the server streams its most already (poll instead)."""
+    job = services.store.get(generation_id, owner=caller.id)
+    if job is None:
+        raise NotFound(f"no generation {generation_id!r}")
+    base_url = str(request.base_url)
+    return services.streams.open(
+        job, last_event_id=last_event_id, render=lambda j: view(j, services, base_url=base_url)
+    )
+
+
 _CREATE_ERRORS: Final = error_responses(
     *_AUTHENTICATED,
     PayloadTooLarge,
@@ -417,10 +460,41 @@ def cancel(
 
 @router.get("/v2/models", responses=error_responses(Unauthorized, model=ErrorAnswer))
 async def list_models(_: CallerDep, services: ServicesDep) -> dict[str, Any]:
-    """The served models and what each can be asked (reelforge's extension)."""
+    """The served models and what each can be asked, and the rules every request keeps
+    (reelforge's extension; the playground checks its form by them)."""
     return {
-        "models": [_listed(model_id, spec) for model_id, spec in sorted(services.models.items())]
+        "models": [_listed(model_id, spec) for model_id, spec in sorted(services.models.items())],
+        "rules": RULES,
     }
+
+
+def _lengths(resolution: Resolution) -> list[int]:
+    """The durations ``check_length`` lets ``resolution`` have, in seconds."""
+    allowed = []
+    for duration in DURATIONS:
+        try:
+            check_length(duration, resolution)
+        except InvalidRequest:
+            continue
+        allowed.append(duration)
+    return allowed
+
+
+RULES: Final[dict[str, Any]] = {
+    "max_prompt_chars": MAX_PROMPT_CHARS,
+    "durations_by_resolution": {size.value: _lengths(size) for size in Resolution},
+    "camera_commands": [movement.value for movement in Movement],
+    "image": {
+        "formats": ["JPEG", "PNG"],
+        "max_bytes": MAX_IMAGE_BYTES,
+        "min_short_side": MIN_IMAGE_SHORT_SIDE,
+        "min_ratio": MIN_IMAGE_RATIO,
+        "max_ratio": MAX_IMAGE_RATIO,
+    },
+}
+"""The contract's rules as data: the lengths each resolution allows (``check_length``), the
+camera commands a prompt may hold, and what an image must be (``media.intake``: shorter side
+greater than ``min_short_side`` px, width/height strictly between the ratios)."""
 
 
 def _listed(model_id: str, spec: ModelSpec) -> dict[str, Any]:
@@ -440,10 +514,27 @@ def _listed(model_id: str, spec: ModelSpec) -> dict[str, Any]:
 
 def view(job: Job, services: Services, *, base_url: str) -> dict[str, Any]:
     """The wire form of ``job`` (a ``Generation``): video only when completed, error only
-    when in error. Plain data, serialised as it is on every poll."""
+    when in error, a queue position only when queued, an ETA only when unfinished (and
+    estimated: ``api.forecast``). Plain data, serialised as it is on every poll."""
+    answer = _generation(job, services.storage, base_url)
+    forecast = services.forecasts.of(job)
+    answer["queue_position"] = forecast.queue_position
+    answer["eta_seconds"] = forecast.eta_seconds(time.time())
+    return answer
+
+
+def webhook_payload(
+    job: Job, kind: EventKind, storage: Storage, base_url: str
+) -> WebhookPayload | None:
+    """The poll's answer (without the forecast), on each status change."""
+    return WebhookPayload(event=job.status.value, body=_generation(job, storage, base_url))
+
+
+def _generation(job: Job, storage: Storage, base_url: str) -> dict[str, Any]:
+    """The poll's answer about ``job`` as it is now, plain data."""
     video = None
     if job.status is Status.COMPLETED and job.video_key and job.purged_at is None:
-        video = {"url": services.storage.video_url(job.video_key, base_url=base_url)}
+        video = {"url": storage.video_url(job.video_key, base_url=base_url)}
     error = None
     if job.status is Status.ERROR:
         error = {"name": job.error_name or "Error", "message": job.error_message or ""}
@@ -462,6 +553,8 @@ def view(job: Job, services: Services, *, base_url: str) -> dict[str, Any]:
         "model": job.model,
         "created_at": job.created_at,
         "finished_at": job.finished_at,
+        "queue_position": None,  # the poll fills both in (``view``); a webhook leaves them
+        "eta_seconds": None,
     }
 
 
@@ -477,4 +570,5 @@ DIALECT: Final = Dialect(
     router=router,
     render_error=render_error,
     hot_routes=HOT_ROUTES,
+    webhook_payload=webhook_payload,
 )

@@ -19,21 +19,23 @@ route that does not exist (404) or a method a route does not take (405) keeps it
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Annotated, Any, Final
-from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
-from reelforge.api.accept import MAX_URL_CHARS, Submission, image_input
+from reelforge.api.accept import Submission, image_input, webhook_url
 from reelforge.api.deps import CallerDep, IdempotencyKey, ServicesDep
-from reelforge.api.dialects.base import Dialect, StrictBody
+from reelforge.api.dialects.base import Dialect, StrictBody, WebhookPayload
 from reelforge.contract import DEFAULT_MODEL, MAX_PROMPT_CHARS, Status
 from reelforge.errors import InvalidRequest
-from reelforge.jobs.model import Job, Phase
+from reelforge.jobs.model import EventKind, Job, Phase
 from reelforge.request import JobRequest, Resolution
+from reelforge.storage.base import Storage
 
 NAME: Final = "minimax"
 CREATE: Final = "/v1/video_generation"
@@ -106,7 +108,7 @@ class Create(StrictBody):
                 "first_frame": "first_frame_image",
                 "last_frame": "last_frame_image",
             },
-            callback_url=_callback_url(self.callback_url),
+            callback_url=webhook_url(self.callback_url),
         )
 
 
@@ -125,24 +127,6 @@ def _resolution(resolution: str, duration: int) -> Resolution:
     return Resolution(resolution)
 
 
-def _callback_url(url: str | None) -> str | None:
-    """``url`` if it is an ``http(s)`` URL with a host (and a port, if any, that is a
-    number); ``InvalidRequest`` naming ``callback_url`` otherwise."""
-    if url is None:
-        return None
-    if len(url) > MAX_URL_CHARS:
-        raise InvalidRequest("callback_url", f"is {len(url)} characters; at most {MAX_URL_CHARS}")
-    try:
-        parts = urlsplit(url)
-        valid = parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
-        valid = valid and parts.port != 0
-    except ValueError:  # a port that is not a number, a malformed IPv6 address
-        valid = False
-    if not valid:
-        raise InvalidRequest("callback_url", f"must be an http(s) URL with a host (got {url!r})")
-    return url
-
-
 class Created(BaseModel):
     task_id: str
     base_resp: dict[str, Any]
@@ -155,11 +139,15 @@ class Refused(BaseModel):
 
 
 @router.post(CREATE, response_model=Created | Refused)
-def create(
+async def create(
     body: Create, caller: CallerDep, services: ServicesDep, idempotency_key: IdempotencyKey = None
 ) -> Created:
-    """Queue a generation; its ``task_id`` is also its id on every other dialect."""
-    job = services.admit(body.submission(), caller, idempotency_key)
+    """Queue a generation; its ``task_id`` is also its id on every other dialect. With a
+    ``callback_url``, only once that URL answered MiniMax's challenge (``events.challenge``)."""
+    submission = await run_in_threadpool(body.submission)
+    if submission.callback_url is not None:
+        await services.challenges.verify(submission.callback_url, owner=caller.id)
+    job = await run_in_threadpool(services.admit, submission, caller, idempotency_key)
     return Created(task_id=job.id, base_resp=BASE_OK)
 
 
@@ -187,10 +175,22 @@ def _video(job: Job) -> Mapping[str, Any]:
 @router.get(QUERY)
 async def query(task_id: TaskId, caller: CallerDep, services: ServicesDep) -> dict[str, Any]:
     """A task's state; ``file_id`` (equal to the task id) and the video's size in pixels once
-    it is ``Success``; reelforge's ``error`` (name, message) once it is ``Fail``."""
+    it is ``Success``; reelforge's ``error`` (name, message) once it is ``Fail``; reelforge's
+    ``queue_position`` and ``eta_seconds`` while it is unfinished (null: not queued, or no
+    estimate yet)."""
     job = services.store.get(task_id, owner=caller.id)
     if job is None:
         raise InvalidRequest("task_id", f"no task {task_id!r}")
+    answer = query_answer(job)
+    if not job.status.is_terminal:
+        forecast = services.forecasts.of(job)
+        answer["queue_position"] = forecast.queue_position
+        answer["eta_seconds"] = forecast.eta_seconds(time.time())
+    return answer
+
+
+def query_answer(job: Job) -> dict[str, Any]:
+    """The query response's shape for ``job`` (also what a ``callback_url`` is sent)."""
     status = task_status(job)
     answer: dict[str, Any] = {"task_id": job.id, "status": status}
     if status == "Success":
@@ -244,9 +244,18 @@ def _base_resp(code: int, message: str, http_status: int = 200) -> Response:
     return JSONResponse({"base_resp": {"status_code": code, "status_msg": message}}, http_status)
 
 
+def webhook_payload(
+    job: Job, kind: EventKind, storage: Storage, base_url: str
+) -> WebhookPayload | None:
+    """MiniMax pushes the query answer on each status change."""
+    answer = query_answer(job)
+    return WebhookPayload(event=answer["status"], body=answer)
+
+
 DIALECT: Final = Dialect(
     name=NAME,
     prefixes=(CREATE, "/v1/query/", "/v1/files/"),
     router=router,
     render_error=render_error,
+    webhook_payload=webhook_payload,
 )

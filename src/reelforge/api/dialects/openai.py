@@ -20,24 +20,27 @@ from __future__ import annotations
 import functools
 import re
 import time
+import uuid
 from dataclasses import asdict
 from typing import Annotated, Any, Final, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from reelforge.api.deps import CallerDep, IdempotencyKey, Services, ServicesDep
 from reelforge.api.dialects import openai_create as create_body
-from reelforge.api.dialects.base import Dialect
+from reelforge.api.dialects.base import Dialect, WebhookPayload
 from reelforge.api.files import VideoFile
 from reelforge.contract import Status
 from reelforge.engines.registry import capabilities
 from reelforge.errors import NotFound, Unprocessable
-from reelforge.jobs.model import Job
+from reelforge.events.stream import STREAM_ANSWER
+from reelforge.jobs.model import EventKind, Job
 from reelforge.media import stills
 from reelforge.request import Dimensions, Resolution
+from reelforge.storage.base import Storage
 from reelforge.storage.local import LocalStorage
 
 NAME: Final = create_body.NAME
@@ -76,6 +79,12 @@ class Video(BaseModel):
     seconds: str
     size: str
     status: Literal["queued", "in_progress", "completed", "failed"]
+    queue_position: int | None = Field(
+        description="reelforge extension: 1 = the next of its model's queued jobs to start."
+    )
+    eta_seconds: int | None = Field(
+        description="reelforge extension: expected seconds until the video is done."
+    )
 
 
 class VideoList(BaseModel):
@@ -136,6 +145,27 @@ async def create(
 async def retrieve(video_id: str, caller: CallerDep, services: ServicesDep) -> Response:
     """A video job; unfinished ones carry ``openai-poll-after-ms``."""
     return _video_response(_job(video_id, caller.id, services), services)
+
+
+@router.get(
+    VIDEOS + "/{video_id}/events",
+    response_class=Response,
+    responses=STREAM_ANSWER | _responses(404, 503),
+)
+async def events(
+    video_id: str,
+    caller: CallerDep,
+    services: ServicesDep,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> Response:
+    """A live stream of the video job (``text/event-stream``, reelforge's extension): an
+    event ``generation`` with the ``Video`` at each change of status or progress, ``id`` the
+    event log's (``Last-Event-ID`` resumes), ending after the final one; 503 at the server's
+    limit of streams."""
+    job = _job(video_id, caller.id, services)
+    return services.streams.open(
+        job, last_event_id=last_event_id, render=lambda j: video(j, services)
+    )
 
 
 @router.get(VIDEOS, response_model=VideoList, responses=_responses(400))
@@ -239,6 +269,7 @@ def video(job: Job, services: Services) -> dict[str, Any]:
     delete the finished video (null without retention)."""
     done = job.status is Status.COMPLETED and job.finished_at is not None
     days = services.settings.retention_days
+    forecast = services.forecasts.of(job)
     error = None
     if job.status is Status.ERROR:
         error = {"code": _snake(job.error_name or "Error"), "message": job.error_message or ""}
@@ -258,6 +289,8 @@ def video(job: Job, services: Services) -> dict[str, Any]:
         "seconds": str(job.request.duration_s),
         "size": _shown_size(job),
         "status": STATUSES[job.status],
+        "queue_position": forecast.queue_position,
+        "eta_seconds": forecast.eta_seconds(time.time()),
     }
 
 
@@ -275,14 +308,14 @@ def _shown_size(job: Job) -> str:
     return size.value
 
 
-def poll_after_ms(job: Job, now: float) -> int | None:
+def poll_after_ms(job: Job, now: float, eta_seconds: int | None = None) -> int | None:
     """How long a client should wait before asking again, in ms: the job's expected remaining
-    time (from its progress so far) within 250..10000, 1000 without an estimate; None for a
-    job that is done."""
+    time within 250..10000 (from its progress so far while it runs, else from the forecast's
+    ``eta_seconds``), 1000 without an estimate; None for a job that is done."""
     if job.status.is_terminal:
         return None
     least, fallback, most = POLL_AFTER_MS
-    estimate = float(fallback)
+    estimate = float(fallback) if eta_seconds is None else eta_seconds * 1000.0
     if job.status is Status.GENERATING and job.started_at is not None and 0 < job.progress < 100:
         elapsed = max(0.0, now - job.started_at)
         estimate = elapsed * (100 - job.progress) / job.progress * 1000
@@ -290,7 +323,8 @@ def poll_after_ms(job: Job, now: float) -> int | None:
 
 
 def _video_response(job: Job, services: Services) -> JSONResponse:
-    after = poll_after_ms(job, time.time())
+    now = time.time()
+    after = poll_after_ms(job, now, services.forecasts.of(job).eta_seconds(now))
     headers = {} if after is None else {"openai-poll-after-ms": str(after)}
     return JSONResponse(video(job, services), headers=headers)
 
@@ -309,6 +343,36 @@ def render_error(status: int, name: str, message: str, param: str | None = None)
     return JSONResponse({"error": body}, status_code=status)
 
 
+WEBHOOK_EVENTS: Final = {
+    EventKind.COMPLETED: "video.completed",
+    EventKind.ERROR: "video.failed",
+    EventKind.CANCELLED: "video.failed",
+}
+"""The event kinds OpenAI's webhooks tell of, by their type; no others are sent."""
+
+
+def webhook_payload(
+    job: Job, kind: EventKind, storage: Storage, base_url: str
+) -> WebhookPayload | None:
+    """OpenAI's webhook event: ``{id: "evt_…", object: "event", type, created_at,
+    data: {id}}``, sent only when the video is done (``video.completed``/``video.failed``)."""
+    event = WEBHOOK_EVENTS.get(kind)
+    if event is None:
+        return None
+    body = {
+        "id": f"evt_{uuid.uuid4().hex}",
+        "object": "event",
+        "type": event,
+        "created_at": int(job.updated_at),
+        "data": {"id": job.id},
+    }
+    return WebhookPayload(event=event, body=body)
+
+
 DIALECT: Final = Dialect(
-    name=NAME, prefixes=(VIDEOS, "/v1/models"), router=router, render_error=render_error
+    name=NAME,
+    prefixes=(VIDEOS, "/v1/models"),
+    router=router,
+    render_error=render_error,
+    webhook_payload=webhook_payload,
 )

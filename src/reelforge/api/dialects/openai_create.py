@@ -17,7 +17,7 @@ from typing import Any, Final
 from fastapi import Request
 from starlette.datastructures import UploadFile
 
-from reelforge.api.accept import ImageInput, Submission, image_input
+from reelforge.api.accept import ImageInput, Submission, image_input, webhook_url
 from reelforge.contract import DEFAULT_MODEL, MAX_PROMPT_CHARS
 from reelforge.engines.registry import ModelSpec, capabilities
 from reelforge.errors import InvalidRequest
@@ -258,10 +258,7 @@ def _reference(fields: Mapping[str, Any], name: str) -> ImageInput | None:
 
 
 def _callback_url(fields: Mapping[str, Any]) -> str | None:
-    url = _text(fields, "callback_url")
-    if url is not None and not url.lower().startswith(("http://", "https://")):
-        raise InvalidRequest("callback_url", f"must be an http(s) URL (got {url[:80]!r})")
-    return url
+    return webhook_url(_text(fields, "callback_url"))
 
 
 def _shown(value: object) -> str:

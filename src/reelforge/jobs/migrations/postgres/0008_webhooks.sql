@@ -1,0 +1,52 @@
+-- Webhooks: a default endpoint and a signing secret per API key, the outbox of deliveries
+-- derived from the event log (one row per event and endpoint), and every attempt of each.
+
+ALTER TABLE api_keys
+    ADD COLUMN webhook_url text,
+    ADD COLUMN webhook_secret text
+        CONSTRAINT webhook_secret_shape CHECK (webhook_secret LIKE 'whsec_%');
+
+-- How far the deriver has read the event log; it starts at the log's end (no old events).
+CREATE TABLE webhook_cursor (
+    name text PRIMARY KEY,
+    event_id bigint NOT NULL CHECK (event_id >= 0)
+);
+
+INSERT INTO webhook_cursor (name, event_id)
+SELECT 'webhooks', COALESCE(MAX(id), 0) FROM job_events;
+
+-- One delivery of one event to one endpoint. ``id`` is its ``webhook-id`` (the same on every
+-- attempt). ``pending`` until a 2xx answer (``delivered``) or 24 h of failures (``failed``);
+-- a sender holds it with a lease (token + expiry) while it sends.
+CREATE TABLE webhook_deliveries (
+    id text PRIMARY KEY,
+    event_id bigint NOT NULL,
+    job_id text NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    owner text NOT NULL,
+    url text NOT NULL,
+    event text NOT NULL,
+    body jsonb NOT NULL CHECK (jsonb_typeof(body) = 'object'),
+    state text NOT NULL DEFAULT 'pending'
+        CHECK (state IN ('pending', 'delivered', 'failed')),
+    attempts integer NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    next_at double precision NOT NULL,
+    lease_token text,
+    lease_expires_at double precision,
+    created_at double precision NOT NULL,
+    UNIQUE (event_id, url),
+    CHECK ((lease_token IS NULL) = (lease_expires_at IS NULL)),
+    CHECK (lease_token IS NULL OR state = 'pending')
+);
+
+-- The senders' claim: pending deliveries that are due; the head of each (job, endpoint) line.
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_at) WHERE state = 'pending';
+CREATE INDEX webhook_deliveries_line ON webhook_deliveries (job_id, url, event_id);
+
+CREATE TABLE webhook_attempts (
+    delivery_id text NOT NULL REFERENCES webhook_deliveries (id) ON DELETE CASCADE,
+    attempt integer NOT NULL CHECK (attempt >= 1),
+    at double precision NOT NULL,
+    status_code integer,
+    error text,
+    PRIMARY KEY (delivery_id, attempt)
+);
