@@ -3,6 +3,8 @@ event log, queued and running from the store), and who may read it."""
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,9 +85,13 @@ def run(deployment: Deployment, *, seconds: float) -> Lease:
     return lease
 
 
-def test_metrics_after_twenty_jobs(deployment: Deployment) -> None:
+def test_metrics_after_twenty_jobs(
+    deployment: Deployment, caplog: pytest.LogCaptureFixture
+) -> None:
     """20 jobs: 12 completed, 3 EngineFailed and 2 TimedOut, 1 cancelled while queued,
-    1 still running, 1 still queued; every count, sum and gauge is exact."""
+    1 still running, 1 still queued; every count, sum and gauge is exact, and each
+    transition is one log line."""
+    caplog.set_level(logging.INFO, logger="reelforge.jobs")
     with deployment.client() as client:
         ids = [
             client.post(LEGACY, json={"model": MODEL, "prompt": f"job {n}"}, headers=AUTH).json()
@@ -120,6 +126,18 @@ def test_metrics_after_twenty_jobs(deployment: Deployment) -> None:
     assert value(samples, "reelforge_http_requests_total", **create) == 20
     poll = {"method": "GET", "route": LEGACY, "status": "200"}
     assert value(samples, "reelforge_http_requests_total", **poll) == 1  # the hot route
+    lines = [record.getMessage() for record in caplog.records if record.name == "reelforge.jobs"]
+    assert len(lines) == 20 + 18 + 12 + 5 + 1
+    job = re.escape(ids[1]["generation_id"])
+    assert re.fullmatch(rf"job {job} {MODEL} queued 0\.000s attempt 0", lines[1])
+    assert (
+        sum(
+            bool(re.fullmatch(rf"job \w+ {MODEL} completed 10\.000s attempt 1", line))
+            for line in lines
+        )
+        == 12
+    )
+    assert sum(" error 4.000s attempt 1" in line for line in lines) == 5
     timed = {"method": "POST", "route": LEGACY}
     assert value(samples, "reelforge_http_request_duration_seconds_count", **timed) == 20
 

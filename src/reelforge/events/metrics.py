@@ -98,6 +98,7 @@ class JobMetrics:
     def _queued(self, event: JobEvent, seen: _Seen) -> float:
         """Count a ``queued`` or ``requeued`` event; the seconds the attempt ran (0 if new)."""
         if event.kind is EventKind.QUEUED:
+            seen.attempt = 0  # a job looked up late may have been claimed since
             self.metrics.jobs_created.labels(model=seen.model).inc()
         else:
             reason = str(event.data.get("reason", "unknown"))
