@@ -70,9 +70,7 @@ def configure_logging(log_format: LogFormat) -> None:
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     handler = logging.StreamHandler()
     handler.setFormatter(JsonLines() if log_format == "json" else Text())
-    lines = request_lines()
-    lines.log_format = log_format
-    lines.start()
+    request_lines().log_format = log_format
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
@@ -103,18 +101,25 @@ class RequestLines:
     """
 
     FLUSH_SECONDS: Final = 0.2
+    MOST_QUEUED: Final = 100_000
+    """Lines kept while the stream does not take them (the oldest go first)."""
 
     def __init__(self, log_format: LogFormat = "text", stream: TextIO | None = None) -> None:
         self.log_format = log_format
         self._stream = stream
-        self._lines: deque[str] = deque()
+        self._lines: deque[str] = deque(maxlen=self.MOST_QUEUED)
         self._second = (-1, "")
         self.started = False
+        self._starting = threading.Lock()
+        self._writing = threading.Lock()
 
     def add(
         self, method: str, route: str, status: int, seconds: float, key_id: str, request_id: str
     ) -> None:
-        """Queue the line of one request: ``route`` its template, ``seconds`` its time."""
+        """Queue the line of one request: ``route`` its template, ``seconds`` its time. The
+        first starts the flushing thread."""
+        if not self.started:
+            self.start()
         now = time.time()
         second, millis = int(now), int(now * 1000) % 1000
         if second != self._second[0]:
@@ -140,21 +145,23 @@ class RequestLines:
         self._lines.append(json.dumps(line))
 
     def flush(self) -> None:
-        """Write every queued line (any thread may call it)."""
-        lines = []
-        with contextlib.suppress(IndexError):
-            while True:
-                lines.append(self._lines.popleft())
-        if lines:
-            stream = self._stream or sys.stderr
-            stream.write("\n".join(lines) + "\n")
-            stream.flush()
+        """Write every queued line, in order (any thread may call it)."""
+        with self._writing:  # two flushes at once would write their batches out of order
+            lines = []
+            with contextlib.suppress(IndexError):
+                while True:
+                    lines.append(self._lines.popleft())
+            if lines:
+                stream = self._stream or sys.stderr
+                stream.write("\n".join(lines) + "\n")
+                stream.flush()
 
     def start(self) -> None:
         """Flush every ``FLUSH_SECONDS`` on a daemon thread, and once more at exit (once)."""
-        if self.started:
-            return
-        self.started = True
+        with self._starting:
+            if self.started:
+                return
+            self.started = True
         atexit.register(self.flush)
         threading.Thread(
             target=self._flush_often, name="reelforge-request-log", daemon=True
@@ -174,6 +181,5 @@ def _stamp(second: int, log_format: LogFormat) -> str:
 
 @functools.cache
 def request_lines() -> RequestLines:
-    """This process's request log (its format set, and its flushing started, by
-    ``configure_logging``)."""
+    """This process's request log (its format set by ``configure_logging``)."""
     return RequestLines()
