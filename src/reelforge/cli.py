@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import logging
+import os
+import shutil
 import signal
 import threading
 import time
@@ -127,25 +128,27 @@ def serve(
     ] = 1,
     host: Annotated[str | None, typer.Option(help="Listen address [REELFORGE_HOST].")] = None,
     port: Annotated[int | None, typer.Option(help="Listen port [REELFORGE_PORT].")] = None,
-    access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
 ) -> None:
     """Serve the API (and --workers worker processes, supervised) on one data directory."""
+    settings = _settings()
+    _metrics_folder(settings.data_dir)  # before any import loads prometheus_client
     import uvicorn
 
     from reelforge.api.serving import uvicorn_options
     from reelforge.events.stream import SHUTDOWN_GRACE_S
-    from reelforge.runtime import has_upstream
+    from reelforge.logs import configure_logging
+    from reelforge.runtime import has_upstream, start_job_metrics
     from reelforge.supervise import Supervisor, SupervisorThread
 
-    settings = _settings()
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = settings.model_copy(update=overrides)
     first_key = _prepare_serve(settings)
+
     # uvicorn re-raises a SIGTERM once it has shut down; with the default handler that ends
     # the process on the spot, before the workers are stopped. This one exits through the
     # ``finally`` below instead.
     signal.signal(signal.SIGTERM, _exit_on_signal)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    configure_logging(settings.log_format)
     try:
         hosted = has_upstream(settings)
     except ValueError as exc:  # a bad registry
@@ -153,6 +156,8 @@ def serve(
     supervision = SupervisorThread(Supervisor(settings, workers))
     # Hosted models' jobs wait on their providers in a pool of their own (one process).
     upstream = SupervisorThread(Supervisor(settings, int(hosted), upstream=True))
+    json_logs = {"log_config": None} if settings.log_format == "json" else {}
+    stop_job_metrics = start_job_metrics(settings)
     try:
         out.print(f"reelforge {__version__} on http://{settings.host}:{settings.port}/v2")
         out.print(
@@ -167,7 +172,10 @@ def serve(
             factory=True,
             workers=api_processes,
             log_level="info",
-            access_log=access_log,
+            # reelforge logs each request (``api.observe``); uvicorn's line would add the
+            # query, where a signed link carries its signature
+            access_log=False,
+            **json_logs,  # type: ignore[arg-type]
             **uvicorn_options(settings),
             timeout_graceful_shutdown=SHUTDOWN_GRACE_S,  # live streams would hold a stop
         )
@@ -175,11 +183,24 @@ def serve(
         if supervision.failure is None and upstream.failure is None:
             raise
     finally:
+        stop_job_metrics()
         upstream.close(timeout=settings.drain_seconds + 5)
         supervision.close(timeout=settings.drain_seconds + 5)
     failure = supervision.failure or upstream.failure
     if failure is not None:
         _refuse(f"{failure}; stopping")
+
+
+def _metrics_folder(data_dir: Path) -> None:
+    """Turn on multiprocess metrics (``reelforge.metrics``) for this process and those it
+    starts: ``PROMETHEUS_MULTIPROC_DIR`` is ``<data dir>/metrics``, emptied (the values of a
+    previous run's processes are gone), unless the operator set it."""
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        return
+    folder = data_dir / "metrics"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
 
 
 def _prepare_serve(settings: Settings) -> str | None:
@@ -252,7 +273,9 @@ def worker(
         except StartRefused as exc:
             _refuse(str(exc))
         return
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    from reelforge.logs import configure_logging
+
+    configure_logging(settings.log_format)
     signal.signal(signal.SIGTERM, _exit_on_signal)  # through the ``finally``: children drain
     supervisor = Supervisor(settings, processes, upstream=upstream)
     try:

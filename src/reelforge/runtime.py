@@ -23,8 +23,11 @@ from reelforge.api.app import Services, create_app
 from reelforge.engines import load_engines
 from reelforge.engines.registry import ModelSpec, default_registry, is_upstream, load_registry
 from reelforge.events.delivery import Deliverer
+from reelforge.events.metrics import JobMetrics
 from reelforge.jobs.model import Store
 from reelforge.jobs.sqlite import SQLiteJobStore
+from reelforge.logs import configure_logging
+from reelforge.metrics import process_metrics
 from reelforge.optimizer import PromptOptimizer
 from reelforge.settings import Settings
 from reelforge.startup import check_storage, make_data_dir
@@ -83,9 +86,29 @@ def api_from_environment() -> FastAPI:
     """The API of one of several ``reelforge serve --api-processes N`` processes (uvicorn
     imports this factory in each; settings come from the environment)."""
     settings = Settings()
+    configure_logging(settings.log_format)
     store = open_store(settings)
     check_storage(settings, store)
     return create_app(Services(settings, store, open_storage(settings), load_models(settings)))
+
+
+def start_job_metrics(settings: Settings) -> Callable[[], None]:
+    """A thread that counts and logs every job transition of the store (``events.metrics``)
+    into this process's metrics, started; the function that stops it."""
+    store = open_store(settings)
+    counter = JobMetrics(store, process_metrics())
+    done = threading.Event()
+    thread = threading.Thread(
+        target=counter.run, args=(done,), kwargs={"interval": 1.0}, name="reelforge-metrics"
+    )
+    thread.start()
+
+    def stop() -> None:
+        done.set()
+        thread.join()
+        store.close()
+
+    return stop
 
 
 def load_models(settings: Settings) -> dict[str, ModelSpec]:
@@ -155,7 +178,7 @@ def run_worker(
     back uncharged; a second signal gives it back at once. ``ready`` is set once its engines
     are loaded and it claims jobs (its supervisor tells a death at start from a later one).
     ``upstream``: the process runs the hosted models' jobs (``build_workers``)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    configure_logging(settings.log_format)
     control = _Control(settings)
     signals, parent = control.signals, os.getppid()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from reelforge.contract import MAX_IMAGE_BYTES
@@ -137,6 +137,18 @@ class Settings(BaseSettings):
     )
     prompt_optimizer_timeout_seconds: float = Field(
         15.0, gt=0, description="The longest a job waits for its rewritten prompt."
+    )
+
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Log lines as text, or as JSON objects (`json`)."
+    )
+    metrics_token: SecretStr | None = Field(
+        None, description="Bearer token `GET /metrics` requires; unset: by client address."
+    )
+    metrics_allow: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description="Networks besides loopback that may read `/metrics` without a token (JSON"
+        ' list of CIDRs, e.g. `["10.0.0.0/8"]`).',
     )
 
     @property

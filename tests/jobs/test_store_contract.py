@@ -253,6 +253,33 @@ def test_counts_of_one_owner_leave_out_every_other_owners_jobs(store: Store) -> 
     assert store.counts()[Status.QUEUED] == 3
 
 
+def test_active_by_model_counts_queued_and_generating_jobs_per_model(
+    store: Store, clock: FakeClock
+) -> None:
+    """What ``/metrics`` shows as queued and running: ended jobs left out, zeros absent."""
+    assert store.active_by_model() == {}
+    for model in ("preview", "preview", "preview", "other", "other"):
+        create(store, model=model)
+        clock.advance(1)  # claimed in this order
+    store.complete(claim(store), video_key="v.mp4", credits_used=1, meta={})
+    claim(store)
+    expected = {
+        ("preview", Status.QUEUED): 1,
+        ("preview", Status.GENERATING): 1,
+        ("other", Status.QUEUED): 2,
+    }
+    assert store.active_by_model() == expected
+
+
+def test_last_event_id_is_where_new_events_start(store: Store) -> None:
+    assert store.last_event_id() == 0
+    create(store)
+    last = store.last_event_id()
+    assert store.events_after(last) == []
+    job = create(store)
+    assert [event.job_id for event in store.events_after(last)] == [job.id]
+
+
 # --- the schema refuses impossible rows ---------------------------------------------------
 
 VALID_ROW: dict[str, object] = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from reelforge import __version__
-from reelforge.api import docs, errors, files, health, playground, webhooks
+from reelforge.api import docs, errors, files, health, observe, playground, webhooks
 from reelforge.api.deps import Services
 from reelforge.api.dialects import DIALECTS
 from reelforge.api.headers import SecurityHeaders
@@ -35,10 +35,15 @@ def create_app(services: Services) -> FastAPI:
         app.include_router(dialect.router)
     hot = {path: route for dialect in DIALECTS for path, route in dialect.hot_routes.items()}
     app.add_middleware(HotRoutes, routes=hot)
-    app.add_middleware(SecurityHeaders, hot_paths=hot)  # added last: the outermost of ours
+    app.add_middleware(SecurityHeaders, hot_paths=hot)
+    # added last: the outermost, so that it times and logs the hot routes too
+    app.add_middleware(
+        observe.RequestLog, metrics=services.metrics, lines=services.request_lines, hot_paths=hot
+    )
     app.include_router(files.router)
     app.include_router(health.router)
     app.include_router(docs.router)
     app.include_router(webhooks.router)
     app.include_router(playground.router)
+    app.include_router(observe.router)
     return app

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Final
 
 from fastapi import Depends, Header, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials
@@ -18,9 +18,14 @@ from reelforge.events.challenge import Challenges
 from reelforge.events.hub import Hub
 from reelforge.events.stream import Streams
 from reelforge.jobs.model import REPORT_SECONDS, ApiKey, Job, Store
+from reelforge.logs import RequestLines, request_lines
+from reelforge.metrics import Metrics, process_metrics
 from reelforge.retention import discard_files
 from reelforge.settings import Settings
 from reelforge.storage.base import Storage
+
+KEY_ID: Final = "reelforge.key_id"
+"""The ASGI scope entry where authentication leaves the caller's key id, for the log line."""
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,10 @@ class Services:
     storage: Storage
     models: dict[str, ModelSpec]
     """Served model id → its registry entry."""
+    metrics: Metrics = field(default_factory=process_metrics)
+    """What the process counts (``reelforge.metrics``)."""
+    request_lines: RequestLines = field(default_factory=request_lines)
+    """Where the process logs its requests (``logs.RequestLines``)."""
     keys: KeyCache = field(init=False)
     """Keys found lately (a revoked key keeps working here for up to 2 s)."""
     challenges: Challenges = field(init=False)
@@ -103,7 +112,9 @@ async def get_caller(
     _: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)],
 ) -> ApiKey:
     # ``BEARER`` declares the scheme in the OpenAPI document; ``api.auth`` reads the header.
-    return services.caller(request.headers.get("authorization"))
+    caller = services.caller(request.headers.get("authorization"))
+    request.scope[KEY_ID] = caller.id  # for the request's log line (``api.observe``)
+    return caller
 
 
 CallerDep = Annotated[ApiKey, Depends(get_caller)]

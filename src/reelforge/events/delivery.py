@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Final
+from urllib.parse import urlsplit
 
 from reelforge.errors import ImageFetchFailed
 from reelforge.events.webhooks import (
@@ -37,6 +38,7 @@ from reelforge.events.webhooks import (
 from reelforge.jobs.model import Store
 from reelforge.jobs.outbox import PER_URL, Delivery
 from reelforge.media.fetch import FetchPolicy, post_json
+from reelforge.metrics import process_metrics
 from reelforge.settings import Settings
 from reelforge.storage.base import Storage
 
@@ -145,12 +147,15 @@ class Deliverer:
         except ImageFetchFailed as exc:
             error = str(exc)
         except Exception as exc:  # anything else about this one send: recorded, retried
-            log.exception("webhook %s to %s failed", delivery.id, delivery.url)
+            # the host only: a receiver's URL may carry a token in its path or query
+            log.exception("webhook %s to %s failed", delivery.id, urlsplit(delivery.url).hostname)
             error = f"{type(exc).__name__}: {exc}"
         ok = status_code is not None and 200 <= status_code < 300
         if status_code is not None and not ok:
             error = f"HTTP {status_code}"
         retry_at = None if ok else self.retry_at(delivery)
+        outcome = "delivered" if ok else "failed" if retry_at is not None else "gave_up"
+        process_metrics().webhook_deliveries.labels(outcome=outcome).inc()
         self._store.record_attempt(
             delivery, status_code=status_code, error=error, retry_at=retry_at
         )

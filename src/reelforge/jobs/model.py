@@ -430,6 +430,11 @@ class JobQueue(Protocol):
         key, even at 0."""
         ...
 
+    def active_by_model(self) -> dict[tuple[str, Status], int]:
+        """How many jobs are ``queued`` and ``generating``, by (model, status); pairs at 0 are
+        left out. Deleted jobs count while they run (a deleted queued job is ended)."""
+        ...
+
     def events_after(
         self, after: int, *, limit: int = 100, job_id: str | None = None
     ) -> builtins.list[JobEvent]:

@@ -654,6 +654,14 @@ class PostgresJobStore(StoreBase, PostgresOutbox):
         found = {Status(row["status"]): int(row["n"]) for row in rows}
         return {status: found.get(status, 0) for status in Status}
 
+    def active_by_model(self) -> dict[tuple[str, Status], int]:
+        with self._connection() as conn:
+            rows = conn.execute(
+                "SELECT model, status, count(*) AS n FROM jobs"
+                " WHERE status IN ('queued', 'generating') GROUP BY model, status"
+            ).fetchall()
+        return {(row["model"], Status(row["status"])): int(row["n"]) for row in rows}
+
     def events_after(
         self, after: int, *, limit: int = 100, job_id: str | None = None
     ) -> builtins.list[JobEvent]:

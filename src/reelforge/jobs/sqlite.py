@@ -444,6 +444,17 @@ class SQLiteJobStore(StoreBase, SQLiteOutbox):
         found = {Status(status): count for status, count in rows}
         return {status: found.get(status, 0) for status in Status}
 
+    def active_by_model(self) -> dict[tuple[str, Status], int]:
+        rows = (
+            self._db.read()
+            .execute(
+                "SELECT model, status, COUNT(*) FROM jobs"
+                " WHERE status IN ('queued', 'generating') GROUP BY model, status"
+            )
+            .fetchall()
+        )
+        return {(model, Status(status)): count for model, status, count in rows}
+
     def events_after(
         self, after: int, *, limit: int = 100, job_id: str | None = None
     ) -> builtins.list[JobEvent]:

@@ -24,7 +24,14 @@ from pydantic_core import PydanticCustomError
 from starlette.types import Receive, Scope, Send
 
 from reelforge.api.accept import Submission, image_input, webhook_url
-from reelforge.api.deps import CallerDep, IdempotencyKey, Services, ServicesDep, services_of
+from reelforge.api.deps import (
+    KEY_ID,
+    CallerDep,
+    IdempotencyKey,
+    Services,
+    ServicesDep,
+    services_of,
+)
 from reelforge.api.dialects.base import Dialect, StrictBody, WebhookPayload
 from reelforge.api.headers import SECURITY_HEADERS
 from reelforge.api.openapi import BEARER, ErrorAnswer, ErrorInfo, error_responses
@@ -268,6 +275,7 @@ def _poll_answer(services: Services, scope: Scope) -> bytes:
     ``generation_id``); reelforge errors for a refusal."""
     authorization, host = _headers(scope)
     caller = services.caller(authorization)
+    scope[KEY_ID] = caller.id  # for the request's log line (``api.observe``)
     base_url = _base_url(scope, host)
     generation_id = _query_value(scope, "generation_id")
     if generation_id is None:

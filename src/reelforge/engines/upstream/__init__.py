@@ -75,12 +75,23 @@ class UpstreamEngine:
         if not key:
             raise ValueError(f"the provider key variable {self.options.api_key_env} is not set")
         timeout = httpx.Timeout(self.options.request_timeout_seconds)
+        hooks = {"response": [self._count]}
         self._client = httpx.Client(
             base_url=self.options.base_url,
             headers={"Authorization": f"Bearer {key}"},
             timeout=timeout,
+            event_hooks=hooks,
         )
-        self._bare = httpx.Client(timeout=timeout)  # signed URLs: the key never goes there
+        # Signed URLs: the key never goes there.
+        self._bare = httpx.Client(timeout=timeout, event_hooks=hooks)
+
+    def _count(self, response: httpx.Response) -> None:
+        """Each answer from the provider, in ``reelforge_upstream_calls_total`` (a call that
+        got no answer is not counted: the job's retries and errors tell of those)."""
+        from reelforge.metrics import process_metrics  # after serve set up its metrics folder
+
+        outcome = "ok" if response.status_code < 400 else "error"
+        process_metrics().upstream_calls.labels(self.options.provider, outcome).inc()
 
     def submit(self, request: JobRequest, keyframes: Keyframes, on_step: OnStep) -> str:
         client, model = self._clients()[0], self.options.model
