@@ -8,8 +8,10 @@ from __future__ import annotations
 import json
 import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -161,10 +163,24 @@ def test_an_unreachable_server_exits_4_after_backing_off(
     """In-process with the client's sleeps recorded instead of slept: a server refusing
     connections is tried 3 times, 0.5 x 2^n s x jitter (0.5..1) apart, then the CLI exits 4."""
     slept: list[float] = []
-    monkeypatch.setattr("reelforge.client.api.time.sleep", slept.append)
+    sleep, caller = time.sleep, threading.get_ident()
+
+    def recorded(seconds: float) -> None:
+        """``time.sleep`` is the whole process's: only this thread's sleeps are the CLI's."""
+        if threading.get_ident() == caller:
+            slept.append(seconds)
+        else:
+            sleep(seconds)
+
+    monkeypatch.setattr("reelforge.client.api.time.sleep", recorded)
     monkeypatch.chdir(tmp_path)
-    closed = f"http://127.0.0.1:{free_port()}/v2"
-    done = CliRunner().invoke(app, ["status", "some-id", "--base-url", closed, "--api-key", "k"])
+    # A port bound but not listening refuses every connection, and no other test's server
+    # can take it meanwhile (a port found free and released could be).
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{held.getsockname()[1]}/v2"
+        args = ["status", "some-id", "--base-url", closed, "--api-key", "k"]
+        done = CliRunner().invoke(app, args)
     assert done.exit_code == 4, done.output
     assert f"cannot reach {closed}" in one_line(done.stderr)
     assert "no connection after 3 tries" in one_line(done.stderr)
