@@ -3,6 +3,7 @@ terminal transitions. The SQL stays in each backend (``sqlite.py``, ``postgres.p
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -26,6 +27,7 @@ from reelforge.jobs.model import (
     Lease,
     Outcome,
     Phase,
+    Priority,
 )
 from reelforge.request import JobRequest
 
@@ -134,6 +136,21 @@ def job_from_row(row: Mapping[str, Any]) -> Job:
 
 KEY_LIMITS: Final = ("rpm", "max_queued", "max_running", "daily_video_seconds")
 """The ``api_keys`` columns of a key's own limits (``KeyLimits``' fields)."""
+
+
+def new_key_row(
+    *, name: str, key_hash: str, prefix: str, limits: KeyLimits, priority: Priority
+) -> dict[str, Any]:
+    """A new ``api_keys`` row's values, both stores' ``add_key`` parameters (but the time):
+    a fresh id, the key's name, hash and prefix, its own limits and priority."""
+    return {
+        "id": uuid.uuid4().hex,
+        "name": name,
+        "key_hash": key_hash,
+        "prefix": prefix,
+        "priority": Priority(priority).value,
+        **dataclasses.asdict(limits),
+    }
 
 
 def key_from_row(row: Mapping[str, Any]) -> ApiKey:

@@ -34,7 +34,6 @@ import json
 import os
 import secrets
 import threading
-import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -779,13 +778,9 @@ class PostgresJobStore(StoreBase, PostgresOutbox):
         limits: KeyLimits = NO_LIMITS,
         priority: Priority = Priority.NORMAL,
     ) -> ApiKey:
-        params = {
-            "id": uuid.uuid4().hex,
-            "name": name,
-            "key_hash": key_hash,
-            "prefix": prefix,
-            "priority": Priority(priority).value,
-        }
+        params = base.new_key_row(
+            name=name, key_hash=key_hash, prefix=prefix, limits=limits, priority=priority
+        )
         with self._connection() as conn:
             row = conn.execute(
                 """
@@ -797,7 +792,7 @@ class PostgresJobStore(StoreBase, PostgresOutbox):
                 RETURNING id, name, created_at, revoked_at, prefix, rpm, max_queued,
                           max_running, daily_video_seconds, priority
                 """,
-                {**params, "now": self._now(), **asdict(limits)},
+                {**params, "now": self._now()},
             ).fetchone()
         return base.key_from_row(_one(row))
 

@@ -13,7 +13,6 @@ import json
 import secrets
 import sqlite3
 import time
-import uuid
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -566,13 +565,9 @@ class SQLiteJobStore(StoreBase, SQLiteOutbox):
         limits: KeyLimits = NO_LIMITS,
         priority: Priority = Priority.NORMAL,
     ) -> ApiKey:
-        params = {
-            "id": uuid.uuid4().hex,
-            "name": name,
-            "key_hash": key_hash,
-            "prefix": prefix,
-            "priority": Priority(priority).value,
-        }
+        params = base.new_key_row(
+            name=name, key_hash=key_hash, prefix=prefix, limits=limits, priority=priority
+        )
         with self._db.write() as conn:
             row = conn.execute(
                 """
@@ -583,7 +578,7 @@ class SQLiteJobStore(StoreBase, SQLiteOutbox):
                 RETURNING id, name, created_at, revoked_at, prefix, rpm, max_queued,
                           max_running, daily_video_seconds, priority
                 """,
-                {**params, "now": self._clock(), **asdict(limits)},
+                {**params, "now": self._clock()},
             ).fetchone()
         return base.key_from_row(_fields(row))
 
