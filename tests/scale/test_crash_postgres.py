@@ -27,8 +27,8 @@ from tests.scale.faults import Plan, inflict, upstream_of, via
 from tests.scale.proxy import Proxy
 from tests.scale.traffic import Submitter, answered_completed, wait_finished
 
-GENERATIONS = 300
-BURSTS = 10
+GENERATIONS = 180
+BURSTS = 6
 BURST_EVERY_S = 3.0
 IN_BURST: Plan = [(0.1, "kill"), (0.2, "cut"), (0.35, "kill")]
 PLAN: Plan = [
