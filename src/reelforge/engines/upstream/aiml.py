@@ -4,12 +4,12 @@ reelforge's extension (``DELETE`` on the same route); another provider may refus
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Final
 
 import httpx
 
 from reelforge.engines.base import Keyframes
-from reelforge.engines.upstream.wire import Poll, body_of, call, data_url, field, resolution
+from reelforge.engines.upstream.wire import Poll, body_of, call, field, hailuo_body
 from reelforge.engines.upstream.wire import wait_hint as hint
 from reelforge.request import JobRequest
 
@@ -22,19 +22,7 @@ class AIML:
     def submit(
         self, client: httpx.Client, model: str, request: JobRequest, keyframes: Keyframes
     ) -> str:
-        body: dict[str, Any] = {
-            "model": model,
-            "prompt": request.prompt,
-            "duration": request.duration_s,
-            "resolution": resolution(request),
-            "prompt_optimizer": request.prompt_optimizer,
-        }
-        extras = {
-            "first_frame_image": data_url(keyframes.first),
-            "last_image_url": data_url(keyframes.last),
-            "seed": request.seed,
-        }
-        body |= {name: value for name, value in extras.items() if value is not None}
+        body = hailuo_body(model, request, keyframes, last_field="last_image_url")
         answer = body_of(call(client, "POST", ROUTE, json=body))
         return str(field(answer, "generation_id"))
 

@@ -15,9 +15,8 @@ from reelforge.engines.upstream.wire import (
     Transient,
     body_of,
     call,
-    data_url,
     field,
-    resolution,
+    hailuo_body,
     wait_hint,
 )
 from reelforge.errors import UpstreamRejected
@@ -37,19 +36,7 @@ class MiniMax:
     def submit(
         self, client: httpx.Client, model: str, request: JobRequest, keyframes: Keyframes
     ) -> str:
-        body: dict[str, Any] = {
-            "model": model,
-            "prompt": request.prompt,
-            "duration": request.duration_s,
-            "resolution": resolution(request),
-            "prompt_optimizer": request.prompt_optimizer,
-        }
-        extras = {
-            "first_frame_image": data_url(keyframes.first),
-            "last_frame_image": data_url(keyframes.last),
-            "seed": request.seed,
-        }
-        body |= {name: value for name, value in extras.items() if value is not None}
+        body = hailuo_body(model, request, keyframes, last_field="last_frame_image")
         return str(field(_checked(call(client, "POST", CREATE, json=body)), "task_id"))
 
     def poll(self, client: httpx.Client, upstream_id: str) -> Poll:

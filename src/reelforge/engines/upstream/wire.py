@@ -19,6 +19,7 @@ from typing import Any, Final
 import httpx
 from PIL import Image
 
+from reelforge.engines.base import Keyframes
 from reelforge.errors import UpstreamFailed, UpstreamRejected
 from reelforge.request import Dimensions, JobRequest, Resolution
 
@@ -136,6 +137,27 @@ def data_url(image: Image.Image | None) -> str | None:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def hailuo_body(
+    model: str, request: JobRequest, keyframes: Keyframes, *, last_field: str
+) -> dict[str, Any]:
+    """The create body both Hailuo-shaped wires take (the AI/ML API's legacy route and
+    MiniMax's own): they differ only in the last frame's name, ``last_field``. Unset extras
+    are left out."""
+    body: dict[str, Any] = {
+        "model": model,
+        "prompt": request.prompt,
+        "duration": request.duration_s,
+        "resolution": resolution(request),
+        "prompt_optimizer": request.prompt_optimizer,
+    }
+    extras = {
+        "first_frame_image": data_url(keyframes.first),
+        last_field: data_url(keyframes.last),
+        "seed": request.seed,
+    }
+    return body | {name: value for name, value in extras.items() if value is not None}
 
 
 def resolution(request: JobRequest) -> str:
