@@ -139,3 +139,20 @@ class Outbox(Protocol):
         """Set the active key's default endpoint (None: none), and its secret if ``secret``
         is given. False if no active key matches; ``ValueError`` if several do."""
         ...
+
+
+def attempt_row(
+    delivery: Delivery, *, status_code: int | None, error: str | None, retry_at: float | None
+) -> dict[str, Any]:
+    """An attempt's values for both stores' ``record_attempt`` (but the time): the delivery's
+    next state is ``delivered`` on a 2xx answer, else ``pending`` until ``retry_at``, or
+    ``failed`` when no retry is left (``retry_at`` None)."""
+    ok = status_code is not None and 200 <= status_code < 300
+    return {
+        "id": delivery.id,
+        "token": delivery.token,
+        "state": "delivered" if ok else ("pending" if retry_at is not None else "failed"),
+        "retry_at": retry_at,
+        "status_code": status_code,
+        "error": error,
+    }

@@ -14,7 +14,15 @@ import psycopg
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
-from reelforge.jobs.outbox import CURSOR, PER_URL, Attempt, Delivery, KeyWebhook, NewDelivery
+from reelforge.jobs.outbox import (
+    CURSOR,
+    PER_URL,
+    Attempt,
+    Delivery,
+    KeyWebhook,
+    NewDelivery,
+    attempt_row,
+)
 
 PgConnection = psycopg.Connection[DictRow]
 
@@ -111,16 +119,8 @@ class PostgresOutbox(ABC):
         error: str | None,
         retry_at: float | None,
     ) -> bool:
-        ok = status_code is not None and 200 <= status_code < 300
-        params = {
-            "id": delivery.id,
-            "token": delivery.token,
-            "state": "delivered" if ok else ("pending" if retry_at is not None else "failed"),
-            "retry_at": retry_at,
-            "now": self._now(),
-            "status_code": status_code,
-            "error": error,
-        }
+        attempt = attempt_row(delivery, status_code=status_code, error=error, retry_at=retry_at)
+        params = {**attempt, "now": self._now()}
         with self._transaction() as conn:
             row = conn.execute(
                 """

@@ -10,7 +10,15 @@ import sqlite3
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, Final
 
-from reelforge.jobs.outbox import CURSOR, PER_URL, Attempt, Delivery, KeyWebhook, NewDelivery
+from reelforge.jobs.outbox import (
+    CURSOR,
+    PER_URL,
+    Attempt,
+    Delivery,
+    KeyWebhook,
+    NewDelivery,
+    attempt_row,
+)
 from reelforge.jobs.sqlitefile import SQLiteFile
 
 _HEADS: Final = """
@@ -102,16 +110,8 @@ class SQLiteOutbox:
         error: str | None,
         retry_at: float | None,
     ) -> bool:
-        ok = status_code is not None and 200 <= status_code < 300
-        params = {
-            "id": delivery.id,
-            "token": delivery.token,
-            "state": "delivered" if ok else ("pending" if retry_at is not None else "failed"),
-            "retry_at": retry_at,
-            "now": self._clock(),
-            "status_code": status_code,
-            "error": error,
-        }
+        attempt = attempt_row(delivery, status_code=status_code, error=error, retry_at=retry_at)
+        params = {**attempt, "now": self._clock()}
         with self._db.write() as conn:
             row = conn.execute(
                 """
